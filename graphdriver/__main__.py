@@ -1,0 +1,5 @@
+"""``python -m graphdriver``."""
+
+from .cli.app import main
+
+main()

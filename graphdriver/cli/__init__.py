@@ -1,0 +1,1 @@
+"""The ``graphdriver`` command line (plumbum). Commands only: no storage logic lives here."""

@@ -1,0 +1,80 @@
+"""The top-level ``graphdriver`` application, its global switches, and error handling.
+
+Subcommand groups live in their own modules (layer.py, image.py, ...) and attach themselves with
+``@GraphDriverApp.subcommand(...)``; :func:`main` imports them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from plumbum import cli
+
+from ..driver import DEFAULT_ROOT, Driver, open_driver
+from ..errors import GraphDriverError
+
+
+class GraphDriverApp(cli.Application):
+    """Stack container image layers on the kernel's union filesystems, and prove what was mounted."""
+
+    PROGNAME = "graphdriver"
+    VERSION = "0.1.0"
+
+    root = cli.SwitchAttr(["--root"], str, default=os.environ.get("GRAPHDRIVER_ROOT", DEFAULT_ROOT),
+                          help="state root (env GRAPHDRIVER_ROOT)", envname="GRAPHDRIVER_ROOT")
+    driver_name = cli.SwitchAttr(["--driver"], str, default=None, help="overlay2, aufs or vfs (default: best)")
+    as_json = cli.Flag(["--json"], help="print JSON")
+    storage_opts = cli.SwitchAttr(["--storage-opt"], str, list=True, help="driver option KEY=VALUE")
+
+    _driver: Driver | None = None
+
+    def driver(self) -> Driver:
+        """The Driver for ``--root``/``--driver`` (opened once per run)."""
+        if self._driver is None:
+            opts = dict(o.split("=", 1) for o in self.storage_opts if "=" in o)
+            self._driver = open_driver(self.root, self.driver_name, opts)
+        return self._driver
+
+    def main(self, *args: str) -> int:
+        if args:
+            print(f"graphdriver: unknown command {args[0]!r}", file=sys.stderr)
+            return 2
+        if not self.nested_command:
+            self.help()
+            return 0
+        return 0
+
+
+def top(app: cli.Application) -> GraphDriverApp:
+    """The GraphDriverApp above a (nested) subcommand instance."""
+    while not isinstance(app, GraphDriverApp):
+        app = app.parent
+    return app
+
+
+def emit(app: cli.Application, obj: Any, text: str | None = None) -> None:
+    """Print ``obj`` as JSON (``--json`` or no text form), else ``text``."""
+    if top(app).as_json or text is None:
+        print(json.dumps(obj, indent=2, sort_keys=False))
+    else:
+        print(text)
+
+
+def main() -> None:
+    """Entry point of the console script: one clear line and a non-zero exit for any failure."""
+    from . import commands  # noqa: F401  (attaches every subcommand)
+
+    try:
+        GraphDriverApp.run(exit=True)
+    except GraphDriverError as e:
+        print(f"graphdriver: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"graphdriver: {e.strerror or e}{where}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

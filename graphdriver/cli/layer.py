@@ -1,0 +1,159 @@
+"""``graphdriver info|verify|cleanup`` and the ``layer`` group: create, rm, ls, exists, mount, umount, inspect."""
+
+from __future__ import annotations
+
+import sys
+
+from plumbum import cli
+
+from ..kernel import probe
+from .app import GraphDriverApp, emit, top
+
+
+def layer_inspect(driver, layer_id: str) -> dict:
+    """The ``layer inspect`` document of one layer."""
+    return {"ID": layer_id, "Parent": driver.parent(layer_id) or "",
+            "ReadWrite": driver.is_rw(layer_id),
+            "GraphDriver": {"Name": driver.name, "Data": driver.metadata(layer_id)},
+            "MountCount": driver.mount_count(layer_id)}
+
+
+@GraphDriverApp.subcommand("info")
+class InfoCmd(cli.Application):
+    """Driver, root, backing filesystem, kernel, probed features and counts."""
+
+    def main(self) -> int:
+        d = top(self).driver()
+        status = d.status()
+        info = {"Driver": d.name, "Root": d.root, "Kernel": probe.kernel_release(),
+                "Status": [list(p) for p in status],
+                "Layers": len(d.layers()), "Mounted": len(d.refs.all())}
+        lines = [f"Driver: {d.name}", f"Root: {d.root}", f"Kernel: {info['Kernel']}"]
+        lines += [f"{k}: {v}" for k, v in status]
+        lines.append(f"Mounted: {info['Mounted']}")
+        emit(self, info, "\n".join(lines))
+        return 0
+
+
+@GraphDriverApp.subcommand("verify")
+class VerifyCmd(cli.Application):
+    """Check every mount this root holds against the kernel's view; exit 1 on drift."""
+
+    def main(self) -> int:
+        d = top(self).driver()
+        drift = d.verify()
+        held = d.refs.all()
+        text = "\n".join(f"DRIFT {x}" for x in drift) if drift else f"ok: {len(held)} layers referenced, no drift"
+        emit(self, {"Drift": [{"Layer": x.layer, "Problem": x.problem} for x in drift],
+                    "Referenced": len(held)}, text)
+        return 1 if drift else 0
+
+
+@GraphDriverApp.subcommand("cleanup")
+class CleanupCmd(cli.Application):
+    """Unmount every mount under this root and remove half-made layers."""
+
+    def main(self) -> int:
+        d = top(self).driver()
+        d.cleanup()
+        emit(self, {"Cleaned": d.root}, f"cleaned {d.root}")
+        return 0
+
+
+@GraphDriverApp.subcommand("layer")
+class LayerApp(cli.Application):
+    """Create, list, mount and remove layers."""
+
+    def main(self, *args: str) -> int:
+        if args:
+            print(f"graphdriver layer: unknown command {args[0]!r}", file=sys.stderr)
+            return 2
+        if not self.nested_command:
+            self.help()
+        return 0
+
+
+@LayerApp.subcommand("create")
+class LayerCreate(cli.Application):
+    """Create layer ID (on --parent P; --rw for a container's read-write layer)."""
+
+    parent_id = cli.SwitchAttr(["--parent"], str, default=None, help="parent layer id")
+    rw = cli.Flag(["--rw"], help="a read-write (container) layer")
+    opts = cli.SwitchAttr(["--opt"], str, list=True, help="storage option KEY=VALUE (e.g. size=10G)")
+
+    def main(self, layer_id: str) -> int:
+        d = top(self).driver()
+        storage_opt = dict(o.split("=", 1) for o in self.opts if "=" in o)
+        d.create(layer_id, self.parent_id, rw=self.rw, storage_opt=storage_opt)
+        emit(self, layer_inspect(d, layer_id), layer_id)
+        return 0
+
+
+@LayerApp.subcommand("rm")
+class LayerRm(cli.Application):
+    """Remove layer ID (refused while mounted or while it has children)."""
+
+    def main(self, layer_id: str) -> int:
+        top(self).driver().remove(layer_id)
+        emit(self, {"Removed": layer_id}, layer_id)
+        return 0
+
+
+@LayerApp.subcommand("ls")
+class LayerLs(cli.Application):
+    """List layers with their parent and mount count."""
+
+    def main(self) -> int:
+        d = top(self).driver()
+        rows = [{"ID": lid, "Parent": d.parent(lid) or "", "MountCount": d.mount_count(lid)} for lid in d.layers()]
+        width = max([len(r["ID"]) for r in rows] + [2])
+        text = "\n".join([f"{'ID':<{width}}  {'PARENT':<{width}}  MOUNTS"]
+                         + [f"{r['ID']:<{width}}  {r['Parent'] or '-':<{width}}  {r['MountCount']}" for r in rows])
+        emit(self, rows, text)
+        return 0
+
+
+@LayerApp.subcommand("exists")
+class LayerExistsCmd(cli.Application):
+    """Exit 0 when layer ID exists, 1 when not."""
+
+    def main(self, layer_id: str) -> int:
+        found = top(self).driver().exists(layer_id)
+        emit(self, {"ID": layer_id, "Exists": found}, "true" if found else "false")
+        return 0 if found else 1
+
+
+@LayerApp.subcommand("mount")
+class LayerMount(cli.Application):
+    """Mount layer ID (one more reference) and print the path of its root filesystem."""
+
+    def main(self, layer_id: str) -> int:
+        path = top(self).driver().get(layer_id)
+        emit(self, {"ID": layer_id, "Path": path}, path)
+        return 0
+
+
+@LayerApp.subcommand("umount")
+class LayerUmount(cli.Application):
+    """Drop one reference to layer ID's mount; the last one unmounts."""
+
+    def main(self, layer_id: str) -> int:
+        d = top(self).driver()
+        d.put(layer_id)
+        left = d.mount_count(layer_id)
+        emit(self, {"ID": layer_id, "MountCount": left},
+             f"{layer_id}: {left} references left" if left else f"{layer_id}: unmounted")
+        return 0
+
+
+@LayerApp.subcommand("inspect")
+class LayerInspect(cli.Application):
+    """Print layer ID as JSON: ID, Parent, GraphDriver {Name, Data}, MountCount."""
+
+    def main(self, layer_id: str) -> int:
+        d = top(self).driver()
+        if not d.exists(layer_id):
+            d.parent(layer_id)  # raises LayerNotFound (or InvalidID) with one clear line
+        top(self).as_json = True
+        emit(self, layer_inspect(d, layer_id))
+        return 0

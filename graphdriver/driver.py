@@ -1,0 +1,429 @@
+"""The Driver interface (Docker graphdriver semantics, Python names), the backend registry, open_driver.
+
+A backend subclasses :class:`Driver` and supplies the hooks at the bottom: where a layer lives, how a
+staged layer is built and published, and (for union backends) the mount plan, how to execute it and how to
+check the kernel's view of it. Everything generic — id rules, locking, atomic staging, reference counts
+across processes, drift detection, cleanup — lives here once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .archive.driver_diff import DiffMixin
+from .errors import (
+    DriverMismatch,
+    DriverUnsupported,
+    GraphDriverError,
+    LayerExists,
+    LayerInUse,
+    LayerNotFound,
+    LayerNotMounted,
+    MountFailed,
+    NotRoot,
+    StorageOptUnsupported,
+)
+from .ids import check_id
+from .kernel import mountinfo, probe
+from .kernel.unmount import unmount
+from .store.files import read_json, read_text, write_atomic, write_json
+from .store.locks import RootLock
+from .store.refs import Ref, RefStore
+
+DEFAULT_ROOT = "/var/lib/graphdriver"
+PRIORITY = ("overlay2", "aufs", "vfs")
+_REGISTRY: dict[str, type[Driver]] = {}
+
+
+def register(cls: type[Driver]) -> type[Driver]:
+    """Class decorator: make a backend available under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def backends() -> dict[str, type[Driver]]:
+    """Every registered backend by name (importing the built-in ones)."""
+    from . import drivers  # noqa: F401  (registers overlay2, aufs, vfs)
+
+    return dict(_REGISTRY)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A difference between what this root expects and what the kernel shows."""
+
+    layer: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.layer}: {self.problem}"
+
+
+class Driver(DiffMixin, ABC):
+    """A layer store on one backend under ``<root>/<name>``.
+
+    Layers appear atomically: built in ``<home>/.staging`` and renamed into place. Mutations hold a
+    root-wide lock (processes and threads). Mount references live in ``<home>/.refs`` and are checked
+    against the kernel's mount table on every use.
+    """
+
+    name: ClassVar[str]
+    #: How deletions are stored on disk: "overlay" (0:0 char device, trusted.overlay.opaque=y),
+    #: "aufs" (.wh.<name> files kept as they are) or "applied" (vfs: deletions carried out).
+    whiteout_format: ClassVar[str] = "applied"
+
+    def __init__(self, root: str, options: dict[str, str] | None = None) -> None:
+        self.root = os.path.abspath(root)
+        self.home = os.path.join(self.root, self.name)
+        self.options = dict(options or {})
+        for d in (self.home, self._staging, self._meta, self._refs_dir):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        self.lock = RootLock(os.path.join(self.home, ".lock"))
+        self.refs = RefStore(self._refs_dir)
+        self.setup()
+
+    # -- paths of the generic state -------------------------------------------------------------
+    @property
+    def _staging(self) -> str:
+        return os.path.join(self.home, ".staging")
+
+    @property
+    def _meta(self) -> str:
+        return os.path.join(self.home, ".meta")
+
+    @property
+    def _refs_dir(self) -> str:
+        return os.path.join(self.home, ".refs")
+
+    def _meta_path(self, layer_id: str) -> str:
+        return os.path.join(self._meta, layer_id)
+
+    # -- the public interface ------------------------------------------------------------------
+    def create(self, layer_id: str, parent: str | None = None, *, rw: bool = False,
+               storage_opt: dict[str, str] | None = None, mount_label: str = "") -> None:
+        """Make layer ``layer_id`` on ``parent`` (None: a base layer). ``rw``: a container's layer."""
+        check_id(layer_id)
+        if parent is not None and parent != "":
+            check_id(parent, "parent id")
+        else:
+            parent = None
+        self.check_storage_opt(storage_opt or {})
+        with self.lock.held():
+            if self.exists(layer_id):
+                raise LayerExists(f"layer {layer_id} already exists")
+            if parent is not None and not self.exists(parent):
+                raise LayerNotFound(f"parent layer {parent} not found")
+            stage = os.path.join(self._staging, f"{layer_id}.{uuid.uuid4().hex[:8]}.create")
+            os.mkdir(stage, 0o700)
+            try:
+                self.build_layer(stage, layer_id, parent, rw)
+                write_json(self._meta_path(layer_id), {"parent": parent or "", "rw": rw, "created": time.time()})
+                self.publish_layer(stage, layer_id, parent)
+            except BaseException:
+                shutil.rmtree(stage, ignore_errors=True)
+                if not os.path.lexists(self.layer_path(layer_id)):
+                    self._unlink(self._meta_path(layer_id))
+                raise
+            if parent is not None:
+                self.parent_gained_child(parent)
+
+    def remove(self, layer_id: str) -> None:
+        """Remove a layer that is neither mounted nor a parent."""
+        check_id(layer_id)
+        with self.lock.held():
+            self._require(layer_id)
+            kids = self.children(layer_id)
+            if kids:
+                raise LayerInUse(f"layer {layer_id} has children: {', '.join(sorted(kids))}")
+            if self.mount_count(layer_id):
+                raise LayerInUse(f"layer {layer_id} is mounted ({self.mount_count(layer_id)} references)")
+            trash = os.path.join(self._staging, f"{layer_id}.{uuid.uuid4().hex[:8]}.remove")
+            self.unpublish_layer(layer_id, trash)
+            self._unlink(self._meta_path(layer_id))
+            self.refs.drop(layer_id)
+            self.discard(trash)
+
+    def get(self, layer_id: str, mount_label: str = "") -> str:
+        """The path of the layer's root filesystem, mounting it on first use (reference counted)."""
+        check_id(layer_id)
+        with self.lock.held():
+            self._require(layer_id)
+            ref = self.refs.read(layer_id)
+            if not self.needs_mount(layer_id):
+                self.refs.write(layer_id, Ref(ref.count + 1, 0))
+                return self.rootfs_path(layer_id)
+            target = self.mount_point(layer_id)
+            current = mountinfo.current_mount_id(target)
+            if current is not None:
+                if ref.count and ref.mnt_id == current:
+                    self.refs.write(layer_id, Ref(ref.count + 1, current))
+                    return target
+                problems = self.check_mount(layer_id, mountinfo.mount_at(target))
+                if problems:
+                    raise MountFailed(f"layer {layer_id}: a foreign mount sits at {target} "
+                                      f"({'; '.join(problems)}); run cleanup")
+                self.refs.write(layer_id, Ref(max(ref.count, 1) + 1, current))
+                return target
+            mnt_id = self.mount_layer(layer_id)
+            self.refs.write(layer_id, Ref(1, mnt_id))
+            return target
+
+    def put(self, layer_id: str) -> None:
+        """Drop one reference; the last one unmounts."""
+        check_id(layer_id)
+        with self.lock.held():
+            self._require(layer_id)
+            ref = self.refs.read(layer_id)
+            if not self.needs_mount(layer_id):
+                if not ref.count:
+                    raise LayerNotMounted(f"layer {layer_id} is not mounted")
+                self.refs.write(layer_id, Ref(ref.count - 1, 0))
+                return
+            target = self.mount_point(layer_id)
+            if mountinfo.current_mount_id(target) is None:
+                self.refs.drop(layer_id)
+                raise LayerNotMounted(f"layer {layer_id} is not mounted")
+            if ref.count > 1:
+                self.refs.write(layer_id, Ref(ref.count - 1, ref.mnt_id))
+                return
+            self.unmount_layer(layer_id)
+            self.refs.drop(layer_id)
+
+    def exists(self, layer_id: str) -> bool:
+        """True when the layer is there (a bad id is simply absent)."""
+        try:
+            check_id(layer_id)
+        except GraphDriverError:
+            return False
+        return os.path.isdir(self.layer_path(layer_id)) and os.path.exists(self._meta_path(layer_id))
+
+    def mount_count(self, layer_id: str) -> int:
+        """Live references to the layer's mount (0 when the kernel shows it unmounted)."""
+        ref = self.refs.read(layer_id)
+        if not ref.count or not self.needs_mount(layer_id):
+            return ref.count
+        return ref.count if mountinfo.current_mount_id(self.mount_point(layer_id)) is not None else 0
+
+    def parent(self, layer_id: str) -> str | None:
+        """The layer's parent id, or None for a base layer."""
+        self._require(layer_id)
+        meta = read_json(self._meta_path(layer_id), {})
+        return meta.get("parent") or None
+
+    def is_rw(self, layer_id: str) -> bool:
+        """True for a container's read-write layer."""
+        return bool(read_json(self._meta_path(layer_id), {}).get("rw"))
+
+    def ancestors(self, layer_id: str) -> list[str]:
+        """The layer's parents, nearest first."""
+        out: list[str] = []
+        cur = self.parent(layer_id)
+        while cur:
+            out.append(cur)
+            cur = read_json(self._meta_path(cur), {}).get("parent") or None
+        return out
+
+    def layers(self) -> list[str]:
+        """Every complete layer id, sorted."""
+        try:
+            names = os.listdir(self._meta)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if ".tmp-" not in n and os.path.isdir(self.layer_path(n)))
+
+    def children(self, layer_id: str) -> list[str]:
+        """Ids of the layers whose parent is ``layer_id``."""
+        return [lid for lid in self.layers() if read_json(self._meta_path(lid), {}).get("parent") == layer_id]
+
+    def status(self) -> list[tuple[str, str]]:
+        """Docker's ``Status``: backend facts as (key, value) pairs."""
+        return [("Backing Filesystem", probe.backing_fs(self.home)), *self.backend_status(),
+                ("Layers", str(len(self.layers())))]
+
+    def cleanup(self) -> None:
+        """Unmount every mount under this root, drop references, and remove what was half made."""
+        with self.lock.held():
+            for entry in reversed(mountinfo.mounts_under(self.home)):
+                unmount(entry.mount_point)
+            for name in os.listdir(self._refs_dir):
+                self._unlink(os.path.join(self._refs_dir, name))
+            for name in os.listdir(self._staging):
+                self.discard(os.path.join(self._staging, name))
+            for name in os.listdir(self._meta):
+                if ".tmp-" in name or not os.path.isdir(self.layer_path(name)):
+                    self._unlink(self._meta_path(name))
+            self.cleanup_backend()
+
+    def verify(self) -> list[Drift]:
+        """Every mount this root holds, checked against the kernel; what differs is returned."""
+        drift: list[Drift] = []
+        with self.lock.held():
+            refs = self.refs.all()
+            expected = set()
+            for layer_id, ref in sorted(refs.items()):
+                if not self.exists(layer_id):
+                    drift.append(Drift(layer_id, "holds references but the layer is gone"))
+                    continue
+                if not self.needs_mount(layer_id):
+                    continue
+                target = self.mount_point(layer_id)
+                expected.add(target)
+                current = mountinfo.current_mount_id(target)
+                if current is None:
+                    drift.append(Drift(layer_id, f"expected a mount at {target}; the kernel shows none"))
+                    continue
+                if current != ref.mnt_id:
+                    drift.append(Drift(layer_id, f"the mount at {target} was replaced "
+                                                 f"(mount id {ref.mnt_id} became {current})"))
+                for problem in self.check_mount(layer_id, mountinfo.mount_at(target)):
+                    drift.append(Drift(layer_id, problem))
+            for entry in mountinfo.mounts_under(self.home):
+                if entry.mount_point not in expected:
+                    drift.append(Drift("-", f"unexpected {entry.fs_type} mount at {entry.mount_point}"))
+        return drift
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _require(self, layer_id: str) -> None:
+        if not self.exists(layer_id):
+            raise LayerNotFound(f"layer {layer_id} not found")
+
+    @staticmethod
+    def _unlink(path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def discard(self, path: str) -> None:
+        """Remove a staged or trashed tree (it is invisible already)."""
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            self._unlink(path)
+
+    def check_storage_opt(self, storage_opt: dict[str, str]) -> None:
+        """Refuse storage options this backend cannot honour (override to support ``size``)."""
+        for key in storage_opt:
+            if key == "size":
+                raise StorageOptUnsupported(
+                    f"{self.name}: storage option 'size' needs project quota on the backing filesystem "
+                    f"({probe.backing_fs(self.home)} at {self.home} has none)")
+            raise StorageOptUnsupported(f"{self.name}: unknown storage option {key!r}")
+
+    # -- backend hooks --------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def unsupported_reason(cls, root: str) -> str | None:
+        """None when this backend can run under ``root``, else why not (one line)."""
+
+    def setup(self) -> None:
+        """Create the backend's own directories under ``home``."""
+
+    @abstractmethod
+    def layer_path(self, layer_id: str) -> str:
+        """The directory whose presence means the layer exists."""
+
+    @abstractmethod
+    def build_layer(self, stage: str, layer_id: str, parent: str | None, rw: bool) -> None:
+        """Populate the staging directory ``stage`` (it becomes the layer on publish)."""
+
+    def publish_layer(self, stage: str, layer_id: str, parent: str | None) -> None:
+        """Make the staged layer visible in one rename."""
+        os.rename(stage, self.layer_path(layer_id))
+
+    def unpublish_layer(self, layer_id: str, trash: str) -> None:
+        """Make the layer invisible in one rename into ``trash``."""
+        os.rename(self.layer_path(layer_id), trash)
+
+    def parent_gained_child(self, parent: str) -> None:
+        """Called once a child of ``parent`` exists."""
+
+    @abstractmethod
+    def diff_path(self, layer_id: str) -> str:
+        """The directory holding this layer's own content (overlay2 ``diff/``, vfs the copy)."""
+
+    @abstractmethod
+    def rootfs_path(self, layer_id: str) -> str:
+        """Where the layer's root filesystem is seen when no union mount is needed."""
+
+    def needs_mount(self, layer_id: str) -> bool:
+        """True when ``get`` must mount a union."""
+        return False
+
+    def mount_point(self, layer_id: str) -> str:
+        """Where the union is mounted."""
+        return self.rootfs_path(layer_id)
+
+    def mount_layer(self, layer_id: str) -> int:
+        """Plan, execute and verify the union mount; returns the kernel's mount id."""
+        raise NotImplementedError(f"{self.name} does not mount")
+
+    def unmount_layer(self, layer_id: str) -> None:
+        """Undo :meth:`mount_layer`."""
+        unmount(self.mount_point(layer_id))
+
+    def check_mount(self, layer_id: str, entry: mountinfo.MountEntry | None) -> list[str]:
+        """Compare the kernel's view of a mount with the plan; return the differences."""
+        return [] if entry is not None else ["not mounted"]
+
+    def backend_status(self) -> list[tuple[str, str]]:
+        """Backend-specific Status pairs."""
+        return []
+
+    @abstractmethod
+    def metadata(self, layer_id: str) -> dict[str, str]:
+        """Docker's GetMetadata: the ``GraphDriver.Data`` map."""
+
+    def cleanup_backend(self) -> None:
+        """Remove backend leftovers of a crash (dangling links and such)."""
+
+
+def _record_path(root: str) -> str:
+    return os.path.join(root, "driver")
+
+
+def default_driver(root: str) -> str:
+    """The first backend in :data:`PRIORITY` that can run under ``root``."""
+    reasons = []
+    for name in PRIORITY:
+        cls = backends().get(name)
+        if cls is None:
+            continue
+        why = cls.unsupported_reason(root)
+        if why is None:
+            return name
+        reasons.append(f"{name}: {why}")
+    raise DriverUnsupported("no storage driver can run here (" + "; ".join(reasons) + ")")
+
+
+def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
+                options: dict[str, str] | None = None, *,
+                require_root: bool = True) -> Driver:
+    """Open (creating if needed) the layer store at ``root`` with backend ``name`` (default: best)."""
+    if require_root and os.geteuid() != 0:
+        raise NotRoot("graphdriver must run as root (it mounts filesystems and keeps owners)")
+    root = os.path.abspath(root)
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    recorded = read_text(_record_path(root))
+    table = backends()
+    if name is None:
+        name = recorded or default_driver(root)
+    if name not in table:
+        raise DriverUnsupported(f"unknown driver {name!r} (known: {', '.join(sorted(table))})")
+    if recorded and recorded != name:
+        raise DriverMismatch(f"root {root} was created with driver {recorded}; it cannot be opened with {name}")
+    cls = table[name]
+    why = cls.unsupported_reason(root)
+    if why is not None:
+        raise DriverUnsupported(f"driver {name} cannot run at {root}: {why}")
+    driver = cls(root, options)
+    if not recorded:
+        write_atomic(_record_path(root), name + "\n", 0o644)
+    return driver
+

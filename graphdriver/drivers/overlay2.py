@@ -1,0 +1,186 @@
+"""overlay2: Docker's on-disk layout, mounted with the kernel's overlayfs and verified afterwards.
+
+Layout under ``<root>/overlay2``::
+
+    l/<26-char link>  -> ../<id>/diff
+    <id>/diff/        the layer's own content (the upper dir when it is on top)
+    <id>/link         the short link name
+    <id>/lower        l/A:l/B:...  (nearest parent first; absent for a base layer)
+    <id>/work/        overlayfs work dir
+    <id>/merged/      the union mount point
+    <id>/committed    present once the layer has a child
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import ClassVar
+
+from ..driver import Driver, register
+from ..errors import MountFailed
+from ..ids import short_link_id
+from ..kernel import mountinfo, probe, syscalls
+from ..kernel.overlay import mount_overlay
+from ..kernel.unmount import unmount
+from ..store.files import read_text, write_atomic
+from ..plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, plan_overlay
+
+
+@register
+class Overlay2(Driver):
+    """Layers as overlayfs upper/lower dirs, one union mount per ``get`` of a layer with parents."""
+
+    name: ClassVar[str] = "overlay2"
+    whiteout_format: ClassVar[str] = "overlay"
+
+    @classmethod
+    def unsupported_reason(cls, root: str) -> str | None:
+        if not probe.has_filesystem("overlay"):
+            return "the kernel has no overlay filesystem (not in /proc/filesystems)"
+        bad = [c for c in (",", ":", "\n", "\\") if c in root]
+        if bad:
+            return f"the root path contains {bad[0]!r}, which overlay mount options cannot carry"
+        fs = probe.backing_fs(root)
+        if fs in ("overlayfs", "aufs"):
+            return f"backing filesystem {fs} at {root} cannot hold overlay upper dirs ({fs} on {fs}); use --driver vfs"
+        if not probe.supports_d_type(root):
+            return f"backing filesystem {fs} at {root} does not report d_type, which overlay needs; use --driver vfs"
+        return None
+
+    def setup(self) -> None:
+        os.makedirs(self._links, mode=0o700, exist_ok=True)
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def _links(self) -> str:
+        return os.path.join(self.home, "l")
+
+    def _dir(self, layer_id: str) -> str:
+        return os.path.join(self.home, layer_id)
+
+    def layer_path(self, layer_id: str) -> str:
+        return self._dir(layer_id)
+
+    def diff_path(self, layer_id: str) -> str:
+        return os.path.join(self._dir(layer_id), "diff")
+
+    def rootfs_path(self, layer_id: str) -> str:
+        return self.diff_path(layer_id)
+
+    def mount_point(self, layer_id: str) -> str:
+        return os.path.join(self._dir(layer_id), "merged")
+
+    def _lower_links(self, layer_id: str) -> list[str]:
+        lower = read_text(os.path.join(self._dir(layer_id), "lower"), "")
+        return lower.split(":") if lower else []
+
+    def needs_mount(self, layer_id: str) -> bool:
+        return os.path.exists(os.path.join(self._dir(layer_id), "lower"))
+
+    # -- create / remove ------------------------------------------------------------------------
+    def build_layer(self, stage: str, layer_id: str, parent: str | None, rw: bool) -> None:
+        os.chmod(stage, 0o701)
+        os.mkdir(os.path.join(stage, "diff"), 0o755)
+        os.mkdir(os.path.join(stage, "work"), 0o700)
+        os.mkdir(os.path.join(stage, "merged"), 0o700)
+        if parent is not None:
+            parent_link = read_text(os.path.join(self._dir(parent), "link"))
+            if not parent_link:
+                raise MountFailed(f"parent layer {parent} has no link file")
+            lowers = [f"l/{parent_link}", *self._lower_links(parent)]
+            write_atomic(os.path.join(stage, "lower"), ":".join(lowers), 0o644)
+        link = short_link_id()
+        write_atomic(os.path.join(stage, "link"), link, 0o644)
+        # The link dangles until the layer is renamed into place: the layer appears in one rename.
+        os.symlink(f"../{layer_id}/diff", os.path.join(self._links, link))
+
+    def parent_gained_child(self, parent: str) -> None:
+        path = os.path.join(self._dir(parent), "committed")
+        if not os.path.exists(path):
+            write_atomic(path, "", 0o600)
+
+    def unpublish_layer(self, layer_id: str, trash: str) -> None:
+        link = read_text(os.path.join(self._dir(layer_id), "link"))
+        os.rename(self._dir(layer_id), trash)
+        if link:
+            self._unlink(os.path.join(self._links, link))
+
+    def cleanup_backend(self) -> None:
+        for name in os.listdir(self._links):
+            path = os.path.join(self._links, name)
+            if os.path.islink(path) and not os.path.exists(path):
+                self._unlink(path)
+
+    # -- plan / execute / verify ----------------------------------------------------------------
+    @cached_property
+    def mount_api(self) -> str:
+        """``fsconfig`` (lowerdir+, kernel 6.8+) or ``mount`` (one page of mount(2) data)."""
+        wanted = self.options.get("overlay2.mount_api", "auto")
+        if wanted in ("fsconfig", "mount"):
+            return wanted
+        return "fsconfig" if probe.overlay_lowerdir_plus() else "mount"
+
+    @cached_property
+    def _extra_options(self) -> tuple[str, ...]:
+        extra = []
+        if probe.module_param("overlay", "index") is not None:
+            extra.append("index=off")
+        mountopt = self.options.get("overlay2.mountopt", "")
+        extra += [o for o in mountopt.split(",") if o]
+        return tuple(extra)
+
+    def _resolve_lowers(self, layer_id: str) -> tuple[list[str], list[str]]:
+        """(absolute diff dirs, ``l/`` short links) of the layer's parents, nearest first."""
+        links = self._lower_links(layer_id)
+        dirs = []
+        for link in links:
+            target = os.readlink(os.path.join(self.home, link))  # ../<id>/diff
+            dirs.append(os.path.normpath(os.path.join(self._links, target)))
+        return dirs, links
+
+    def plan(self, layer_id: str) -> OverlayPlan:
+        """The overlay mount ``get`` would make for this layer (reads the layout, mounts nothing)."""
+        dirs, links = self._resolve_lowers(layer_id)
+        d = self._dir(layer_id)
+        return plan_overlay(self.mount_point(layer_id), dirs, os.path.join(d, "diff"), os.path.join(d, "work"),
+                            api=self.mount_api, short_lowers=links, cwd=self.home,
+                            page_size=probe.page_size(), extra=self._extra_options)
+
+    def mount_layer(self, layer_id: str) -> int:
+        plan = self.plan(layer_id)
+        mount_overlay(plan)
+        entry = mountinfo.mount_at(plan.target)
+        problems = check_overlay(plan, entry)
+        if problems:
+            try:
+                syscalls.umount2(plan.target, syscalls.MNT_DETACH)
+            except OSError:
+                pass
+            raise MountFailed(f"layer {layer_id}: the kernel's overlay at {plan.target} does not match the plan "
+                              f"({'; '.join(problems)}); unmounted")
+        assert entry is not None
+        return entry.mnt_id
+
+    def unmount_layer(self, layer_id: str) -> None:
+        unmount(self.mount_point(layer_id))
+
+    def check_mount(self, layer_id: str, entry: mountinfo.MountEntry | None) -> list[str]:
+        return check_overlay(self.plan(layer_id), entry)
+
+    # -- reporting ------------------------------------------------------------------------------
+    def metadata(self, layer_id: str) -> dict[str, str]:
+        self._require(layer_id)
+        d = self._dir(layer_id)
+        meta = {"MergedDir": os.path.join(d, "merged"), "UpperDir": os.path.join(d, "diff"),
+                "WorkDir": os.path.join(d, "work")}
+        dirs, _ = self._resolve_lowers(layer_id)
+        if dirs:
+            meta["LowerDir"] = ":".join(dirs)
+        return meta
+
+    def backend_status(self) -> list[tuple[str, str]]:
+        api = "fsconfig lowerdir+" if self.mount_api == "fsconfig" else "mount(2), one page of options"
+        verify = "statmount(2)" if syscalls.statmount_supported() else "/proc/self/mountinfo"
+        return [("Supports d_type", "true"), ("Mount API", api), ("Verified with", verify),
+                ("Max lower layers", str(OVL_MAX_STACK))]

@@ -1,0 +1,93 @@
+"""Typed errors. Library code raises these; only the CLI turns them into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class GraphDriverError(Exception):
+    """Base of every error graphdriver raises on purpose. ``str(err)`` is one clear line."""
+
+    exit_code = 1
+
+
+class InvalidID(GraphDriverError):
+    """An id that is not ``[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`` or contains ``..``."""
+
+
+class LayerNotFound(GraphDriverError):
+    """No layer with that id (or an unknown parent)."""
+
+
+class LayerExists(GraphDriverError):
+    """A layer with that id is already there."""
+
+
+class LayerInUse(GraphDriverError):
+    """The layer is mounted or has children."""
+
+
+class LayerNotMounted(GraphDriverError):
+    """``put``/``umount`` of a layer that holds no mount reference."""
+
+
+class MountFailed(GraphDriverError):
+    """The kernel refused a mount, or accepted one that does not match the plan."""
+
+
+class MountBusy(GraphDriverError):
+    """umount2 answered EBUSY; the message names the processes holding it."""
+
+
+class TooManyLayers(GraphDriverError):
+    """A chain deeper than the kernel (or the mount data page) can carry."""
+
+
+class DriverMismatch(GraphDriverError):
+    """The root was first used with another driver."""
+
+
+class DriverUnsupported(GraphDriverError):
+    """The kernel or the backing filesystem cannot run this driver."""
+
+
+class NotRoot(GraphDriverError):
+    """graphdriver mounts and chowns; it needs root."""
+
+
+class UnsafeArchive(GraphDriverError):
+    """A layer tar entry that would escape its layer, or a corrupt stream."""
+
+
+class StorageOptUnsupported(GraphDriverError):
+    """A storage option (like ``size``) this backend or filesystem cannot honour."""
+
+
+class BadBranchPath(MountFailed):
+    """A union branch path the mount option syntax cannot carry (aufs: ``:``, ``=``, ``,``)."""
+
+
+class CopyFailed(GraphDriverError):
+    """A layer copy (vfs) could not reproduce a file; the message names it."""
+
+
+class ImageNotFound(GraphDriverError):
+    """No image with that name, tag, id or id prefix."""
+
+
+class ContainerNotFound(GraphDriverError):
+    """No container with that name, id or id prefix."""
+
+
+class NameInUse(GraphDriverError):
+    """A container name (or an image tag given as a container name) is already taken."""
+
+
+class ImageInUse(GraphDriverError):
+    """``image rm`` of an image that a container still uses."""
+
+
+class InvalidImage(GraphDriverError):
+    """A corrupt or truncated image archive, a digest mismatch, or a missing blob."""
+
+
+class ContainerRunning(GraphDriverError):
+    """The container's rw layer is in use by a running ``container run``."""

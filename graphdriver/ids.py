@@ -1,0 +1,25 @@
+"""Layer id rules and short link ids."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+
+from .errors import InvalidID
+
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_id(layer_id: object, what: str = "layer id") -> str:
+    """Return ``layer_id`` if it is a valid id, else raise :class:`InvalidID` naming it."""
+    if not isinstance(layer_id, str) or not _ID_RE.fullmatch(layer_id) or ".." in layer_id:
+        raise InvalidID(
+            f"invalid {what} {layer_id!r}: must match [A-Za-z0-9][A-Za-z0-9_.-]{{0,127}} without '..'"
+        )
+    return layer_id
+
+
+def short_link_id() -> str:
+    """A random 26-character uppercase base32 id, as Docker's overlay2 ``l/`` links use."""
+    return base64.b32encode(os.urandom(16)).decode()[:26]

@@ -1,0 +1,107 @@
+"""The kernel's own view of mounts: /proc/self/mountinfo, and one mount at a time via statmount(2)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from . import syscalls
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def unescape(field: str) -> str:
+    """Undo mountinfo's octal escapes (``\\040`` for a space and so on)."""
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def split_options(opts: str) -> tuple[str, ...]:
+    """Split a superblock option string on commas (mountinfo escapes commas inside values)."""
+    return tuple(unescape(o) for o in opts.split(",") if o)
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    """One mount as the kernel reports it."""
+
+    mnt_id: int
+    mount_point: str
+    fs_type: str
+    source: str
+    read_only: bool
+    options: tuple[str, ...]
+
+    def option_values(self, key: str) -> list[str]:
+        """Every value given for ``key`` (``lowerdir+`` repeats), in order."""
+        prefix = key + "="
+        return [o[len(prefix):] for o in self.options if o.startswith(prefix)]
+
+    def has_flag(self, flag: str) -> bool:
+        """True when ``flag`` is among the options."""
+        return flag in self.options
+
+
+def parse_mountinfo_line(line: str) -> MountEntry:
+    """Parse one line of /proc/<pid>/mountinfo."""
+    left, _, right = line.rstrip("\n").partition(" - ")
+    fields = left.split(" ")
+    fstype, source, sb_opts = (right.split(" ") + ["", "", ""])[:3]
+    mnt_opts = fields[5].split(",")
+    sb = split_options(sb_opts)
+    return MountEntry(
+        mnt_id=int(fields[0]),
+        mount_point=unescape(fields[4]),
+        fs_type=fstype,
+        source=unescape(source),
+        read_only="ro" in mnt_opts or "ro" in sb,
+        options=tuple(o for o in sb if o not in ("rw", "ro")),
+    )
+
+
+def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    """Every mount in this mount namespace, in mount order."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        return [parse_mountinfo_line(line) for line in f if line.strip()]
+
+
+def mounts_under(prefix: str, entries: list[MountEntry] | None = None) -> list[MountEntry]:
+    """Mounts whose mount point is ``prefix`` or below it."""
+    prefix = prefix.rstrip("/")
+    entries = read_mountinfo() if entries is None else entries
+    return [e for e in entries if e.mount_point == prefix or e.mount_point.startswith(prefix + "/")]
+
+
+@lru_cache(maxsize=1)
+def _statmount_ok() -> bool:
+    return syscalls.statmount_supported()
+
+
+def mount_at(path: str) -> MountEntry | None:
+    """The mount whose root is at ``path``, or None when nothing is mounted there.
+
+    Uses statx + statmount (cost independent of how many mounts exist) where the kernel has them,
+    else scans mountinfo for the topmost mount at that point.
+    """
+    try:
+        mid = syscalls.mount_id(path)
+    except FileNotFoundError:
+        return None
+    if not mid.is_mount_root:
+        return None
+    if mid.unique and _statmount_ok():
+        sm = syscalls.statmount(mid.mnt_id)
+        return MountEntry(sm.mnt_id, sm.mount_point, sm.fs_type, sm.source, sm.read_only, sm.options)
+    real = os.path.realpath(path)
+    found = [e for e in read_mountinfo() if e.mount_point == real]
+    return found[-1] if found else None
+
+
+def current_mount_id(path: str) -> int | None:
+    """The mount id at ``path`` when ``path`` is a mount root, else None. One statx call."""
+    try:
+        mid = syscalls.mount_id(path)
+    except FileNotFoundError:
+        return None
+    return mid.mnt_id if mid.is_mount_root else None

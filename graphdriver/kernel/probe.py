@@ -1,0 +1,138 @@
+"""What this kernel and this backing filesystem support. Probes only read or try; they never change state."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+
+from . import syscalls
+
+# statfs f_type magic numbers -> the names Docker prints as "Backing Filesystem".
+FS_MAGIC = {
+    0xEF53: "extfs",
+    0x58465342: "xfs",
+    0x9123683E: "btrfs",
+    0x01021994: "tmpfs",
+    0x794C7630: "overlayfs",
+    0x61756673: "aufs",
+    0x65735546: "fuse",
+    0x2FC12FC1: "zfs",
+    0x6969: "nfs",
+    0xE0F5E1E2: "erofs",
+    0x73717368: "squashfs",
+    0x858458F6: "ramfs",
+}
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("f_bsize", ctypes.c_long), ("f_blocks", ctypes.c_ulong),
+                ("f_bfree", ctypes.c_ulong), ("f_bavail", ctypes.c_ulong), ("f_files", ctypes.c_ulong),
+                ("f_ffree", ctypes.c_ulong), ("f_fsid", ctypes.c_int * 2), ("f_namelen", ctypes.c_long),
+                ("f_frsize", ctypes.c_long), ("f_flags", ctypes.c_long), ("f_spare", ctypes.c_long * 4)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def fs_magic(path: str) -> int:
+    """statfs(2) f_type of the filesystem holding ``path``."""
+    buf = _Statfs()
+    if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return buf.f_type & 0xFFFFFFFF
+
+
+def backing_fs(path: str) -> str:
+    """Docker's name for the filesystem under ``path`` (``extfs``, ``xfs``, ``overlayfs``...)."""
+    magic = fs_magic(path)
+    return FS_MAGIC.get(magic, f"<unknown {magic:#x}>")
+
+
+def supports_d_type(path: str) -> bool:
+    """True when readdir on ``path``'s filesystem reports file types (overlay needs it)."""
+    with tempfile.TemporaryDirectory(dir=path, prefix=".dtype-") as d:
+        open(os.path.join(d, "f"), "w").close()
+        with os.scandir(d) as it:
+            for entry in it:
+                # DirEntry.is_file(follow_symlinks=False) needs no stat when d_type is known; Python
+                # exposes no d_type, so ask the C library through a stat-free check instead.
+                return entry.is_file(follow_symlinks=False) and _dtype_known(d)
+    return False
+
+
+def _dtype_known(d: str) -> bool:
+    """Read the directory with getdents64 and look at d_type (DT_UNKNOWN is 0)."""
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buf = ctypes.create_string_buffer(4096)
+        n = _libc.syscall(217 if os.uname().machine == "x86_64" else 61, fd, buf, 4096)
+        pos = 0
+        while pos < n:
+            reclen = int.from_bytes(buf.raw[pos + 16:pos + 18], "little")
+            dtype = buf.raw[pos + 18]
+            name = buf.raw[pos + 19:pos + reclen].split(b"\0", 1)[0]
+            if name == b"f":
+                return dtype != 0
+            pos += reclen
+        return False
+    finally:
+        os.close(fd)
+
+
+def filesystems() -> set[str]:
+    """Filesystem types listed in /proc/filesystems."""
+    with open("/proc/filesystems") as f:
+        return {line.split()[-1] for line in f if line.strip()}
+
+
+def has_filesystem(name: str, *, load: bool = True) -> bool:
+    """True when ``name`` is in /proc/filesystems, trying ``modprobe name`` first if absent."""
+    if name in filesystems():
+        return True
+    if load and shutil.which("modprobe"):
+        subprocess.run(["modprobe", name], capture_output=True, check=False)
+        return name in filesystems()
+    return False
+
+
+def kernel_release() -> str:
+    """``uname -r``."""
+    return os.uname().release
+
+
+def module_param(module: str, name: str) -> str | None:
+    """A kernel module parameter from /sys/module, or None when absent."""
+    try:
+        with open(f"/sys/module/{module}/parameters/{name}") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def overlay_lowerdir_plus() -> bool:
+    """True when overlayfs accepts ``lowerdir+`` through fsconfig (kernel 6.8+)."""
+    if not has_filesystem("overlay"):
+        return False
+    try:
+        fd = syscalls.fsopen("overlay")
+    except OSError:
+        return False
+    try:
+        with tempfile.TemporaryDirectory(prefix="gd-probe-") as d:
+            syscalls.fsconfig_string(fd, "lowerdir+", d)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def page_size() -> int:
+    """The mount data limit: mount(2) copies at most one page of option data."""
+    return os.sysconf("SC_PAGE_SIZE")

@@ -1,0 +1,1 @@
+"""On-disk state shared across processes: locks, mount reference counts, small atomic files."""

@@ -1,0 +1,79 @@
+"""Mount reference counts that survive across processes and restarts.
+
+A count lives in ``<home>/.refs/<id>`` as ``<count> <mount id> <boot id>``. The kernel's mount table is
+the truth: a count whose mount is gone, or that was written in an earlier boot, reads as zero.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .files import write_atomic
+
+
+@lru_cache(maxsize=1)
+def boot_id() -> str:
+    """This boot's id from /proc/sys/kernel/random/boot_id."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A layer's mount references: how many, and which kernel mount they share (0: none needed)."""
+
+    count: int = 0
+    mnt_id: int = 0
+
+
+class RefStore:
+    """Reads and writes reference counts under a directory. Callers hold the root lock."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+
+    def path(self, layer_id: str) -> str:
+        """The file holding ``layer_id``'s count."""
+        return os.path.join(self.dir, layer_id)
+
+    def read(self, layer_id: str) -> Ref:
+        """The stored reference, or an empty one (absent, unreadable, or from an earlier boot)."""
+        try:
+            with open(self.path(layer_id)) as f:
+                fields = f.read().split()
+        except FileNotFoundError:
+            return Ref()
+        if len(fields) != 3 or fields[2] != boot_id():
+            return Ref()
+        return Ref(int(fields[0]), int(fields[1]))
+
+    def write(self, layer_id: str, ref: Ref) -> None:
+        """Store ``ref``; a zero count removes the file."""
+        if ref.count <= 0:
+            self.drop(layer_id)
+            return
+        write_atomic(self.path(layer_id), f"{ref.count} {ref.mnt_id} {boot_id()}\n")
+
+    def drop(self, layer_id: str) -> None:
+        """Forget ``layer_id``'s references."""
+        try:
+            os.unlink(self.path(layer_id))
+        except FileNotFoundError:
+            pass
+
+    def all(self) -> dict[str, Ref]:
+        """Every layer with a live reference."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for name in names:
+            if ".tmp-" in name:
+                continue
+            ref = self.read(name)
+            if ref.count:
+                out[name] = ref
+        return out

@@ -1,0 +1,34 @@
+"""Shared fixtures: a private state root per test, cleaned up (mounts included) afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from graphdriver.kernel import mountinfo, syscalls
+
+
+def unmount_all_under(path: str) -> None:
+    """Detach every mount at or below ``path`` (innermost first)."""
+    for entry in reversed(mountinfo.mounts_under(os.path.realpath(path))):
+        try:
+            syscalls.umount2(entry.mount_point, syscalls.MNT_DETACH)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def root() -> Iterator[str]:
+    """A fresh graphdriver root under /tmp (a real ext4 directory here), removed with its mounts."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the tests mount for real")
+    d = tempfile.mkdtemp(prefix="gd-test-")
+    try:
+        yield d
+    finally:
+        unmount_all_under(d)
+        shutil.rmtree(d, ignore_errors=True)
