@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import threading
 
-from ..plan.overlay import OverlayPlan
 from ..errors import MountFailed
+from ..plan.overlay import OverlayPlan
 from . import syscalls
 
 _CWD_LOCK = threading.Lock()  # mount(2) with relative paths needs the process's cwd

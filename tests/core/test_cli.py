@@ -1,0 +1,192 @@
+"""The CLI end to end: what it prints, exit codes, and bad input (one clear line, nothing changed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from graphdriver.kernel import mountinfo, syscalls
+
+
+def gd(root: str, *args: str, user: int | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "graphdriver", "--root", root, *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def ok(root: str, *args: str) -> str:
+    r = gd(root, *args)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def state(root: str) -> list[tuple[str, int]]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            if ".lock" in n:
+                continue
+            out.append((os.path.relpath(p, root), os.lstat(p).st_mode))
+    return sorted(out)
+
+
+def test_layer_lifecycle(root: str) -> None:
+    assert ok(root, "layer", "create", "A") == "A\n"
+    ok(root, "layer", "create", "B", "--parent", "A")
+    ok(root, "layer", "create", "C", "--parent", "B", "--rw")
+    listing = ok(root, "layer", "ls").splitlines()
+    assert listing[0].split() == ["ID", "PARENT", "MOUNTS"]
+    assert [row.split() for row in listing[1:]] == [["A", "-", "0"], ["B", "A", "0"], ["C", "B", "0"]]
+    path = ok(root, "layer", "mount", "C").strip()
+    assert ok(root, "layer", "mount", "C").strip() == path  # a second process shares the mount
+    doc = json.loads(ok(root, "layer", "inspect", "C"))
+    assert doc["ID"] == "C" and doc["Parent"] == "B" and doc["MountCount"] == 2
+    assert doc["GraphDriver"]["Name"] == "overlay2"
+    assert doc["GraphDriver"]["Data"]["MergedDir"] == path
+    assert ok(root, "verify").startswith("ok:")
+    assert ok(root, "layer", "umount", "C").strip() == "C: 1 references left"
+    assert mountinfo.mount_at(path) is not None
+    assert ok(root, "layer", "umount", "C").strip() == "C: unmounted"
+    assert mountinfo.mount_at(path) is None
+    assert gd(root, "layer", "exists", "A").returncode == 0
+    assert gd(root, "layer", "exists", "nope").returncode == 1
+    ok(root, "layer", "rm", "C")
+    assert gd(root, "layer", "exists", "C").returncode == 1
+
+
+def test_info_names_driver_backing_fs_and_kernel(root: str) -> None:
+    info = json.loads(ok(root, "--json", "info"))
+    assert info["Driver"] == "overlay2" and info["Kernel"] == os.uname().release
+    status = dict(info["Status"])
+    assert status["Backing Filesystem"] == "extfs"
+    text = ok(root, "info")
+    assert "Driver: overlay2" in text and "Mount API:" in text
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "-x", ".hidden", "a..b", "x" * 129, "a b", "é"])
+def test_bad_ids_are_refused_and_change_nothing(root: str, bad: str) -> None:
+    ok(root, "layer", "create", "A")
+    before = state(root)
+    one_line_error(gd(root, "layer", "create", "--", bad), "invalid layer id")
+    one_line_error(gd(root, "layer", "create", "X", "--parent", bad), "invalid parent id")
+    assert state(root) == before
+
+
+def test_bad_input_each_one_clear_line(root: str) -> None:
+    ok(root, "layer", "create", "A")
+    ok(root, "layer", "create", "B", "--parent", "A")
+    before = state(root)
+    one_line_error(gd(root, "layer", "create", "X", "--parent", "nope"), "parent layer nope not found")
+    one_line_error(gd(root, "layer", "create", "A"), "layer A already exists")
+    one_line_error(gd(root, "layer", "rm", "A"), "layer A has children: B")
+    one_line_error(gd(root, "layer", "umount", "B"), "layer B is not mounted")
+    one_line_error(gd(root, "layer", "mount", "ghost"), "layer ghost not found")
+    assert state(root) == before
+    ok(root, "layer", "mount", "B")
+    one_line_error(gd(root, "layer", "rm", "B"), "layer B is mounted")
+    one_line_error(gd(root, "--driver", "vfs", "info"), "created with driver overlay2", "vfs")
+    ok(root, "layer", "umount", "B")
+
+
+def test_not_root_is_refused(root: str) -> None:
+    os.chmod(root, 0o755)
+    one_line_error(gd(root, "info", user=65534), "must run as root")
+
+
+def test_busy_mount_names_the_holder_and_stays_mounted(root: str) -> None:
+    ok(root, "layer", "create", "A")
+    ok(root, "layer", "create", "B", "--parent", "A")
+    path = ok(root, "layer", "mount", "B").strip()
+    holder = subprocess.Popen(["sleep", "60"], cwd=path)
+    try:
+        line = one_line_error(gd(root, "layer", "umount", "B"), "is busy", f"sleep[{holder.pid}]")
+        assert path in line
+        assert mountinfo.mount_at(path) is not None
+        assert json.loads(ok(root, "layer", "inspect", "B"))["MountCount"] == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ok(root, "layer", "umount", "B").strip() == "B: unmounted"
+
+
+def test_overlay_on_overlay_is_refused_with_a_vfs_hint(root: str) -> None:
+    for sub in ("lo", "up", "wk", "mnt"):
+        os.mkdir(os.path.join(root, sub))
+    syscalls.mount("overlay", f"{root}/mnt", "overlay", 0,
+                   f"lowerdir={root}/lo,upperdir={root}/up,workdir={root}/wk")
+    inner = os.path.join(root, "mnt", "state")
+    line = one_line_error(gd(inner, "--driver", "overlay2", "info"), "overlayfs", "vfs")
+    assert "overlay" in line
+    assert "Driver: vfs" in ok(inner, "--driver", "vfs", "info")
+
+
+def test_concurrent_processes_do_not_corrupt_the_root(root: str) -> None:
+    ok(root, "layer", "create", "base")
+    script = (
+        "import sys; from graphdriver import open_driver\n"
+        "d = open_driver(sys.argv[1]); tag = sys.argv[2]\n"
+        "for i in range(25):\n"
+        "    d.create(f'{tag}{i}', 'base')\n"
+        "    p = d.get('base' if i % 2 else f'{tag}{i}'); d.put('base' if i % 2 else f'{tag}{i}')\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, root, tag]) for tag in ("p", "q", "r")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    listing = ok(root, "layer", "ls").splitlines()[1:]
+    assert len(listing) == 76
+    assert ok(root, "verify").startswith("ok:")
+    assert not os.listdir(os.path.join(root, "overlay2", ".staging"))
+
+
+def test_cleanup_after_a_crash_mid_create(root: str) -> None:
+    ok(root, "layer", "create", "A")
+    script = (
+        "import os, sys; from graphdriver import open_driver\n"
+        "d = open_driver(sys.argv[1])\n"
+        "orig = d.publish_layer\n"
+        "def crash(*a):\n"
+        "    os._exit(9)\n"
+        "d.publish_layer = crash\n"
+        "d.create('B', 'A')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script, root])
+    assert r.returncode == 9
+    home = os.path.join(root, "overlay2")
+    assert os.listdir(os.path.join(home, ".staging"))  # the half-made layer is there ...
+    assert gd(root, "layer", "exists", "B").returncode == 1  # ... but invisible
+    ok(root, "cleanup")
+    assert not os.listdir(os.path.join(home, ".staging"))
+    links = os.listdir(os.path.join(home, "l"))
+    assert len(links) == 1 and os.path.exists(os.path.join(home, "l", links[0]))
+    ok(root, "layer", "create", "B", "--parent", "A")
+
+
+def test_demo_runs_and_cleans_up() -> None:
+    before = len(mountinfo.read_mountinfo())
+    r = subprocess.run([sys.executable, "-m", "graphdriver", "demo"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "merged view: a b x; x reads 'x from B'" in out
+    assert "character device 0:0" in out
+    assert "layer A still holds a: True" in out
+    assert '"LowerDir"' in out and " overlay rw," in out
+    assert "cleaned up" in out
+    time.sleep(0.1)
+    assert len(mountinfo.read_mountinfo()) == before
+    assert not [d for d in os.listdir(tempfile.gettempdir()) if d.startswith("graphdriver-demo-")]

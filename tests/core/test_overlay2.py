@@ -1,0 +1,159 @@
+"""overlay2 against the real kernel: Docker's layout, both mount APIs, and mounts that must be caught."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from graphdriver import open_driver
+from graphdriver.errors import MountFailed, TooManyLayers
+from graphdriver.kernel import mountinfo, overlay, probe, syscalls
+from graphdriver.plan.overlay import OverlayPlan, check_overlay
+
+
+def chain(d, n: int, prefix: str = "L") -> list[str]:
+    ids = []
+    parent = None
+    for i in range(n):
+        lid = f"{prefix}{i}"
+        d.create(lid, parent)
+        ids.append(lid)
+        parent = lid
+    return ids
+
+
+def test_layout_matches_docker(root: str) -> None:
+    d = open_driver(root, "overlay2")
+    d.create("base")
+    d.create("child", "base", rw=True)
+    home = os.path.join(root, "overlay2")
+    link = open(os.path.join(home, "child", "link")).read()
+    assert re.fullmatch(r"[A-Z2-7]{26}", link)
+    assert os.readlink(os.path.join(home, "l", link)) == "../child/diff"
+    base_link = open(os.path.join(home, "base", "link")).read()
+    assert open(os.path.join(home, "child", "lower")).read() == f"l/{base_link}"
+    assert not os.path.exists(os.path.join(home, "base", "lower"))
+    assert os.path.exists(os.path.join(home, "base", "committed"))
+    assert not os.path.exists(os.path.join(home, "child", "committed"))
+    for sub in ("diff", "work", "merged"):
+        assert os.path.isdir(os.path.join(home, "child", sub))
+    assert d.metadata("child") == {
+        "LowerDir": os.path.join(home, "base", "diff"), "MergedDir": os.path.join(home, "child", "merged"),
+        "UpperDir": os.path.join(home, "child", "diff"), "WorkDir": os.path.join(home, "child", "work")}
+    assert "LowerDir" not in d.metadata("base")
+    assert open(os.path.join(root, "driver")).read().strip() == "overlay2"
+
+
+def test_lower_file_lists_nearest_parent_first(root: str) -> None:
+    d = open_driver(root, "overlay2")
+    chain(d, 4)
+    home = os.path.join(root, "overlay2")
+    links = [open(os.path.join(home, f"L{i}", "link")).read() for i in range(4)]
+    assert open(os.path.join(home, "L3", "lower")).read() == ":".join(f"l/{x}" for x in reversed(links[:3]))
+
+
+@pytest.mark.parametrize("api", ["fsconfig", "mount"])
+def test_mount_shows_in_the_kernel_exactly_as_planned(root: str, api: str) -> None:
+    if api == "fsconfig" and not probe.overlay_lowerdir_plus():
+        pytest.skip("kernel has no fsconfig lowerdir+ (needs 6.8+)")
+    d = open_driver(root, "overlay2", {"overlay2.mount_api": api})
+    chain(d, 3)
+    with open(os.path.join(d.diff_path("L0"), "f"), "w") as f:
+        f.write("from L0")
+    path = d.get("L2")
+    entry = mountinfo.mount_at(path)
+    assert entry is not None and entry.fs_type == "overlay" and not entry.read_only
+    shown = entry.option_values("lowerdir+") if api == "fsconfig" else entry.option_values("lowerdir")[0].split(":")
+    assert shown == [d.diff_path("L1"), d.diff_path("L0")]
+    assert entry.option_values("upperdir") == [d.diff_path("L2")]
+    assert open(os.path.join(path, "f")).read() == "from L0"
+    d.put("L2")
+    assert mountinfo.mount_at(path) is None
+
+
+def test_legacy_api_mounts_128_lowers_through_short_relative_links(root: str) -> None:
+    d = open_driver(root, "overlay2", {"overlay2.mount_api": "mount"})
+    ids = chain(d, 129, prefix=f"{0:060x}")
+    with open(os.path.join(d.diff_path(ids[0]), "deep"), "w") as f:
+        f.write("bottom")
+    path = d.get(ids[-1])
+    entry = mountinfo.mount_at(path)
+    lowers = entry.option_values("lowerdir")[0].split(":")
+    assert len(lowers) == 128 and all(x.startswith("l/") for x in lowers)
+    assert open(os.path.join(path, "deep")).read() == "bottom"
+    d.put(ids[-1])
+
+
+def test_legacy_api_past_one_page_fails_before_any_mount(root: str) -> None:
+    d = open_driver(root, "overlay2", {"overlay2.mount_api": "mount"})
+    ids = chain(d, 160)
+    before = len(mountinfo.read_mountinfo())
+    with pytest.raises(TooManyLayers, match="bytes of mount data"):
+        d.get(ids[-1])
+    assert len(mountinfo.read_mountinfo()) == before
+    assert d.mount_count(ids[-1]) == 0
+
+
+@pytest.mark.skipif(not probe.overlay_lowerdir_plus(), reason="kernel has no fsconfig lowerdir+ (needs 6.8+)")
+def test_500_lowers_mount_and_501_is_refused_before_mounting(root: str) -> None:
+    d = open_driver(root, "overlay2")
+    ids = chain(d, 502, prefix=f"{0:060x}")
+    with open(os.path.join(d.diff_path(ids[0]), "deep"), "w") as f:
+        f.write("bottom")
+    path = d.get(ids[500])  # 500 lowers
+    assert len(mountinfo.mount_at(path).option_values("lowerdir+")) == 500
+    assert open(os.path.join(path, "deep")).read() == "bottom"
+    d.put(ids[500])
+    before = len(mountinfo.read_mountinfo())
+    with pytest.raises(TooManyLayers, match="at most 500"):
+        d.get(ids[501])
+    assert len(mountinfo.read_mountinfo()) == before
+
+
+def truncating_plan(base: str) -> OverlayPlan:
+    """A mount(2) plan whose lowerdir fills exactly one page, so the kernel never sees upperdir."""
+    budget = 4095 - len("lowerdir=")
+    width = len(base) + len("/lower000")
+    n = budget // (width + 1)
+    lowers = [f"{base}/lower{i:03d}" for i in range(n - 1)]
+    lowers.append(f"{base}/" + "p" * (budget - len(":".join(lowers)) - 1 - len(base) - 1))
+    for p in lowers:
+        os.mkdir(p)
+    for sub in ("upper", "work", "merged"):
+        os.mkdir(f"{base}/{sub}")
+    return OverlayPlan(f"{base}/merged", tuple(lowers), f"{base}/upper", f"{base}/work", "mount")
+
+
+def test_kernel_truncation_of_mount_data_is_real_and_caught(root: str) -> None:
+    plan = truncating_plan(root)
+    assert len(plan.mount_data()) > 4095
+    overlay.mount_overlay(plan)  # the kernel says yes ...
+    try:
+        entry = mountinfo.mount_at(plan.target)
+        assert entry is not None and entry.read_only  # ... but dropped the upper dir
+        problems = check_overlay(plan, entry)
+        assert any("upperdir is missing" in p for p in problems)
+    finally:
+        syscalls.umount2(plan.target)
+
+
+def test_driver_undoes_and_reports_a_mount_that_does_not_match(root: str, monkeypatch) -> None:
+    d = open_driver(root, "overlay2", {"overlay2.mount_api": "mount"})
+    chain(d, 2)
+    os.mkdir(os.path.join(root, "t"))
+    bad = truncating_plan(os.path.join(root, "t"))
+    monkeypatch.setattr(d, "plan", lambda _id: bad)
+    with pytest.raises(MountFailed, match="does not match the plan.*upperdir is missing.*unmounted"):
+        d.get("L1")
+    assert mountinfo.mount_at(bad.target) is None
+    assert d.mount_count("L1") == 0
+
+
+def test_status_reports_the_mount_api_and_verifier(root: str) -> None:
+    d = open_driver(root, "overlay2")
+    status = dict(d.status())
+    assert status["Backing Filesystem"] == probe.backing_fs(root)
+    assert status["Mount API"] in ("fsconfig lowerdir+", "mount(2), one page of options")
+    assert status["Verified with"] in ("statmount(2)", "/proc/self/mountinfo")

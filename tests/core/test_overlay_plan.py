@@ -1,0 +1,86 @@
+"""The pure overlay planner and checker: page limits, the 500-layer limit, what drift looks like."""
+
+from __future__ import annotations
+
+import pytest
+
+from graphdriver.errors import MountFailed, TooManyLayers
+from graphdriver.kernel.mountinfo import MountEntry, parse_mountinfo_line
+from graphdriver.plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, plan_overlay
+
+
+def lowers(n: int, base: str = "/var/lib/graphdriver/overlay2") -> list[str]:
+    return [f"{base}/{i:064x}/diff" for i in range(n)]
+
+
+def test_fsconfig_plan_keeps_every_lower_in_order() -> None:
+    plan = plan_overlay("/m", lowers(500), "/u", "/w", api="fsconfig")
+    assert plan.lowers == tuple(lowers(500))
+    assert plan.api == "fsconfig"
+
+
+def test_more_than_500_lowers_is_refused_before_mounting() -> None:
+    with pytest.raises(TooManyLayers, match="at most 500"):
+        plan_overlay("/m", lowers(OVL_MAX_STACK + 1), "/u", "/w", api="fsconfig")
+
+
+def test_legacy_plan_uses_absolute_paths_when_they_fit() -> None:
+    plan = plan_overlay("/m", lowers(3), "/u", "/w", api="mount", short_lowers=["l/A", "l/B", "l/C"], cwd="/h")
+    assert plan.cwd is None
+    assert plan.mount_data().startswith("lowerdir=/var/lib/graphdriver/overlay2/")
+
+
+def test_legacy_plan_falls_back_to_short_relative_links() -> None:
+    short = [f"l/{i:026d}" for i in range(100)]
+    plan = plan_overlay("/h/x/merged", lowers(100), "/h/x/diff", "/h/x/work", api="mount",
+                        short_lowers=short, cwd="/h")
+    assert plan.cwd == "/h"
+    assert plan.lowers == tuple(short)
+    assert "upperdir=x/diff" in plan.mount_data()
+    assert len(plan.mount_data()) <= 4095
+
+
+def test_legacy_plan_past_one_page_is_refused_with_the_sizes() -> None:
+    short = [f"l/{i:026d}" for i in range(200)]
+    with pytest.raises(TooManyLayers, match=r"need \d+ bytes of mount data; mount\(2\) takes 4095"):
+        plan_overlay("/h/x/merged", lowers(200), "/h/x/diff", "/h/x/work", api="mount",
+                     short_lowers=short, cwd="/h")
+
+
+@pytest.mark.parametrize("bad", ["/a,b", "/a:b", "/a\\b"])
+def test_paths_the_option_syntax_cannot_carry_are_refused(bad: str) -> None:
+    with pytest.raises(MountFailed, match="cannot carry"):
+        plan_overlay("/m", [bad], "/u", "/w", api="fsconfig")
+
+
+def entry(opts: str, ro: bool = False, fstype: str = "overlay") -> MountEntry:
+    line = f"45 27 0:39 / /m {'ro' if ro else 'rw'},relatime - {fstype} overlay {'ro' if ro else 'rw'},{opts}"
+    return parse_mountinfo_line(line)
+
+
+def test_check_accepts_the_kernel_view_of_the_plan() -> None:
+    plan = OverlayPlan("/m", ("/l1", "/l2"), "/u", "/w", "fsconfig")
+    assert check_overlay(plan, entry("lowerdir+=/l1,lowerdir+=/l2,upperdir=/u,workdir=/w,uuid=on")) == []
+    legacy = OverlayPlan("/m", ("/l1", "/l2"), "/u", "/w", "mount")
+    assert check_overlay(legacy, entry("lowerdir=/l1:/l2,upperdir=/u,workdir=/w")) == []
+
+
+def test_check_reports_a_lost_upper_dir_and_read_only() -> None:
+    plan = OverlayPlan("/m", ("/l1", "/l2"), "/u", "/w", "mount")
+    problems = check_overlay(plan, entry("lowerdir=/l1:/l2", ro=True))
+    assert any("upperdir is missing" in p for p in problems)
+    assert any("read-only" in p for p in problems)
+
+
+def test_check_reports_wrong_lowers_type_and_absence() -> None:
+    plan = OverlayPlan("/m", ("/l1", "/l2"), "/u", "/w", "fsconfig")
+    assert any("lower layers differ" in p
+               for p in check_overlay(plan, entry("lowerdir+=/l2,lowerdir+=/l1,upperdir=/u,workdir=/w")))
+    assert check_overlay(plan, entry("size=10", fstype="tmpfs")) == ["/m is a tmpfs mount, not overlay"]
+    assert check_overlay(plan, None) == ["no mount at /m"]
+
+
+def test_mountinfo_unescapes_paths() -> None:
+    e = parse_mountinfo_line(r"45 27 0:39 / /tmp/a\040b rw - overlay overlay rw,upperdir=/x\054y")
+    assert e.mount_point == "/tmp/a b"
+    assert e.option_values("upperdir") == ["/x,y"]
