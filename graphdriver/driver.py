@@ -82,7 +82,7 @@ class Driver(DiffMixin, ABC):
         self.root = os.path.abspath(root)
         self.home = os.path.join(self.root, self.name)
         self.options = dict(options or {})
-        for d in (self.home, self._staging, self._meta, self._refs_dir):
+        for d in (self.home, self._staging, self._meta, self._refs_dir, self._children_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.lock = RootLock(os.path.join(self.home, ".lock"))
         self.refs = RefStore(self._refs_dir)
@@ -104,6 +104,13 @@ class Driver(DiffMixin, ABC):
     def _meta_path(self, layer_id: str) -> str:
         return os.path.join(self._meta, layer_id)
 
+    @property
+    def _children_dir(self) -> str:
+        return os.path.join(self.home, ".children")
+
+    def _child_marker(self, parent: str, child: str) -> str:
+        return os.path.join(self._children_dir, f"{parent}@{child}")
+
     # -- the public interface ------------------------------------------------------------------
     def create(self, layer_id: str, parent: str | None = None, *, rw: bool = False,
                storage_opt: dict[str, str] | None = None, mount_label: str = "") -> None:
@@ -124,11 +131,15 @@ class Driver(DiffMixin, ABC):
             try:
                 self.build_layer(stage, layer_id, parent, rw)
                 write_json(self._meta_path(layer_id), {"parent": parent or "", "rw": rw, "created": time.time()})
+                if parent is not None:  # before the layer is visible: a parent never misses a child
+                    write_atomic(self._child_marker(parent, layer_id), "")
                 self.publish_layer(stage, layer_id, parent)
             except BaseException:
                 shutil.rmtree(stage, ignore_errors=True)
                 if not os.path.lexists(self.layer_path(layer_id)):
                     self._unlink(self._meta_path(layer_id))
+                    if parent is not None:
+                        self._unlink(self._child_marker(parent, layer_id))
                 raise
             if parent is not None:
                 self.parent_gained_child(parent)
@@ -144,7 +155,10 @@ class Driver(DiffMixin, ABC):
             if self.mount_count(layer_id):
                 raise LayerInUse(f"layer {layer_id} is mounted ({self.mount_count(layer_id)} references)")
             trash = os.path.join(self._staging, f"{layer_id}.{uuid.uuid4().hex[:8]}.remove")
+            parent = self.parent(layer_id)
             self.unpublish_layer(layer_id, trash)
+            if parent is not None:
+                self._unlink(self._child_marker(parent, layer_id))
             self._unlink(self._meta_path(layer_id))
             self.refs.drop(layer_id)
             self.discard(trash)
@@ -193,7 +207,7 @@ class Driver(DiffMixin, ABC):
                 self.refs.write(layer_id, Ref(ref.count - 1, ref.mnt_id))
                 return
             self.unmount_layer(layer_id)
-            self.refs.drop(layer_id)
+            self.refs.write(layer_id, Ref())  # zeroed in place: cheaper than an unlink on the hot path
 
     def exists(self, layer_id: str) -> bool:
         """True when the layer is there (a bad id is simply absent)."""
@@ -238,8 +252,11 @@ class Driver(DiffMixin, ABC):
         return sorted(n for n in names if ".tmp-" not in n and os.path.isdir(self.layer_path(n)))
 
     def children(self, layer_id: str) -> list[str]:
-        """Ids of the layers whose parent is ``layer_id``."""
-        return [lid for lid in self.layers() if read_json(self._meta_path(lid), {}).get("parent") == layer_id]
+        """Ids of the layers whose parent is ``layer_id`` (from ``.children/<parent>@<child>`` markers)."""
+        prefix = layer_id + "@"
+        with os.scandir(self._children_dir) as it:
+            kids = [e.name[len(prefix):] for e in it if e.name.startswith(prefix) and ".tmp-" not in e.name]
+        return sorted(k for k in kids if self.exists(k))
 
     def status(self) -> list[tuple[str, str]]:
         """Docker's ``Status``: backend facts as (key, value) pairs."""
@@ -258,6 +275,10 @@ class Driver(DiffMixin, ABC):
             for name in os.listdir(self._meta):
                 if ".tmp-" in name or not os.path.isdir(self.layer_path(name)):
                     self._unlink(self._meta_path(name))
+            for name in os.listdir(self._children_dir):
+                parent, _, child = name.partition("@")
+                if ".tmp-" in name or not self.exists(child) or not self.exists(parent):
+                    self._unlink(os.path.join(self._children_dir, name))
             self.cleanup_backend()
 
     def verify(self) -> list[Drift]:
@@ -290,6 +311,7 @@ class Driver(DiffMixin, ABC):
 
     # -- helpers ------------------------------------------------------------------------------
     def _require(self, layer_id: str) -> None:
+        check_id(layer_id)
         if not self.exists(layer_id):
             raise LayerNotFound(f"layer {layer_id} not found")
 

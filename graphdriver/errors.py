@@ -91,3 +91,27 @@ class InvalidImage(GraphDriverError):
 
 class ContainerRunning(GraphDriverError):
     """The container's rw layer is in use by a running ``container run``."""
+
+
+class SnapshotNotFound(LayerNotFound):
+    """containerd snapshotter: no snapshot with that key (or an unknown parent)."""
+
+
+class SnapshotExists(LayerExists):
+    """containerd snapshotter: a snapshot with that key or name is already there."""
+
+
+class SnapshotStateError(GraphDriverError):
+    """containerd snapshotter: the snapshot is of the wrong kind for the request, or still has children."""
+
+
+class InvalidSnapshotRequest(GraphDriverError):
+    """containerd snapshotter: a malformed request (empty key, bad filter, immutable field in an update)."""
+
+
+class ApplyFailed(GraphDriverError):
+    """Extracting a layer tar failed for a reason other than the archive being unsafe (I/O, tar itself)."""
+
+
+class ParentMismatch(GraphDriverError):
+    """A layer-contents call named a parent that is not the layer's parent where only that one works."""
