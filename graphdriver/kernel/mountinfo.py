@@ -104,4 +104,9 @@ def current_mount_id(path: str) -> int | None:
         mid = syscalls.mount_id(path)
     except FileNotFoundError:
         return None
-    return mid.mnt_id if mid.is_mount_root else None
+    if not mid.is_mount_root:
+        return None
+    if mid.mnt_id == 0:  # statx without STATX_MNT_ID (kernels before 5.8): mountinfo has the id
+        entry = mount_at(path)
+        return entry.mnt_id if entry is not None else None
+    return mid.mnt_id
