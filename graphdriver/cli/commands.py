@@ -2,7 +2,7 @@
 
 from . import layer  # noqa: F401
 
-for _optional in ("archive_cmds", "image", "container", "serve", "demo"):
+for _optional in ("archive_cmds", "image", "container", "serve", "serve_containerd", "demo"):
     try:
         __import__(f"{__package__}.{_optional}")
     except ModuleNotFoundError as _e:

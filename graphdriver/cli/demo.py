@@ -88,8 +88,12 @@ def layer_story(driver_name: str | None, say=print) -> None:
 
 @GraphDriverApp.subcommand("demo")
 class DemoCmd(cli.Application):
-    """Walk through layers, copy-on-write and whiteouts on a temporary root, then clean up."""
+    """Walk through layers, copy-on-write and whiteouts, then images and containers (load, two containers
+    sharing an image, commit) on temporary roots, then clean up."""
 
     def main(self) -> int:
+        from .demo_images import image_story
+
         layer_story(top(self).driver_name)
+        image_story(top(self).driver_name)
         return 0

@@ -23,8 +23,8 @@ from ..ids import short_link_id
 from ..kernel import mountinfo, probe, syscalls
 from ..kernel.overlay import mount_overlay
 from ..kernel.unmount import unmount
-from ..store.files import read_text, write_atomic
 from ..plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, plan_overlay
+from ..store.files import read_text, write_atomic
 
 
 @register
@@ -50,6 +50,9 @@ class Overlay2(Driver):
 
     def setup(self) -> None:
         os.makedirs(self._links, mode=0o700, exist_ok=True)
+        #: ``l/<link>`` -> absolute diff dir. A link is random, made once with its layer and removed with
+        #: it, and its layer can only go once no layer lists it as a lower: safe to read once per object.
+        self._link_dirs: dict[str, str] = {}
 
     # -- layout ---------------------------------------------------------------------------------
     @property
@@ -105,6 +108,7 @@ class Overlay2(Driver):
         os.rename(self._dir(layer_id), trash)
         if link:
             self._unlink(os.path.join(self._links, link))
+            self._link_dirs.pop(f"l/{link}", None)
 
     def cleanup_backend(self) -> None:
         for name in os.listdir(self._links):
@@ -133,10 +137,14 @@ class Overlay2(Driver):
     def _resolve_lowers(self, layer_id: str) -> tuple[list[str], list[str]]:
         """(absolute diff dirs, ``l/`` short links) of the layer's parents, nearest first."""
         links = self._lower_links(layer_id)
+        known = self._link_dirs
         dirs = []
         for link in links:
-            target = os.readlink(os.path.join(self.home, link))  # ../<id>/diff
-            dirs.append(os.path.normpath(os.path.join(self._links, target)))
+            path = known.get(link)
+            if path is None:
+                target = os.readlink(os.path.join(self.home, link))  # ../<id>/diff
+                path = known[link] = os.path.normpath(os.path.join(self._links, target))
+            dirs.append(path)
         return dirs, links
 
     def plan(self, layer_id: str) -> OverlayPlan:

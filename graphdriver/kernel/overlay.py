@@ -6,7 +6,7 @@ import os
 import threading
 
 from ..errors import MountFailed
-from ..plan.overlay import OverlayPlan
+from ..plan.overlay import FSCONFIG_VALUE_MAX, OverlayPlan
 from . import syscalls
 
 _CWD_LOCK = threading.Lock()  # mount(2) with relative paths needs the process's cwd
@@ -27,15 +27,20 @@ def _mount_fsconfig(plan: OverlayPlan) -> None:
     fd = syscalls.fsopen("overlay")
     try:
         syscalls.fsconfig_string(fd, "source", "overlay")
+        batch: list[bytes] = []  # consecutive lowers passed by path, one fsconfig each
         for lower in plan.lowers:
-            if plan.by_fd(lower):
-                dfd = os.open(lower, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-                try:
-                    syscalls.fsconfig_fd(fd, "lowerdir+", dfd)
-                finally:
-                    os.close(dfd)
-            else:
-                syscalls.fsconfig_string(fd, "lowerdir+", lower)
+            raw = os.fsencode(lower)
+            if len(raw) <= FSCONFIG_VALUE_MAX:  # else too long for a string: by fd (plan.by_fd)
+                batch.append(raw)
+                continue
+            syscalls.fsconfig_strings(fd, "lowerdir+", batch)
+            batch = []
+            dfd = os.open(lower, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                syscalls.fsconfig_fd(fd, "lowerdir+", dfd)
+            finally:
+                os.close(dfd)
+        syscalls.fsconfig_strings(fd, "lowerdir+", batch)
         if plan.upper:
             syscalls.fsconfig_string(fd, "upperdir", plan.upper)
             syscalls.fsconfig_string(fd, "workdir", plan.work or "")

@@ -8,12 +8,17 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import sys
 from dataclasses import dataclass
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.syscall.restype = ctypes.c_long
+# fsconfig(2) with a prototype, for the per-lower loop: no per-call argument wrapping.
+_fsconfig = _libc["syscall"]
+_fsconfig.restype = ctypes.c_long
+_fsconfig.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
 
 # x86_64 / generic syscall numbers (the new mount API shares numbers across architectures).
 SYS_OPEN_TREE = 428
@@ -66,6 +71,14 @@ def _check(ret: int, what: str, path: str | None = None) -> int:
     return ret
 
 
+def _check_fc(ret: int, fd: int, what: str, path: str | None = None) -> int:
+    """:func:`_check` for a call on a filesystem context: a failure carries the kernel's messages."""
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}{context_log(fd)}: {os.strerror(err)}", path)
+    return ret
+
+
 def _b(s: str | None) -> bytes | None:
     return None if s is None else os.fsencode(s)
 
@@ -90,34 +103,42 @@ def fsconfig_string(fd: int, key: str, value: str) -> None:
     """fsconfig(FSCONFIG_SET_STRING). The kernel takes at most 256 bytes of value."""
     ret = _libc.syscall(SYS_FSCONFIG, ctypes.c_int(fd), ctypes.c_uint(FSCONFIG_SET_STRING),
                         _b(key), _b(value), ctypes.c_int(0))
-    _check(ret, f"fsconfig {key}={value}{context_log(fd)}", value)
+    _check_fc(ret, fd, f"fsconfig {key}={value}", value)
+
+
+def fsconfig_strings(fd: int, key: str, values: list[bytes]) -> None:
+    """fsconfig(FSCONFIG_SET_STRING) of ``key`` once per value, in order (``lowerdir+``)."""
+    raw_key = os.fsencode(key)
+    for value in values:
+        if _fsconfig(SYS_FSCONFIG, fd, FSCONFIG_SET_STRING, raw_key, value, 0) < 0:
+            _check_fc(-1, fd, f"fsconfig {key}={os.fsdecode(value)}", os.fsdecode(value))
 
 
 def fsconfig_flag(fd: int, key: str) -> None:
     """fsconfig(FSCONFIG_SET_FLAG)."""
     ret = _libc.syscall(SYS_FSCONFIG, ctypes.c_int(fd), ctypes.c_uint(FSCONFIG_SET_FLAG),
                         _b(key), None, ctypes.c_int(0))
-    _check(ret, f"fsconfig {key}{context_log(fd)}")
+    _check_fc(ret, fd, f"fsconfig {key}")
 
 
 def fsconfig_fd(fd: int, key: str, value_fd: int) -> None:
     """fsconfig(FSCONFIG_SET_FD): pass a directory by file descriptor."""
     ret = _libc.syscall(SYS_FSCONFIG, ctypes.c_int(fd), ctypes.c_uint(FSCONFIG_SET_FD),
                         _b(key), None, ctypes.c_int(value_fd))
-    _check(ret, f"fsconfig {key}=<fd>{context_log(fd)}")
+    _check_fc(ret, fd, f"fsconfig {key}=<fd>")
 
 
 def fsconfig_create(fd: int) -> None:
     """fsconfig(FSCONFIG_CMD_CREATE): make the superblock."""
     ret = _libc.syscall(SYS_FSCONFIG, ctypes.c_int(fd), ctypes.c_uint(FSCONFIG_CMD_CREATE),
                         None, None, ctypes.c_int(0))
-    _check(ret, f"fsconfig create{context_log(fd)}")
+    _check_fc(ret, fd, "fsconfig create")
 
 
 def fsmount(fd: int, attr_flags: int = 0) -> int:
     """fsmount(2): a detached mount of the context's superblock."""
     ret = _libc.syscall(SYS_FSMOUNT, ctypes.c_int(fd), ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(attr_flags))
-    return _check(ret, f"fsmount{context_log(fd)}")
+    return _check_fc(ret, fd, "fsmount")
 
 
 def move_mount(mount_fd: int, target: str) -> None:
@@ -199,6 +220,7 @@ class StatMount:
 # Offsets in struct statmount (include/uapi/linux/mount.h).
 _SM_HEAD = struct.Struct("=IIQIIQII QQII QQQQQ II Q II IIII")
 _SM_SIZE = 512  # the fixed part, spares included
+_FS_ENCODING = sys.getfilesystemencoding()  # what os.fsdecode uses, with surrogateescape
 
 
 def statmount(mnt_id: int, bufsize: int = 1 << 16) -> StatMount:
@@ -214,7 +236,8 @@ def statmount(mnt_id: int, bufsize: int = 1 << 16) -> StatMount:
             continue
         _check(ret, f"statmount {mnt_id}")
         break
-    raw = buf.raw
+    used = struct.unpack_from("=I", buf, 0)[0]  # the size the kernel filled in, strings included
+    raw = ctypes.string_at(buf, used if _SM_SIZE <= used <= bufsize else bufsize)
     f = _SM_HEAD.unpack_from(raw, 0)
     (_size, _mnt_opts, got, _maj, _min, _magic, sb_flags, fs_type, got_id, _parent, _old, _oldp,
      mnt_attr, _prop, _peer, _master, _pfrom, _root, mnt_point, _ns, _subtype, sb_source,
@@ -225,12 +248,9 @@ def statmount(mnt_id: int, bufsize: int = 1 << 16) -> StatMount:
         return os.fsdecode(raw[start:raw.index(b"\0", start)])
 
     opts: list[str] = []
-    if got & STATMOUNT_OPT_ARRAY:
-        pos = _SM_SIZE + opt_array
-        for _ in range(opt_num):
-            end = raw.index(b"\0", pos)
-            opts.append(os.fsdecode(raw[pos:end]))
-            pos = end + 1
+    if got & STATMOUNT_OPT_ARRAY and opt_num:
+        fields = raw[_SM_SIZE + opt_array:].split(b"\0", opt_num)[:opt_num]  # NUL-terminated, in order
+        opts = [o.decode(_FS_ENCODING, "surrogateescape") for o in fields]
     return StatMount(
         mnt_id=got_id,
         fs_type=s(fs_type) if got & STATMOUNT_FS_TYPE else "",

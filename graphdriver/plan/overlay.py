@@ -112,8 +112,8 @@ def check_overlay(plan: OverlayPlan, entry: MountEntry | None) -> list[str]:
         return problems
     got = kernel_lowers(entry)
     want = list(plan.lowers)
-    if [os.path.normpath(plan.resolve(p)) for p in got] != [os.path.normpath(plan.resolve(p)) for p in want] \
-            and got != want:
+    if got != want and [os.path.normpath(plan.resolve(p)) for p in got] \
+            != [os.path.normpath(plan.resolve(p)) for p in want]:
         problems.append(f"lower layers differ: planned {len(want)}, kernel shows {len(got)}"
                         + (f" (first difference at #{_first_diff(want, got)})" if got else ""))
     for key, value in (("upperdir", plan.upper), ("workdir", plan.work)):

@@ -35,10 +35,22 @@ def read_json(path: str, default: Any = None) -> Any:
         return default
 
 
+def read_bytes(path: str) -> bytes | None:
+    """A small file's content, or None when absent (os-level reads: a few syscalls, no buffered io)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_text(path: str, default: str | None = None) -> str | None:
     """Read a small text file, stripped; ``default`` when absent."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        return default
+    raw = read_bytes(path)
+    return default if raw is None else raw.decode("utf-8").strip()

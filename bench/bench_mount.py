@@ -1,0 +1,323 @@
+"""Issue 2 benchmarks: overlay2 ``get``+``put`` against raw mount syscalls, and 1,000 mounted containers.
+
+Run as root from the project directory (about a minute on a quiet machine, under three on a busy one)::
+
+    .venv/bin/python bench/bench_mount.py
+    .venv/bin/python bench/bench_mount.py --rounds 31 --lowers 1,10 --containers 0
+
+Part 1 — for 1, 10, 128 and 500 lower layers: the Python API (``open_driver(root, "overlay2")``, a chain
+of N+1 layers, ``get``+``put`` of the top one) against ``mount_baseline.c`` (compiled with gcc into a
+temporary directory) doing the same overlay mount and ``umount2`` with nothing around it. The C side
+uses mount(2) while the option data fits one page (absolute paths, else Docker's short ``l/`` links from
+the overlay2 directory) and fsopen/fsconfig ``lowerdir+``/fsmount/move_mount for 500 lowers, where
+mount(2) cannot carry the paths. Two more C columns: fsconfig with exactly the driver's plan, and the
+same plus the statx + statmount(2) the driver's verification needs (the kernel's share of verifying).
+Each round runs Python and C back to back (alternating which goes first); the ratio is the median of
+the per-round ratios, which cancels most of the noise of a shared machine. Target: <= 1.2.
+
+Part 2 — 1,000 containers on one 5-layer image: 1,000 rw layers on the image's top layer, ``get`` each
+in turn keeping all mounted; the mean of the last 20 ``get`` calls over the mean of the first 20.
+Repeated (put all, get all again) and the median ratio reported. Target <= 1.3.
+
+Exit status 1 when a target is missed. Nothing is left mounted, even on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from graphdriver import open_driver  # noqa: E402
+from graphdriver.driver import Driver  # noqa: E402
+from graphdriver.errors import TooManyLayers  # noqa: E402
+from graphdriver.kernel import mountinfo, syscalls  # noqa: E402
+from graphdriver.plan.overlay import plan_overlay  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+C_SOURCE = os.path.join(HERE, "mount_baseline.c")
+LOWERS = (1, 10, 128, 500)
+#: get+put iterations per round for each lower count, at most (see ROUND_BUDGET).
+ITERATIONS = {1: 50, 10: 50, 128: 20, 500: 8}
+#: Seconds each side of a round should take: iterations are cut to fit on a slow (busy) machine.
+ROUND_BUDGET = 0.05
+TARGET_RATIO = 1.2
+TARGET_SCALING = 1.3
+
+
+def layer_id(n: int) -> str:
+    """A 64-hex id, as Docker's layer ids are."""
+    return hashlib.sha256(f"bench-layer-{n}".encode()).hexdigest()
+
+
+def compile_baseline(tmp: str) -> str:
+    """Build mount_baseline.c with gcc into ``tmp``; return the executable's path."""
+    exe = os.path.join(tmp, "mount_baseline")
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, C_SOURCE], check=True)
+    return exe
+
+
+class Baseline:
+    """The C program's command lines for one layer: mount(2) (when the data fits a page) and fsconfig."""
+
+    def __init__(self, exe: str, driver: Driver, top: str, tmp: str) -> None:
+        plan = driver.plan(top)  # what the driver asks the kernel for (fsconfig lowerdir+ on 6.8+)
+        self.lowers = len(plan.lowers)
+        lowers_file = os.path.join(tmp, f"lowers-{self.lowers}")
+        with open(lowers_file, "w") as f:
+            f.write("".join(p + "\n" for p in plan.lowers))
+        self._fsconfig = [exe, "fsconfig", "{iters}", "{verify}", plan.target, plan.cwd or "-", plan.upper or "",
+                          plan.work or "", lowers_file, *plan.extra]
+        self._mount: list[str] | None = None
+        self.mount_paths = ""
+        dirs, links = driver._resolve_lowers(top)  # the same lowers, and their l/ short links
+        try:
+            legacy = plan_overlay(plan.target, dirs, os.path.join(driver.layer_path(top), "diff"),
+                                  os.path.join(driver.layer_path(top), "work"), api="mount", short_lowers=links,
+                                  cwd=driver.home, page_size=os.sysconf("SC_PAGE_SIZE"), extra=plan.extra)
+        except TooManyLayers:  # mount(2) cannot carry this many
+            return
+        data_file = os.path.join(tmp, f"data-{self.lowers}")
+        with open(data_file, "w") as f:
+            f.write(legacy.mount_data())
+        self._mount = [exe, "mount", "{iters}", "{verify}", plan.target, legacy.cwd or "-", data_file]
+        self.mount_paths = "short l/" if legacy.cwd else "absolute"
+
+    def fsconfig(self, verify: bool = False) -> list[str]:
+        """fsopen/fsconfig lowerdir+/fsmount/move_mount of exactly the driver's plan."""
+        return [a.replace("{verify}", str(int(verify))) for a in self._fsconfig]
+
+    def mount(self, verify: bool = False) -> list[str] | None:
+        """mount(2) with one page of option data, or None when the lowers do not fit."""
+        return None if self._mount is None else [a.replace("{verify}", str(int(verify))) for a in self._mount]
+
+    def primary(self, verify: bool = False) -> list[str]:
+        """The baseline the target is measured against: mount(2) where it can, else fsconfig."""
+        return self.mount(verify) or self.fsconfig(verify)
+
+    @property
+    def primary_api(self) -> str:
+        return f"mount(2), {self.mount_paths}" if self._mount else "fsconfig lowerdir+"
+
+    @staticmethod
+    def run(cmd: list[str], iters: int) -> float:
+        """Mean seconds per mount+umount2 over ``iters`` (the program times itself)."""
+        out = subprocess.run([a.replace("{iters}", str(iters)) for a in cmd], check=True,
+                             capture_output=True, text=True)
+        return float(out.stdout.strip())
+
+
+def time_get_put(driver: Driver, top: str, iters: int) -> float:
+    """Mean seconds per get+put of ``top`` through the Python API."""
+    get, put = driver.get, driver.put
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        get(top)
+        put(top)
+    return (time.perf_counter() - t0) / iters
+
+
+def interleave(rounds: int, pair: tuple[Callable[[], float], Callable[[], float]],
+               extra: dict[str, Callable[[], float]]) -> tuple[list[float], list[float], dict[str, list[float]]]:
+    """Each round runs the pair back to back (alternating which goes first), then the extra runners.
+
+    Returns the per-round results of the pair's two sides and of each extra runner.
+    """
+    first: list[float] = []
+    second: list[float] = []
+    more: dict[str, list[float]] = {name: [] for name in extra}
+    for r in range(rounds):
+        if r % 2:
+            b = pair[1]()
+            first.append(pair[0]())
+            second.append(b)
+        else:
+            first.append(pair[0]())
+            second.append(pair[1]())
+        for name, run in extra.items():
+            more[name].append(run())
+    return first, second, more
+
+
+def bench_lowers(root: str, exe: str, tmp: str, rounds: int, lowers: tuple[int, ...]) -> list[dict]:
+    """Part 1. Returns one row per lower count."""
+    driver = open_driver(root, "overlay2")
+    top_n = max(lowers)
+    t0 = time.perf_counter()
+    for i in range(top_n + 1):
+        driver.create(layer_id(i), layer_id(i - 1) if i else None)
+    print(f"# created a chain of {top_n + 1} layers in {time.perf_counter() - t0:.1f}s "
+          f"(driver mount API: {driver.mount_api})", flush=True)
+    rows = []
+    try:
+        for n in lowers:
+            top = layer_id(n)
+            base = Baseline(exe, driver, top, tmp)
+            assert base.lowers == n, (base.lowers, n)
+            driver.get(top)  # warm-up: caches, dentries, the first mount
+            driver.put(top)
+            # Iterations per round: up to the cap, fewer when the machine is slow (keeps the run short).
+            probe = statistics.median(time_get_put(driver, top, 1) for _ in range(3))
+            iters = max(3, min(ITERATIONS.get(n, 10), int(ROUND_BUDGET / probe)))
+            extra = {"c_verify": lambda base=base, iters=iters: Baseline.run(base.fsconfig(verify=True), iters)}
+            if base.mount() is not None:
+                extra["c_fsconfig"] = lambda base=base, iters=iters: Baseline.run(base.fsconfig(), iters)
+            py, c, more = interleave(rounds, (lambda top=top, iters=iters: time_get_put(driver, top, iters),
+                                              lambda base=base, iters=iters: Baseline.run(base.primary(), iters)),
+                                     extra)
+            med = statistics.median
+            row = {"lowers": n, "iters": iters, "rounds": rounds, "c_api": base.primary_api,
+                   "python_ms": med(py) * 1e3, "c_ms": med(c) * 1e3,
+                   "ratio": med([p / q for p, q in zip(py, c, strict=True)]),
+                   "ratio_min": min(py) / min(c),
+                   "c_fsconfig_ms": med(more.get("c_fsconfig", c)) * 1e3,
+                   "c_verify_ms": med(more["c_verify"]) * 1e3}
+            rows.append(row)
+            print(f"# {n} lowers: python {row['python_ms']:.3f} ms, C {row['c_ms']:.3f} ms ({row['c_api']}), "
+                  f"ratio {row['ratio']:.2f} (min-based {row['ratio_min']:.2f}); C fsconfig+statmount "
+                  f"{row['c_verify_ms']:.3f} ms", flush=True)
+            if mountinfo.current_mount_id(driver.mount_point(top)) is not None:
+                raise RuntimeError(f"{driver.mount_point(top)} still mounted after the rounds")
+    finally:
+        driver.cleanup()
+    return rows
+
+
+def bench_containers(root: str, count: int, passes: int, window: int = 20) -> dict:
+    """Part 2. Returns the per-pass first/last get means and their ratios."""
+    driver = open_driver(root, "overlay2")
+    image = [f"image-{i}" for i in range(5)]
+    for i, lid in enumerate(image):
+        if not driver.exists(lid):
+            driver.create(lid, image[i - 1] if i else None)
+    containers = [f"container-{i:04d}" for i in range(count)]
+    t0 = time.perf_counter()
+    for cid in containers:
+        driver.create(cid, image[-1], rw=True)
+    print(f"# created {count} rw layers in {time.perf_counter() - t0:.1f}s", flush=True)
+    firsts, lasts, ratios, put_s = [], [], [], []
+    try:
+        for _ in range(passes):
+            for cid in containers[:window]:  # warm-up, so the first gets are not the coldest
+                driver.get(cid)
+                driver.put(cid)
+            time.sleep(0.5)  # let the kernel finish tearing down the previous pass's mounts
+            times = []
+            for cid in containers:
+                t = time.perf_counter()
+                driver.get(cid)
+                times.append(time.perf_counter() - t)
+            n_mounted = len(mountinfo.mounts_under(driver.home))
+            if n_mounted != count:
+                raise RuntimeError(f"expected {count} mounts under {driver.home}, the kernel shows {n_mounted}")
+            first = statistics.fmean(times[:window])
+            last = statistics.fmean(times[-window:])
+            firsts.append(first)
+            lasts.append(last)
+            ratios.append(last / first)
+            t = time.perf_counter()
+            for cid in containers:
+                driver.put(cid)
+            put_s.append(time.perf_counter() - t)
+            print(f"# {count} containers: first {window} gets {first * 1e3:.3f} ms, last {window} "
+                  f"{last * 1e3:.3f} ms, ratio {last / first:.2f}", flush=True)
+    finally:
+        driver.cleanup()  # unmounts whatever is left; the temporary root goes with the run
+    return {"count": count, "passes": passes, "window": window,
+            "first_ms": statistics.median(firsts) * 1e3, "last_ms": statistics.median(lasts) * 1e3,
+            "ratio": statistics.median(ratios), "ratios": ratios,
+            "put_all_s": statistics.median(put_s)}
+
+
+def report(rows: list[dict], cont: dict | None) -> str:
+    """The figures as Markdown tables."""
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [f"Measured {stamp}, kernel {platform.release()}, {os.cpu_count()} CPUs, Python "
+             f"{platform.python_version()}, load average at the end {load}.", ""]
+    if rows:
+        lines += [f"get+put of the top of a chain of N+1 layers against the same raw mount+umount2 in C, "
+                  f"{rows[0]['rounds']} interleaved rounds. Times: median of the per-round means. Ratio: median "
+                  "of the per-round Python/C ratios (each round runs both back to back); min-based: the fastest "
+                  "Python round over the fastest C round.", "",
+                  "| lowers | iterations x rounds | Python get+put | C mount+umount2 | C API | ratio (target <= 1.2) | "
+                  "min-based | "
+                  "C fsconfig (the driver's API) | C fsconfig + statmount | Python / (C fsconfig + statmount) |",
+                  "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            ok = "ok" if r["ratio"] <= TARGET_RATIO else "MISSED"
+            lines.append(f"| {r['lowers']} | {r['iters']} x {r['rounds']} | {r['python_ms']:.3f} ms | "
+                         f"{r['c_ms']:.3f} ms | {r['c_api']} | "
+                         f"**{r['ratio']:.2f}** {ok} | {r['ratio_min']:.2f} | {r['c_fsconfig_ms']:.3f} ms | "
+                         f"{r['c_verify_ms']:.3f} ms | {r['python_ms'] / r['c_verify_ms']:.2f} |")
+        lines.append("")
+    if cont:
+        ok = "ok" if cont["ratio"] <= TARGET_SCALING else "MISSED"
+        lines += [f"{cont['count']} containers on one 5-layer image, all kept mounted "
+                  f"(median of {cont['passes']} passes):", "",
+                  f"| first {cont['window']} gets (mean) | last {cont['window']} gets (mean) | "
+                  "ratio (target <= 1.3) | per-pass ratios | put all |",
+                  "|---:|---:|---:|---|---:|",
+                  f"| {cont['first_ms']:.3f} ms | {cont['last_ms']:.3f} ms | {cont['ratio']:.2f} {ok} | "
+                  f"{', '.join(f'{x:.2f}' for x in cont['ratios'])} | {cont['put_all_s']:.2f} s |", ""]
+    return "\n".join(lines)
+
+
+def leftover_mounts(path: str) -> list[str]:
+    """Mount points still under ``path`` (there should be none)."""
+    return [e.mount_point for e in mountinfo.mounts_under(os.path.realpath(path))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=21, help="interleaved rounds per lower count (default 21)")
+    ap.add_argument("--lowers", default=",".join(map(str, LOWERS)), help="lower counts (default 1,10,128,500)")
+    ap.add_argument("--containers", type=int, default=1000, help="containers for part 2 (0: skip)")
+    ap.add_argument("--passes", type=int, default=3, help="get-all/put-all passes in part 2 (default 3)")
+    ap.add_argument("--skip-lowers", action="store_true", help="run part 2 only")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench_mount: must run as root (it mounts overlays)", file=sys.stderr)
+        return 2
+    if shutil.which("gcc") is None:
+        print("bench_mount: gcc is needed for the C baseline (apt-get install gcc)", file=sys.stderr)
+        return 2
+    lowers = tuple(int(x) for x in args.lowers.split(",") if x)
+    tmp = tempfile.mkdtemp(prefix="gd-bench-")
+    started = time.perf_counter()
+    rows: list[dict] = []
+    cont = None
+    try:
+        exe = compile_baseline(tmp)
+        if not args.skip_lowers:
+            rows = bench_lowers(os.path.join(tmp, "chain"), exe, tmp, args.rounds, lowers)
+        if args.containers:
+            cont = bench_containers(os.path.join(tmp, "containers"), args.containers, args.passes)
+    finally:
+        for mp in reversed(leftover_mounts(tmp)):
+            try:
+                syscalls.umount2(mp, syscalls.MNT_DETACH)
+            except OSError:
+                pass
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(report(rows, cont))
+    print(f"# total {time.perf_counter() - started:.0f}s")
+    missed = [r for r in rows if r["ratio"] > TARGET_RATIO] + ([cont] if cont and cont["ratio"] > TARGET_SCALING
+                                                              else [])
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+/*
+ * The raw-syscall baseline for bench_mount.py: mount and unmount one overlay, over and over, with
+ * nothing else around it (no lock, no reference file, no verification).
+ *
+ *   mount_baseline mount    ITERS VERIFY TARGET CWD DATAFILE
+ *       ITERS x { mount("overlay", TARGET, "overlay", 0, data); umount2(TARGET, UMOUNT_NOFOLLOW) },
+ *       data being DATAFILE's content (at most one page).
+ *
+ *   mount_baseline fsconfig ITERS VERIFY TARGET CWD UPPER WORK LOWERSFILE [KEY=VALUE | FLAG]...
+ *       ITERS x { fsopen; fsconfig source; one fsconfig lowerdir+ per line of LOWERSFILE;
+ *       upperdir; workdir; the extra options; FSCONFIG_CMD_CREATE; fsmount; move_mount; close;
+ *       umount2 }. Raw syscall() numbers: glibc 2.36 has no wrappers.
+ *
+ * Both chdir(CWD) first unless it is "-" (for relative paths). VERIFY 1 adds, after each mount, what
+ * the kernel needs to show it: statx(TARGET) for the mount id and one statmount(2) of its type, point,
+ * source and option array (the floor of the driver's verification; nothing is compared).
+ *
+ * Prints the mean seconds per iteration on stdout. Exits non-zero, naming the call, on any error.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#endif
+#ifndef SYS_fsconfig
+#define SYS_fsconfig 431
+#endif
+#ifndef SYS_fsmount
+#define SYS_fsmount 432
+#endif
+#ifndef SYS_statmount
+#define SYS_statmount 457
+#endif
+
+#define FSOPEN_CLOEXEC_ 0x1
+#define FSCONFIG_SET_FLAG_ 0
+#define FSCONFIG_SET_STRING_ 1
+#define FSCONFIG_CMD_CREATE_ 6
+#define FSMOUNT_CLOEXEC_ 0x1
+#define MOVE_MOUNT_F_EMPTY_PATH_ 0x4
+#define UMOUNT_NOFOLLOW_ 0x8
+#define STATX_MNT_ID_UNIQUE_ 0x4000
+/* SB_BASIC | MNT_BASIC | MNT_POINT | FS_TYPE | SB_SOURCE | OPT_ARRAY, as the driver asks */
+#define STATMOUNT_MASK_ (0x1 | 0x2 | 0x10 | 0x20 | 0x200 | 0x400)
+
+struct mnt_id_req_ {
+	unsigned int size, spare;
+	unsigned long long mnt_id, param;
+};
+
+static char *sm_buf;
+static size_t sm_size = 1 << 16;
+static int verify;
+
+static void die(const char *what, const char *arg)
+{
+	fprintf(stderr, "mount_baseline: %s %s: %s\n", what, arg ? arg : "", strerror(errno));
+	exit(1);
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		die("open", path);
+	size_t cap = 1 << 16, n = 0, got;
+	char *buf = malloc(cap + 1);
+	while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
+		n += got;
+		if (n == cap)
+			buf = realloc(buf, (cap *= 2) + 1);
+	}
+	fclose(f);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void look(const char *target)
+{
+	struct statx stx;
+	if (!verify)
+		return;
+	if (statx(AT_FDCWD, target, AT_SYMLINK_NOFOLLOW, STATX_MNT_ID_UNIQUE_, &stx) != 0)
+		die("statx", target);
+	struct mnt_id_req_ req = { sizeof(req), 0, stx.stx_mnt_id, STATMOUNT_MASK_ };
+	if (!sm_buf)
+		sm_buf = malloc(sm_size);
+	while (syscall(SYS_statmount, &req, sm_buf, sm_size, 0) < 0) {
+		if (errno != EOVERFLOW)
+			die("statmount", target);
+		sm_buf = realloc(sm_buf, sm_size *= 4);
+	}
+}
+
+static void enter(const char *cwd)
+{
+	if (strcmp(cwd, "-") != 0 && chdir(cwd) != 0)
+		die("chdir", cwd);
+}
+
+static void cfg_string(int fd, const char *key, const char *value)
+{
+	if (syscall(SYS_fsconfig, fd, FSCONFIG_SET_STRING_, key, value, 0) < 0)
+		die("fsconfig", key);
+}
+
+static double run_mount(long iters, const char *target, const char *cwd, const char *datafile)
+{
+	size_t len;
+	char *data = slurp(datafile, &len);
+	while (len && data[len - 1] == '\n')
+		data[--len] = '\0';
+	enter(cwd);
+	double t0 = now();
+	for (long i = 0; i < iters; i++) {
+		if (mount("overlay", target, "overlay", 0, data) != 0)
+			die("mount", target);
+		look(target);
+		if (umount2(target, UMOUNT_NOFOLLOW_) != 0)
+			die("umount2", target);
+	}
+	double t = now() - t0;
+	free(data);
+	return t;
+}
+
+static double run_fsconfig(long iters, const char *target, const char *cwd, const char *upper,
+			   const char *work, const char *lowersfile, int nextra, char **extra)
+{
+	size_t len;
+	char *text = slurp(lowersfile, &len);
+	size_t nlow = 0;
+	for (size_t i = 0; i < len; i++)
+		nlow += text[i] == '\n';
+	char **lowers = calloc(nlow + 1, sizeof(char *));
+	nlow = 0;
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+		lowers[nlow++] = line;
+	enter(cwd);
+	double t0 = now();
+	for (long i = 0; i < iters; i++) {
+		int fd = syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC_);
+		if (fd < 0)
+			die("fsopen", "overlay");
+		cfg_string(fd, "source", "overlay");
+		for (size_t j = 0; j < nlow; j++)
+			cfg_string(fd, "lowerdir+", lowers[j]);
+		cfg_string(fd, "upperdir", upper);
+		cfg_string(fd, "workdir", work);
+		for (int k = 0; k < nextra; k++) {
+			char key[256];
+			const char *eq = strchr(extra[k], '=');
+			if (eq) {
+				snprintf(key, sizeof(key), "%.*s", (int)(eq - extra[k]), extra[k]);
+				cfg_string(fd, key, eq + 1);
+			} else if (syscall(SYS_fsconfig, fd, FSCONFIG_SET_FLAG_, extra[k], NULL, 0) < 0) {
+				die("fsconfig", extra[k]);
+			}
+		}
+		if (syscall(SYS_fsconfig, fd, FSCONFIG_CMD_CREATE_, NULL, NULL, 0) < 0)
+			die("fsconfig", "create");
+		int mfd = syscall(SYS_fsmount, fd, FSMOUNT_CLOEXEC_, 0);
+		if (mfd < 0)
+			die("fsmount", target);
+		if (syscall(SYS_move_mount, mfd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH_) < 0)
+			die("move_mount", target);
+		close(mfd);
+		close(fd);
+		look(target);
+		if (umount2(target, UMOUNT_NOFOLLOW_) != 0)
+			die("umount2", target);
+	}
+	double t = now() - t0;
+	free(lowers);
+	free(text);
+	return t;
+}
+
+int main(int argc, char **argv)
+{
+	double t;
+	long iters;
+	if (argc >= 7 && strcmp(argv[1], "mount") == 0) {
+		iters = atol(argv[2]);
+		verify = atoi(argv[3]);
+		t = run_mount(iters, argv[4], argv[5], argv[6]);
+	} else if (argc >= 9 && strcmp(argv[1], "fsconfig") == 0) {
+		iters = atol(argv[2]);
+		verify = atoi(argv[3]);
+		t = run_fsconfig(iters, argv[4], argv[5], argv[6], argv[7], argv[8], argc - 9, argv + 9);
+	} else {
+		fprintf(stderr, "usage: mount_baseline mount ITERS VERIFY TARGET CWD DATAFILE\n"
+				"       mount_baseline fsconfig ITERS VERIFY TARGET CWD UPPER WORK LOWERSFILE [OPT]...\n");
+		return 2;
+	}
+	printf("%.9f\n", iters > 0 ? t / iters : 0.0);
+	return 0;
+}

@@ -1,0 +1,83 @@
+"""ApplyDiff: a layer tar into an existing layer, validated, fast, all or nothing.
+
+Plan: who the layers below are and in which whiteout format. Execute: scan the (decompressed) stream,
+forward approved bytes to GNU tar extracting into a fresh staging tree next to the layer, translate the
+whiteouts recorded on the way, then publish under the root lock (one rename, or a journaled merge).
+Verify: tar's exit status, and the layer is untouched unless everything succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from typing import TYPE_CHECKING, BinaryIO
+
+from ..errors import LayerInUse, ParentMismatch
+from .compress import open_stream, readinto_of
+from .extract import TarExtractor
+from .merge import publish
+from .safety import PathGuard
+from .scan import TarScanner
+from .view import LayerView
+from .whiteouts import translate_overlay, xattr_prefix
+
+if TYPE_CHECKING:
+    from ..driver import Driver
+
+
+def check_parent(driver: Driver, layer_id: str, parent: str | None) -> str | None:
+    """The layer's real parent; refuses a ``parent`` argument naming another layer."""
+    real = driver.parent(layer_id)
+    if parent and parent != real:
+        raise ParentMismatch(f"layer {layer_id} has parent {real or 'none'}, not {parent}")
+    return real
+
+
+def lower_view(driver: Driver, layer_id: str) -> LayerView:
+    """What the layer already shows: its own content over its parents' (vfs: its own directory)."""
+    own = driver.diff_path(layer_id)
+    if driver.whiteout_format == "applied":
+        return LayerView([own], "applied")
+    return LayerView([own] + [driver.diff_path(a) for a in driver.ancestors(layer_id)], driver.whiteout_format)
+
+
+def overlay_xattr_prefix(driver: Driver) -> str:
+    """The xattr namespace the backend's overlay mounts read whiteouts from."""
+    return xattr_prefix(tuple(getattr(driver, "_extra_options", ()) or ()))
+
+
+def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: BinaryIO) -> int:
+    """Extract ``stream`` into layer ``layer_id``; returns the bytes of file content written."""
+    check_parent(driver, layer_id, parent)
+    fmt = driver.whiteout_format
+    target = driver.diff_path(layer_id)
+    work = tempfile.mkdtemp(prefix=f"{layer_id}.apply-", dir=driver._staging)
+    try:
+        stage, trash = os.path.join(work, "root"), os.path.join(work, "trash")
+        os.mkdir(trash, 0o700)
+        os.mkdir(stage, 0o700)
+        st = os.lstat(target)
+        os.chown(stage, st.st_uid, st.st_gid)
+        os.chmod(stage, stat.S_IMODE(st.st_mode))
+        view = lower_view(driver, layer_id)
+        guard = PathGuard(fmt, lower_symlink=view.symlink_target)
+        read, _kind = open_stream(stream)
+        tar = TarExtractor(stage)
+        try:
+            TarScanner(read, tar.write, guard.visit, readinto_of(read)).run()
+        except BaseException:
+            tar.abort()
+            raise
+        tar.finish()
+        if fmt == "overlay":
+            translate_overlay(stage, guard.whiteouts, guard.opaques, overlay_xattr_prefix(driver))
+        with driver.lock.held():
+            driver._require(layer_id)
+            if driver.needs_mount(layer_id) and driver.mount_count(layer_id):
+                raise LayerInUse(f"layer {layer_id} is mounted; apply into it once it is unmounted")
+            publish(stage, target, trash, guard, fmt)
+        return guard.size
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

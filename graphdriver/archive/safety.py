@@ -1,0 +1,220 @@
+"""Judge each tar entry before it is extracted: names, links, whiteouts (pure bookkeeping, no I/O).
+
+Rules (an entry breaking one is refused with one line naming it):
+
+- names are relative after leading ``/`` are stripped; no ``..`` component, no NUL, not empty; a trailing
+  ``/`` only on directories;
+- no entry goes through a symlink made earlier by the same archive, nor through a symlink of the layers
+  below that points outside (absolute, or ``..`` climbing above the root); a non-directory made by the
+  archive cannot be a parent;
+- hard links name an earlier non-directory entry of the same archive;
+- whiteouts (``.wh.<name>``) are not directories, do not name ``.``/``..``, and no entry lives inside one;
+- no ``trusted.overlay.*``/``user.overlay.*`` xattrs (they would forge whiteouts or redirects).
+
+The guard also records what the extractor will not see (whiteouts, opaque markers) for the whiteout step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import UnsafeArchive
+from . import tarformat as tf
+from .scan import DROP, FORWARD, Entry
+
+WH = b".wh."
+WH_META = b".wh..wh."
+OPAQUE = b".wh..wh..opq"
+#: Kinds recorded per path.
+DIR, SYMLINK, OTHER = "d", "l", "f"
+
+LowerSymlink = Callable[[bytes], "bytes | None"]
+
+
+def split_name(raw: bytes) -> tuple[bytes, ...]:
+    """The components of a member name; raises ValueError with the reason when it is unsafe."""
+    if not raw:
+        raise ValueError("empty name")
+    if b"\0" in raw:
+        raise ValueError("NUL in name")
+    parts = tuple(p for p in raw.split(b"/") if p and p != b".")
+    if b".." in parts:
+        raise ValueError("'..' in path")
+    return parts
+
+
+def escapes(link_dir: tuple[bytes, ...], target: bytes) -> bool:
+    """True when a symlink in ``link_dir`` pointing at ``target`` leaves the root (host semantics)."""
+    if target.startswith(b"/"):
+        return True
+    depth = len(link_dir)
+    for p in target.split(b"/"):
+        if p == b"..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif p and p != b".":
+            depth += 1
+    return False
+
+
+@dataclass
+class PathGuard:
+    """Validates entries for one apply and remembers what they made."""
+
+    whiteout_format: str                 # "overlay", "aufs" or "applied"
+    lower_symlink: LowerSymlink | None = None  # target of a symlink at that path in the layers below
+    kinds: dict[bytes, str] = field(default_factory=dict)
+    symlinks: dict[bytes, bytes] = field(default_factory=dict)
+    explicit_dirs: set[bytes] = field(default_factory=set)
+    whiteouts: list[tuple[bytes, bytes]] = field(default_factory=list)  # (dir, name)
+    opaques: list[bytes] = field(default_factory=list)
+    size: int = 0
+    _checked: set[bytes] = field(default_factory=lambda: {b""})
+
+    def refuse(self, entry: Entry, reason: str) -> UnsafeArchive:
+        return UnsafeArchive(f"unsafe layer archive: entry {entry.display}: {reason}")
+
+    def visit(self, e: Entry) -> int:
+        """FORWARD (extract it) or DROP (recorded here instead); raises UnsafeArchive."""
+        name = e.name
+        is_dir = e.typeflag == tf.DIR
+        if (b".." not in name and b".wh." not in name and b"//" not in name and b"/./" not in name
+                and not name.startswith((b"/", b"./")) and name and not e.xattrs and len(e.other_names) == 1
+                and (is_dir or not name.endswith(b"/"))):
+            path = name[:-1] if name.endswith(b"/") else name  # the common case: already a clean relative path
+            parent = path.rpartition(b"/")[0]
+            if parent not in self._checked:
+                self._check_parents(e, tuple(path.split(b"/")), parent)
+        else:
+            parts = self._slow_checks(e, is_dir)
+            if parts is None:
+                return FORWARD if is_dir else DROP
+            path = b"/".join(parts)
+            parent = path.rpartition(b"/")[0]
+            self._check_parents(e, parts, parent)
+            base = parts[-1]
+            if base.startswith(WH):
+                return self._whiteout(e, parent, base, path)
+        if is_dir and self.kinds.get(path) == SYMLINK:
+            raise self.refuse(e, "is a directory replacing a symlink made earlier in the same archive")
+        t = e.typeflag
+        if not is_dir and path in self._checked:
+            self._forget_dir(path)
+        if t == tf.LINK:
+            self._hardlink(e, path)
+        elif t == tf.SYMLINK:
+            if not e.linkname:
+                raise self.refuse(e, "symlink with an empty target")
+            self.kinds[path] = SYMLINK
+            self.symlinks[path] = e.linkname
+        elif is_dir:
+            self.kinds[path] = DIR
+            self.explicit_dirs.add(path)
+        else:
+            self.kinds[path] = OTHER
+            self.symlinks.pop(path, None)
+            if t in tf.REGULAR_TYPES:
+                self.size += e.realsize
+        return FORWARD
+
+    # -- rules ----------------------------------------------------------------------------------
+    def _slow_checks(self, e: Entry, is_dir: bool) -> tuple[bytes, ...] | None:
+        """Name rules for anything unusual; the components, or None for the root / aufs metadata (DROP)."""
+        try:
+            parts = split_name(e.name)
+            for other in e.other_names:
+                if b".." in other.split(b"/"):
+                    raise ValueError("'..' in an overridden name field")
+        except ValueError as err:
+            raise self.refuse(e, str(err)) from None
+        if e.name.endswith(b"/") and not is_dir:
+            raise self.refuse(e, "trailing '/' on a non-directory")
+        for key in e.xattrs:
+            if key.startswith(("trusted.overlay.", "user.overlay.")):
+                raise self.refuse(e, f"xattr {key} is reserved for overlayfs")
+        if not parts:
+            if not is_dir:
+                raise self.refuse(e, "names the layer root but is not a directory")
+            self.explicit_dirs.add(b"")
+            return None
+        for i, comp in enumerate(parts[:-1]):
+            if comp.startswith(WH):
+                if comp.startswith(WH_META):
+                    if is_dir:
+                        raise self.refuse(e, "lies inside aufs metadata")
+                    return None  # inside aufs's own metadata dirs (.wh..wh.plnk and such): not content
+                raise self.refuse(e, f"lies inside whiteout {os.fsdecode(b'/'.join(parts[:i + 1]))!r}")
+        return parts
+
+    def _check_parents(self, e: Entry, parts: tuple[bytes, ...], parent: bytes) -> None:
+        if parent in self._checked:
+            return
+        for i in range(1, len(parts)):
+            prefix = b"/".join(parts[:i])
+            if prefix in self._checked:
+                continue
+            kind = self.kinds.get(prefix)
+            if kind == SYMLINK:
+                raise self.refuse(e, f"goes through symlink {os.fsdecode(prefix)!r} -> "
+                                     f"{os.fsdecode(self.symlinks[prefix])!r} made earlier in the same archive")
+            if kind == OTHER:
+                raise self.refuse(e, f"parent {os.fsdecode(prefix)!r} is not a directory in this archive")
+            if kind is None and self.lower_symlink is not None:
+                target = self.lower_symlink(prefix)
+                if target is not None and escapes(parts[:i - 1], target):
+                    raise self.refuse(e, f"goes through symlink {os.fsdecode(prefix)!r} -> "
+                                         f"{os.fsdecode(target)!r} of a lower layer, which points outside the layer")
+            self._checked.add(prefix)
+
+    def _hardlink(self, e: Entry, path: bytes) -> None:
+        try:
+            tparts = split_name(e.linkname)
+        except ValueError as err:
+            raise self.refuse(e, f"hard link target: {err}") from None
+        if not tparts:
+            raise self.refuse(e, "hard link to the layer root")
+        target = b"/".join(tparts)
+        self._check_parents(e, tparts, target.rpartition(b"/")[0])
+        kind = self.kinds.get(target)
+        if kind is None:
+            raise self.refuse(e, f"hard link to {os.fsdecode(target)!r}, which is not an earlier entry of this "
+                                 "archive (outside the layer)")
+        if kind == DIR:
+            raise self.refuse(e, f"hard link to directory {os.fsdecode(target)!r}")
+        if target == path:
+            raise self.refuse(e, "hard link to itself")
+        self.kinds[path] = kind
+        if kind == SYMLINK:
+            self.symlinks[path] = self.symlinks[target]
+        else:
+            self.symlinks.pop(path, None)
+
+    def _whiteout(self, e: Entry, parent: bytes, base: bytes, path: bytes) -> int:
+        if e.typeflag == tf.DIR:
+            raise self.refuse(e, "a whiteout entry that is a directory")
+        keep = self.whiteout_format == "aufs"
+        if base == OPAQUE:
+            self.opaques.append(parent)
+        elif base.startswith(WH_META):
+            return DROP  # aufs bookkeeping (.wh..wh.aufs and such): never content
+        else:
+            victim = base[len(WH):]
+            if victim in (b"", b".", b".."):
+                raise self.refuse(e, f"whiteout names {os.fsdecode(victim) or 'nothing'!r}")
+            self.whiteouts.append((parent, victim))
+        if keep:
+            self.kinds[path] = OTHER
+            return FORWARD
+        return DROP
+
+    def _forget_dir(self, path: bytes) -> None:
+        """``path`` stops being a directory: drop it and everything below from the checked set."""
+        below = path + b"/"
+        self._checked = {p for p in self._checked if p != path and not p.startswith(below)}
+
+    def made(self, path: bytes) -> bool:
+        """True when the archive itself wrote ``path`` (whiteouts never hide those)."""
+        return path in self.kinds

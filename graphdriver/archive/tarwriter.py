@@ -1,0 +1,217 @@
+"""Write an OCI layer tar from files on disk: PAX format, xattrs as ``SCHILY.xattr.*``, hard links as
+links, sparse files as PAX sparse 1.0, whiteouts as ``.wh.`` entries. Output is a stream of byte chunks.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from collections.abc import Callable, Iterator
+
+from . import tarformat as tf
+from .whiteouts import is_overlay_xattr
+
+CHUNK = 1 << 20
+SEEK_DATA, SEEK_HOLE = 3, 4
+
+
+def read_xattrs(path: bytes) -> dict[str, bytes]:
+    """Every xattr of ``path`` except overlayfs's own (symlinks not followed)."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    out = {}
+    for n in names:
+        if is_overlay_xattr(n):
+            continue
+        try:
+            out[n] = os.getxattr(path, n, follow_symlinks=False)
+        except OSError:
+            continue
+    return out
+
+
+def sparse_map(fd: int, size: int) -> list[tuple[int, int]] | None:
+    """Data extents of a file with holes, or None when it has none worth recording."""
+    extents: list[tuple[int, int]] = []
+    pos = 0
+    try:
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, SEEK_DATA)
+            except OSError:  # ENXIO: only a hole remains
+                break
+            end = min(os.lseek(fd, start, SEEK_HOLE), size)
+            extents.append((start, end - start))
+            pos = end
+    except OSError:
+        return None
+    finally:
+        os.lseek(fd, 0, os.SEEK_SET)
+    if sum(n for _, n in extents) >= size:
+        return None
+    if not extents or extents[-1][0] + extents[-1][1] < size:
+        extents.append((size, 0))
+    return extents
+
+
+class TarWriter:
+    """Entries to tar bytes; remembers inodes so later names of one file become hard links."""
+
+    def __init__(self) -> None:
+        self.links: dict[tuple[int, int], bytes] = {}
+
+    def _header(self, name: bytes, typeflag: bytes, st: os.stat_result | None, *, size: int = 0,
+                linkname: bytes = b"", xattrs: dict[str, bytes] | None = None,
+                extra: list[tuple[str, bytes]] | None = None, ustar_name: bytes | None = None) -> bytes:
+        mode = stat.S_IMODE(st.st_mode) if st else 0
+        uid, gid = (st.st_uid, st.st_gid) if st else (0, 0)
+        mtime = max(0, int(st.st_mtime)) if st else 0
+        major = minor = 0
+        if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        records = list(extra or [])
+        hname = name if ustar_name is None else ustar_name
+        if ustar_name is None and (len(name) > 100 or not name.isascii()):
+            records.append(("path", name))
+        if len(linkname) > 100 or not linkname.isascii():
+            records.append(("linkpath", linkname))
+        for key, value, width in (("uid", uid, 8), ("gid", gid, 8), ("size", size, 12), ("mtime", mtime, 12)):
+            if not tf.fits_octal(value, width):
+                records.append((key, str(value).encode()))
+        for key in sorted(xattrs or {}):
+            records.append(("SCHILY.xattr." + key, (xattrs or {})[key]))
+        out = b""
+        if records:
+            out = tf.pax_block(b"".join(tf.pax_record(k, v) for k, v in records), name)
+        return out + tf.build_header(hname, typeflag, size=size, mode=mode, uid=uid, gid=gid, mtime=mtime,
+                                     linkname=linkname, devmajor=major, devminor=minor)
+
+    def whiteout(self, name: bytes) -> bytes:
+        """An OCI whiteout (or opaque marker) entry: an empty regular file."""
+        return self._header(name, tf.REG, None)
+
+    def entry(self, name: bytes, path: bytes, st: os.stat_result) -> Iterator[bytes]:
+        """The tar bytes of the file at ``path`` stored as ``name`` (sockets are skipped)."""
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            yield self._header(name.rstrip(b"/") + b"/", tf.DIR, st, xattrs=read_xattrs(path))
+            return
+        if stat.S_ISSOCK(mode):
+            return
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1:
+            first = self.links.get(key)
+            if first is not None:
+                yield self._header(name, tf.LINK, st, linkname=first)
+                return
+            self.links[key] = name
+        xattrs = read_xattrs(path)
+        if stat.S_ISLNK(mode):
+            yield self._header(name, tf.SYMLINK, st, linkname=os.readlink(path), xattrs=xattrs)
+        elif stat.S_ISCHR(mode):
+            yield self._header(name, tf.CHR, st, xattrs=xattrs)
+        elif stat.S_ISBLK(mode):
+            yield self._header(name, tf.BLK, st, xattrs=xattrs)
+        elif stat.S_ISFIFO(mode):
+            yield self._header(name, tf.FIFO, st, xattrs=xattrs)
+        elif stat.S_ISREG(mode):
+            yield from self._regular(name, path, st, xattrs)
+
+    def _regular(self, name: bytes, path: bytes, st: os.stat_result, xattrs: dict[str, bytes]) -> Iterator[bytes]:
+        size = st.st_size
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            extents = sparse_map(fd, size) if size and st.st_blocks * 512 < size else None
+            if extents is None:
+                yield self._header(name, tf.REG, st, size=size, xattrs=xattrs)
+                yield from _copy(fd, 0, size)
+                return
+            text = b"%d\n" % len(extents) + b"".join(b"%d\n%d\n" % e for e in extents)
+            text += bytes(tf.padded(len(text)) - len(text))
+            stored = len(text) + sum(n for _, n in extents)
+            d, _, base = name.rpartition(b"/")
+            fake = (d + b"/" if d else b"") + b"GNUSparseFile.0/" + base
+            extra = [("GNU.sparse.major", b"1"), ("GNU.sparse.minor", b"0"), ("GNU.sparse.name", name),
+                     ("GNU.sparse.realsize", str(size).encode())]
+            yield self._header(name, tf.REG, st, size=stored, xattrs=xattrs, extra=extra, ustar_name=fake[:100])
+            yield text
+            for off, n in extents:
+                yield from _copy(fd, off, n, pad=False)
+            yield bytes(tf.padded(stored) - stored)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def end() -> bytes:
+        """The end-of-archive marker."""
+        return tf.ZERO_BLOCK * 2
+
+
+def _copy(fd: int, offset: int, n: int, *, pad: bool = True) -> Iterator[bytes]:
+    """``n`` bytes of the file from ``offset`` (zero-filled if it shrank), padded to a block."""
+    left = n
+    while left:
+        chunk = os.pread(fd, min(CHUNK, left), offset)
+        if not chunk:
+            chunk = bytes(min(CHUNK, left))
+        yield chunk
+        offset += len(chunk)
+        left -= len(chunk)
+    if pad and n % tf.BLOCK:
+        yield bytes(tf.BLOCK - n % tf.BLOCK)
+
+
+def batched(chunks: Iterator[bytes], size: int = 1 << 18) -> Iterator[bytes]:
+    """Join small chunks into pieces of about ``size`` bytes (fewer, larger reads downstream)."""
+    parts: list[bytes] = []
+    have = 0
+    for c in chunks:
+        if len(c) >= size and not parts:
+            yield c
+            continue
+        parts.append(c)
+        have += len(c)
+        if have >= size:
+            yield b"".join(parts)
+            parts, have = [], 0
+    if parts:
+        yield b"".join(parts)
+
+
+class ChunkStream(io.RawIOBase):
+    """A readable binary stream over an iterator of byte chunks; ``on_close`` runs once when closed."""
+
+    def __init__(self, chunks: Iterator[bytes], on_close: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._left = memoryview(b"")
+        self._on_close = on_close
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        while not self._left:
+            try:
+                self._left = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._left))
+        b[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                close = getattr(self._chunks, "close", None)
+                if close:
+                    close()
+            finally:
+                cb, self._on_close = self._on_close, None
+                super().close()
+                if cb:
+                    cb()

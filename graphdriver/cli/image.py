@@ -1,0 +1,150 @@
+"""The ``image`` group: load, ls, inspect, rm, save, tag. Commands only: the storage logic is in store/."""
+
+from __future__ import annotations
+
+import sys
+
+from plumbum import cli
+
+from .app import GraphDriverApp, emit, top
+
+
+def container_store(app: cli.Application):  # noqa: ANN201  (a ContainerStore; imported on use: fast start-up)
+    """The image and container stores of the app's root and driver."""
+    from ..store.containers import ContainerStore
+    from ..store.images import ImageStore
+
+    t = top(app)
+    return ContainerStore(ImageStore(t.root, t.driver()))
+
+
+def human(n: float) -> str:
+    """Bytes as Docker prints them (kB, MB, GB; powers of 1000)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g}{unit}" if unit != "B" else f"{int(n)}B"
+        n /= 1000
+    return f"{n}B"
+
+
+class _Progress:
+    """Per-layer progress: one updating line on a terminal, plain lines otherwise."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.out = stream
+        self.tty = stream.isatty()
+
+    def __call__(self, event: str, i: int, n: int, chain: str, done: int, total: int) -> None:
+        short = chain.split(":", 1)[1][:12]
+        if event == "exists":
+            print(f"Layer {i}/{n} {short}: already exists", file=self.out)
+        elif event == "loaded":
+            end = "\r\x1b[K" if self.tty else ""
+            print(f"{end}Loaded layer {i}/{n} {short} ({human(total)})", file=self.out)
+        elif self.tty:
+            pct = 100 * done // total if total else 100
+            print(f"\rLoading layer {i}/{n} {short} {human(done)}/{human(total)} {pct}%", end="",
+                  file=self.out, flush=True)
+
+
+@GraphDriverApp.subcommand("image")
+class ImageApp(cli.Application):
+    """Images: load docker-save archives and OCI layouts, inspect, tag, save, remove."""
+
+    def main(self, *args: str) -> int:
+        if args:
+            print(f"graphdriver image: unknown command {args[0]!r}", file=sys.stderr)
+            return 2
+        if not self.nested_command:
+            self.help()
+        return 0
+
+
+@ImageApp.subcommand("load")
+class ImageLoad(cli.Application):
+    """Load a docker-save tarball or an OCI image layout (directory or tar; plain or compressed)."""
+
+    input = cli.SwitchAttr(["-i", "--input"], str, default="-",
+                           help="archive file or OCI layout directory (default: standard input)")
+    quiet = cli.Flag(["-q", "--quiet"], help="no progress output")
+
+    def main(self) -> int:
+        if self.input == "-" and sys.stdin.isatty():
+            print("graphdriver image load: no input: use -i FILE or pipe an archive in", file=sys.stderr)
+            return 2
+        store = container_store(self)
+        loaded = store.images.load(self.input, None if self.quiet else _Progress(), sys.stdin.buffer)
+        lines = []
+        for img in loaded:
+            lines += [f"Loaded image: {t}" for t in img.tags] or [f"Loaded image ID: {img.image_id}"]
+        emit(self, [{"Id": i.image_id, "RepoTags": i.tags} for i in loaded], "\n".join(lines))
+        return 0
+
+
+@ImageApp.subcommand("ls")
+class ImageLs(cli.Application):
+    """List images."""
+
+    def main(self) -> int:
+        rows = container_store(self).images.list()
+        lines = [f"{'REPOSITORY:TAG':<40} {'IMAGE ID':<12}  {'LAYERS':>6}  {'SIZE':>8}"]
+        for r in rows:
+            short = r["Id"].split(":", 1)[1][:12]
+            for tag in r["RepoTags"] or ["<none>:<none>"]:
+                lines.append(f"{tag:<40} {short:<12}  {r['Layers']:>6}  {human(r['Size']):>8}")
+        emit(self, rows, "\n".join(lines))
+        return 0
+
+
+@ImageApp.subcommand("inspect")
+class ImageInspect(cli.Application):
+    """Show images as JSON (Id, RepoTags, RootFS, GraphDriver, ...)."""
+
+    def main(self, *names: str) -> int:
+        if not names:
+            print("graphdriver image inspect: name an image", file=sys.stderr)
+            return 2
+        store = container_store(self)
+        emit(self, [store.images.inspect(n) for n in names])
+        return 0
+
+
+@ImageApp.subcommand("rm")
+class ImageRm(cli.Application):
+    """Untag or remove images (refused while a container uses one)."""
+
+    def main(self, *names: str) -> int:
+        if not names:
+            print("graphdriver image rm: name an image", file=sys.stderr)
+            return 2
+        store = container_store(self)
+        for n in names:
+            print("\n".join(store.remove_image(n)))
+        return 0
+
+
+@ImageApp.subcommand("save")
+class ImageSave(cli.Application):
+    """Write images as a tarball that `docker load` accepts (also an OCI image layout)."""
+
+    output = cli.SwitchAttr(["-o", "--output"], str, default="-", help="file to write (default: stdout)")
+
+    def main(self, *names: str) -> int:
+        if not names:
+            print("graphdriver image save: name an image", file=sys.stderr)
+            return 2
+        if self.output == "-" and sys.stdout.isatty():
+            print("graphdriver image save: refusing to write a tarball to a terminal; use -o FILE", file=sys.stderr)
+            return 2
+        container_store(self).images.save(list(names), self.output)
+        return 0
+
+
+@ImageApp.subcommand("tag")
+class ImageTag(cli.Application):
+    """Give the image SOURCE another name TARGET[:TAG]."""
+
+    def main(self, source: str, target: str) -> int:
+        image_id = container_store(self).images.tag(source, target)
+        emit(self, {"Id": image_id, "Tag": target}, image_id)
+        return 0

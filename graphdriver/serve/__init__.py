@@ -1,0 +1,1 @@
+"""Servers that let other runtimes use graphdriver (Docker's graphdriver plugin protocol, ...)."""

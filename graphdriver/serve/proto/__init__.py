@@ -1,0 +1,1 @@
+"""Generated gRPC modules of containerd's snapshots API (see README.md here: regenerate.sh makes them)."""

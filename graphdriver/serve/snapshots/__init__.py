@@ -1,0 +1,1 @@
+"""containerd snapshotter storage: metadata store, filters, mount planner and the snapshotter itself."""

@@ -1,0 +1,322 @@
+"""Containers: an ``<id>-init`` layer and an ``<id>`` read-write layer on an image, as dockerd makes them.
+
+State lives in ``<root>/containers/<id>.json`` (written atomically, changed under the image store's lock).
+``<root>/containers/<id>.run`` is flock-ed by a running ``container run``; commit and rm look at it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+import re
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import psutil
+
+from ..errors import ContainerNotFound, ContainerRunning, GraphDriverError, LayerNotMounted, NameInUse
+from . import initlayer
+from .files import read_json, write_json
+from .images import ImageStore, normalize_ref
+
+_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})?")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Container:
+    """One container's record."""
+
+    id: str
+    name: str
+    image: str
+    hostname: str
+    created: str
+    extra_hosts: list[list[str]] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    netns: str = ""
+    addresses: list[str] = field(default_factory=list)
+
+    @property
+    def init_layer(self) -> str:
+        return f"{self.id}-init"
+
+    @property
+    def rw_layer(self) -> str:
+        return self.id
+
+
+@contextmanager
+def paused(pid: int | None, timeout: float = 5.0) -> Iterator[None]:
+    """Stop process ``pid`` and all its descendants (SIGSTOP) for the block, then continue them."""
+    stopped: dict[int, psutil.Process] = {}
+    try:
+        while pid:
+            try:
+                root = psutil.Process(pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            new = [p for p in procs if p.pid not in stopped]
+            if not new:
+                break
+            for p in new:
+                try:
+                    p.send_signal(signal.SIGSTOP)
+                    stopped[p.pid] = p
+                except psutil.NoSuchProcess:
+                    pass
+        deadline = time.monotonic() + timeout
+        for p in stopped.values():
+            while time.monotonic() < deadline:
+                try:
+                    if p.status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP, psutil.STATUS_ZOMBIE):
+                        break
+                except psutil.NoSuchProcess:
+                    break
+                time.sleep(0.002)
+        yield
+    finally:
+        for p in stopped.values():
+            try:
+                p.send_signal(signal.SIGCONT)
+            except psutil.NoSuchProcess:
+                pass
+
+
+class ContainerStore:
+    """Containers over an :class:`ImageStore` (same root, same driver, same lock)."""
+
+    def __init__(self, images: ImageStore) -> None:
+        self.images = images
+        self.driver = images.driver
+        self.lock = images.lock
+        self.dir = os.path.join(images.root, "containers")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+
+    def _path(self, cid: str) -> str:
+        return os.path.join(self.dir, cid + ".json")
+
+    def run_lock_path(self, cid: str) -> str:
+        """The file a running ``container run`` holds locked."""
+        return os.path.join(self.dir, cid + ".run")
+
+    def all(self) -> list[Container]:
+        """Every container, oldest first."""
+        out = []
+        for n in os.listdir(self.dir):
+            if n.endswith(".json") and ".tmp-" not in n:
+                rec = read_json(os.path.join(self.dir, n))
+                if rec:
+                    out.append(Container(**rec))
+        return sorted(out, key=lambda c: c.created)
+
+    def get(self, ref: str) -> Container:
+        """A container by name, full id, or unique id prefix."""
+        cs = self.all()
+        for c in cs:
+            if ref in (c.name, c.id):
+                return c
+        hits = [c for c in cs if re.fullmatch(r"[0-9a-f]+", ref) and c.id.startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise ContainerNotFound(f"container id prefix {ref} is ambiguous")
+        raise ContainerNotFound(f"no such container: {ref}")
+
+    def images_in_use(self) -> set[str]:
+        """Image ids that some container uses."""
+        return {c.image for c in self.all()}
+
+    # -- create / remove --------------------------------------------------------------------------
+    def create(self, image_ref: str, name: str = "", hostname: str = "", add_hosts: list[str] = (),
+               dns: list[str] = (), netns: str = "") -> Container:
+        """Make the init and rw layers on the image; nothing remains when any step fails."""
+        extra = [initlayer.parse_add_host(h) for h in add_hosts]
+        dns = [initlayer.check_dns(d) for d in dns]
+        if name and not _NAME_RE.fullmatch(name):
+            raise GraphDriverError(f"invalid container name {name!r}: want [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+        if hostname and not _HOSTNAME_RE.fullmatch(hostname):
+            raise GraphDriverError(f"invalid hostname {hostname!r}")
+        addresses = initlayer.netns_addresses(netns) if netns else []
+        with self.lock.held():
+            image_id = self.images.resolve(image_ref)
+            if name and any(c.name == name for c in self.all()):
+                raise NameInUse(f"container name {name} is already in use")
+            cid = secrets.token_hex(32)
+            c = Container(cid, name or f"c_{cid[:12]}", image_id, hostname or cid[:12], _now(),
+                          [list(e) for e in extra], list(dns), netns, addresses)
+            entries = initlayer.plan(c.hostname, addresses, extra, c.dns, initlayer.read_host_resolv())
+            top = self.images.top_layer(image_id)
+            made: list[str] = []
+            try:
+                self.driver.create(c.init_layer, top)
+                made.append(c.init_layer)
+                path = self.driver.get(c.init_layer)
+                try:
+                    initlayer.write(path, entries)
+                finally:
+                    self.driver.put(c.init_layer)
+                self.driver.create(c.rw_layer, c.init_layer, rw=True)
+                made.append(c.rw_layer)
+                write_json(self._path(cid), asdict(c))
+            except BaseException:
+                for layer in reversed(made):
+                    try:
+                        self.driver.remove(layer)
+                    except GraphDriverError:
+                        pass
+                raise
+            return c
+
+    def running_pid(self, c: Container) -> int | None:
+        """The pid of the ``container run`` holding this container, or None."""
+        path = self.run_lock_path(c.id)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.read(fd, 64).decode().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def remove(self, ref: str, force: bool = False) -> Container:
+        """Remove both layers and the record. Mounted or running: refused unless ``force``."""
+        with self.lock.held():
+            c = self.get(ref)
+            pid = self.running_pid(c)
+            if pid is not None:
+                if not force or pid <= 0:
+                    raise ContainerRunning(f"container {c.name} is running (pid {pid}); stop it or use --force")
+                self._stop(c, pid)
+            refs = self.driver.mount_count(c.rw_layer) if self.driver.exists(c.rw_layer) else 0
+            if refs and not force:
+                raise ContainerRunning(f"container {c.name} is mounted ({refs} references); "
+                                       f"umount it or use --force")
+            for _ in range(refs):
+                try:
+                    self.driver.put(c.rw_layer)
+                except LayerNotMounted:
+                    break
+            for layer in (c.rw_layer, c.init_layer):
+                if self.driver.exists(layer):
+                    self.driver.remove(layer)
+            os.unlink(self._path(c.id))
+            for p in (self.run_lock_path(c.id),):
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+            return c
+
+    def _stop(self, c: Container, pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 10
+        while self.running_pid(c) is not None:
+            if time.monotonic() > deadline:
+                raise ContainerRunning(f"container {c.name} did not stop after SIGKILL to pid {pid}")
+            time.sleep(0.02)
+
+    def remove_image(self, ref: str) -> list[str]:
+        """``image rm``: refused while a container uses the image."""
+        with self.lock.held():
+            return self.images.remove(ref, self.images_in_use())
+
+    # -- mounts and contents ----------------------------------------------------------------------
+    def mount(self, ref: str) -> str:
+        """Mount the container's rootfs (one more reference); returns its path."""
+        c = self.get(ref)
+        return self.driver.get(c.rw_layer)
+
+    def umount(self, ref: str) -> None:
+        """Drop one mount reference."""
+        c = self.get(ref)
+        self.driver.put(c.rw_layer)
+
+    def changes(self, ref: str) -> list[tuple[str, int]]:
+        """``docker diff``: the rw layer's changes against the init layer."""
+        c = self.get(ref)
+        return self.driver.changes(c.rw_layer, c.init_layer)
+
+    def inspect(self, ref: str) -> dict:
+        """``docker inspect``'s shape for a container."""
+        c = self.get(ref)
+        pid = self.running_pid(c)
+        mounts = self.driver.mount_count(c.rw_layer)
+        return {
+            "Id": c.id, "Created": c.created, "Name": "/" + c.name, "Image": c.image,
+            "State": {"Running": pid is not None, "Pid": pid or 0, "Mounted": mounts},
+            "Config": {"Hostname": c.hostname, "Image": c.image},
+            "HostConfig": {"ExtraHosts": [f"{n}:{ip}" for n, ip in c.extra_hosts], "Dns": c.dns,
+                           "NetworkMode": f"ns:{initlayer.netns_path(c.netns)}" if c.netns else "none"},
+            "NetworkSettings": {"Addresses": c.addresses},
+            "GraphDriver": {"Name": self.driver.name, "Data": self.driver.metadata(c.rw_layer)},
+            "Layers": {"Init": c.init_layer, "RW": c.rw_layer},
+        }
+
+    # -- commit -----------------------------------------------------------------------------------
+    def commit(self, ref: str, new_ref: str = "", message: str = "", author: str = "",
+               pause: bool = False) -> str:
+        """A new image: the container's image plus one layer holding the rw layer's changes only.
+
+        A container in a running ``container run`` is refused, or with ``pause`` its processes are
+        stopped (SIGSTOP) while the layer is read, so the snapshot is consistent, then continued.
+        """
+        if new_ref:
+            normalize_ref(new_ref)
+        with self.lock.held():
+            c = self.get(ref)
+            pid = self.running_pid(c)
+            if pid is not None and not (pause and pid > 0):
+                raise ContainerRunning(f"container {c.name} is running (pid {pid}): its rw layer is changing; "
+                                       f"commit it after the run ends, or with --pause")
+            base_cfg = self.images.config(c.image)
+            chain = self.images.chain(c.image)
+            with paused(pid):
+                stream = self.driver.diff(c.rw_layer, c.init_layer)
+                try:
+                    new_chain, diff_id = self.images.add_layer(stream, chain[-1] if chain else None)
+                finally:
+                    close = getattr(stream, "close", None)
+                    if close:
+                        close()
+            cfg = dict(base_cfg)
+            created = _now()
+            cfg["created"] = created
+            cfg["container"] = c.id
+            if author:
+                cfg["author"] = author
+            cfg["rootfs"] = {"type": "layers", "diff_ids": [*base_cfg["rootfs"]["diff_ids"], diff_id]}
+            entry = {"created": created, "created_by": f"graphdriver container commit {c.name}"}
+            if message:
+                entry["comment"] = message
+            if author:
+                entry["author"] = author
+            cfg["history"] = [*(base_cfg.get("history") or []), entry]
+            try:
+                return self.images.add_image(json.dumps(cfg, separators=(",", ":")).encode(),
+                                             [new_ref] if new_ref else [])
+            except BaseException:
+                if not any(new_chain in self.images.chain(i) for i in self.images.ids()):
+                    self.images._drop_layer(new_chain.split(":", 1)[1])
+                raise

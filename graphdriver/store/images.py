@@ -1,0 +1,396 @@
+"""The image store: configs and tags under ``<root>/images/``, image layers in the driver, keyed by chainID.
+
+Layout (every file written atomically; every change under one lock shared with the container store)::
+
+    images/repositories.json          {"name:tag": "sha256:<image id>"}
+    images/configs/<hex>.json         each image config, byte for byte (its sha256 is the image id)
+    images/layerdb/<chain hex>.json   {"diff_id", "parent", "size", "tar_size"} per image layer
+    images/layerdb/<chain hex>.tarsplit   what reproduces the layer tar byte for byte (``image save``)
+    images/.tmp/                      decompressed archives and commit spools, removed after use
+
+The driver's layer id of an image layer is its chainID's hex, so a layer whose chainID is already there
+is reused, never applied twice. A load either completes or removes every layer it created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..driver import Driver
+from ..errors import GraphDriverError, ImageInUse, ImageNotFound, InvalidImage
+from . import tarsplit
+from .files import read_json, write_atomic, write_json
+from .imageio import (
+    chain_ids,
+    check_digest,
+    hex_of,
+    open_source,
+    read_images,
+    sha256_digest,
+)
+from .imagewrite import SaveImage, write_image_tar
+from .layerstream import LayerStream
+from .locks import RootLock
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*(?::[0-9]+)?(?:/[a-z0-9][a-z0-9._-]*)*")
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+_HEX_PREFIX_RE = re.compile(r"(?:sha256:)?[0-9a-f]{1,64}")
+
+#: Progress events: (event, layer index from 1, layer count, chainID, bytes done, bytes total).
+Progress = Callable[[str, int, int, str, int, int], None]
+
+
+def normalize_ref(ref: str) -> str:
+    """``busybox`` -> ``busybox:latest``; ``docker.io/library/x:1`` -> ``x:1``; bad references raise."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if ref.startswith(prefix):
+            ref = ref[len(prefix):]
+            break
+    if "@" in ref:
+        raise GraphDriverError(f"invalid reference {ref!r}: digest references are not supported")
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    name, tag = (ref[:colon], ref[colon + 1:]) if colon > slash else (ref, "latest")
+    if not _NAME_RE.fullmatch(name) or not _TAG_RE.fullmatch(tag):
+        raise GraphDriverError(f"invalid reference {ref!r}: want NAME[:TAG] (lowercase name)")
+    return f"{name}:{tag}"
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """What ``load`` made: the image id and the tags now pointing at it."""
+
+    image_id: str
+    tags: list[str]
+
+
+class ImageStore:
+    """Images over one driver. Library calls raise graphdriver errors; nothing prints."""
+
+    def __init__(self, root: str, driver: Driver) -> None:
+        self.root = os.path.abspath(root)
+        self.driver = driver
+        self.dir = os.path.join(self.root, "images")
+        self.configs = os.path.join(self.dir, "configs")
+        self.layerdb = os.path.join(self.dir, "layerdb")
+        self.tmp = os.path.join(self.dir, ".tmp")
+        for d in (self.dir, self.configs, self.layerdb, self.tmp):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        self.lock = RootLock(os.path.join(self.dir, ".lock"))
+
+    # -- references -------------------------------------------------------------------------------
+    def _repos_path(self) -> str:
+        return os.path.join(self.dir, "repositories.json")
+
+    def repos(self) -> dict[str, str]:
+        """Every tag and the image id it names."""
+        return dict(read_json(self._repos_path(), {}))
+
+    def _config_path(self, image_id: str) -> str:
+        return os.path.join(self.configs, hex_of(image_id) + ".json")
+
+    def ids(self) -> list[str]:
+        """Every image id, sorted."""
+        return sorted("sha256:" + n[:-5] for n in os.listdir(self.configs) if n.endswith(".json") and len(n) == 69)
+
+    def resolve(self, ref: str) -> str:
+        """An image id from a tag, a full id, or a unique id prefix."""
+        repos = self.repos()
+        try:
+            tag = normalize_ref(ref)
+        except GraphDriverError:
+            tag = None
+        if tag in repos:
+            return repos[tag]
+        if _HEX_PREFIX_RE.fullmatch(ref):
+            want = ref if ref.startswith("sha256:") else "sha256:" + ref
+            hits = [i for i in self.ids() if i.startswith(want)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise ImageNotFound(f"image id prefix {ref} is ambiguous ({len(hits)} images)")
+        raise ImageNotFound(f"no such image: {ref}")
+
+    def tags_of(self, image_id: str) -> list[str]:
+        """The tags naming ``image_id``, sorted."""
+        return sorted(t for t, i in self.repos().items() if i == image_id)
+
+    def config_bytes(self, image_id: str) -> bytes:
+        """The image config exactly as loaded."""
+        try:
+            with open(self._config_path(image_id), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ImageNotFound(f"no such image: {image_id}") from None
+
+    def config(self, image_id: str) -> dict:
+        """The image config, parsed."""
+        return json.loads(self.config_bytes(image_id))
+
+    def chain(self, image_id: str) -> list[str]:
+        """The image's chainIDs, bottom layer first."""
+        return chain_ids(self.config(image_id)["rootfs"]["diff_ids"])
+
+    def top_layer(self, image_id: str) -> str | None:
+        """The driver layer id of the image's top layer (None for an image without layers)."""
+        chain = self.chain(image_id)
+        return hex_of(chain[-1]) if chain else None
+
+    def layer_info(self, chain_id: str) -> dict:
+        """The layer db record of a chainID (``{}`` when absent)."""
+        return read_json(os.path.join(self.layerdb, hex_of(chain_id) + ".json"), {})
+
+    # -- layers ---------------------------------------------------------------------------------
+    def _layer_present(self, layer_id: str) -> bool:
+        if self.driver.exists(layer_id) and os.path.exists(os.path.join(self.layerdb, layer_id + ".json")):
+            return True
+        if self.driver.exists(layer_id) and not self.driver.children(layer_id):
+            self.driver.remove(layer_id)  # a driver layer without its record: a crashed load's leftover
+        return False
+
+    def _drop_layer(self, layer_id: str) -> None:
+        for suffix in (".json", ".tarsplit"):
+            try:
+                os.unlink(os.path.join(self.layerdb, layer_id + suffix))
+            except FileNotFoundError:
+                pass
+        if self.driver.exists(layer_id):
+            self.driver.remove(layer_id)
+
+    def _apply(self, layer_id: str, parent: str | None, raw: BinaryIO, diff_id: str, blob_digest: str | None,
+               progress: Callable[[int], None] | None) -> None:
+        """Create and fill one image layer, verifying its digests; on any failure nothing remains."""
+        self.driver.create(layer_id, parent)
+        try:
+            stream = LayerStream(raw, progress)
+            size = self.driver.apply_diff(layer_id, parent, stream)
+            stream.drain()
+            if blob_digest is not None and stream.blob_digest != blob_digest:
+                raise InvalidImage(f"digest mismatch for layer blob {blob_digest}: got {stream.blob_digest}")
+            if stream.diff_id != diff_id:
+                raise InvalidImage(f"diffID mismatch for layer {diff_id}: the uncompressed tar is {stream.diff_id}")
+            write_atomic(os.path.join(self.layerdb, layer_id + ".tarsplit"), stream.split.result())
+            write_json(os.path.join(self.layerdb, layer_id + ".json"),
+                       {"diff_id": diff_id, "parent": "sha256:" + parent if parent else "", "size": size,
+                        "tar_size": stream.size, "created": time.time(),
+                        "not_reproducible": (stream.split.duplicate or b"").decode(errors="replace")})
+        except BaseException:
+            self._drop_layer(layer_id)
+            raise
+
+    # -- load -------------------------------------------------------------------------------------
+    def load(self, path: str, progress: Progress | None = None, stdin: BinaryIO | None = None) -> list[LoadedImage]:
+        """Load every image of a docker-save archive or OCI layout (file, compressed file, directory, or
+        ``-``: ``stdin``)."""
+        with self.lock.held():
+            for stale in os.listdir(self.tmp):  # a crashed load's decompressed copy (loads hold the lock)
+                os.unlink(os.path.join(self.tmp, stale))
+            src = open_source(path, self.tmp, stdin)
+            created: list[str] = []
+            try:
+                specs = read_images(src)
+                for spec in specs:
+                    chains = chain_ids(spec.diff_ids)
+                    for i, layer in enumerate(spec.layers):
+                        layer_id = hex_of(chains[i])
+                        parent = hex_of(chains[i - 1]) if i else None
+                        if self._layer_present(layer_id):
+                            if progress:
+                                progress("exists", i + 1, len(spec.layers), chains[i], 0, 0)
+                            continue
+                        raw, size = src.open(layer.path)
+                        if layer.size is not None and size != layer.size:
+                            raise InvalidImage(f"size mismatch for layer blob {layer.digest}: "
+                                               f"expected {layer.size}, got {size}")
+                        report = None
+                        if progress:
+                            def report(done: int, i: int = i, c: str = chains[i], n: int = len(spec.layers),
+                                       total: int = size) -> None:
+                                progress("progress", i + 1, n, c, done, total)
+                        try:
+                            self._apply(layer_id, parent, raw, spec.diff_ids[i], layer.digest, report)
+                        except GraphDriverError as e:
+                            raise type(e)(f"{src.label}: layer {i + 1}/{len(spec.layers)} ({layer.path}): {e}") \
+                                from None
+                        created.append(layer_id)
+                        if progress:
+                            progress("loaded", i + 1, len(spec.layers), chains[i], size, size)
+                out = []
+                repos = self.repos()
+                for spec in specs:
+                    if not os.path.exists(self._config_path(spec.image_id)):
+                        write_atomic(self._config_path(spec.image_id), spec.config)
+                    tags = [normalize_ref(t) for t in spec.tags]
+                    repos.update({t: spec.image_id for t in tags})
+                    out.append(LoadedImage(spec.image_id, tags))
+                write_json(self._repos_path(), repos)
+                return out
+            except BaseException:
+                for layer_id in reversed(created):
+                    try:
+                        self._drop_layer(layer_id)
+                    except GraphDriverError:
+                        pass
+                raise
+            finally:
+                src.close()
+
+    # -- new images (commit) ------------------------------------------------------------------------
+    def add_layer(self, stream: BinaryIO, parent_chain: str | None) -> tuple[str, str]:
+        """Spool a layer tar, then apply it on ``parent_chain`` (reused if present): (chainID, diffID)."""
+        with self.lock.held(), tempfile.TemporaryFile(dir=self.tmp) as spool:
+            h = hashlib.sha256()
+            while chunk := stream.read(1 << 20):
+                h.update(chunk)
+                spool.write(chunk)
+            diff_id = "sha256:" + h.hexdigest()
+            chain = diff_id if parent_chain is None else sha256_digest(f"{parent_chain} {diff_id}".encode())
+            if not self._layer_present(hex_of(chain)):
+                spool.seek(0)
+                self._apply(hex_of(chain), hex_of(parent_chain) if parent_chain else None, spool, diff_id,
+                            None, None)
+            return chain, diff_id
+
+    def add_image(self, config: bytes, tags: list[str]) -> str:
+        """Record a config whose layers are all present; point ``tags`` at it; returns the image id."""
+        with self.lock.held():
+            image_id = sha256_digest(config)
+            for c in chain_ids(json.loads(config)["rootfs"]["diff_ids"]):
+                if not self._layer_present(hex_of(c)):
+                    raise InvalidImage(f"layer {c} of the new image is missing")
+            write_atomic(self._config_path(image_id), config)
+            repos = self.repos()
+            repos.update({normalize_ref(t): image_id for t in tags})
+            write_json(self._repos_path(), repos)
+            return image_id
+
+    def tag(self, ref: str, new_tag: str) -> str:
+        """Point ``new_tag`` at the image ``ref`` names."""
+        with self.lock.held():
+            image_id = self.resolve(ref)
+            repos = self.repos()
+            repos[normalize_ref(new_tag)] = image_id
+            write_json(self._repos_path(), repos)
+            return image_id
+
+    # -- remove -----------------------------------------------------------------------------------
+    def remove(self, ref: str, in_use: Collection[str] = ()) -> list[str]:
+        """Untag ``ref``; when it was the image's last name (or an id), delete the image and free layers.
+
+        Returns what was done, as Docker prints it (``Untagged: x``, ``Deleted: sha256:...``).
+        """
+        with self.lock.held():
+            image_id = self.resolve(ref)
+            repos = self.repos()
+            tags = [t for t, i in repos.items() if i == image_id]
+            try:
+                by_tag = normalize_ref(ref) in repos
+            except GraphDriverError:
+                by_tag = False
+            if by_tag and len(tags) > 1:
+                del repos[normalize_ref(ref)]
+                write_json(self._repos_path(), repos)
+                return [f"Untagged: {normalize_ref(ref)}"]
+            if image_id in in_use:
+                raise ImageInUse(f"image {ref} is in use by a container; remove the container first")
+            chain = self.chain(image_id)
+            for t in tags:
+                del repos[t]
+            write_json(self._repos_path(), repos)
+            os.unlink(self._config_path(image_id))
+            done = [f"Untagged: {t}" for t in sorted(tags)] + [f"Deleted: {image_id}"]
+            still = {c for other in self.ids() for c in self.chain(other)}
+            for c in reversed(chain):
+                if c in still or self.driver.children(hex_of(c)):
+                    break
+                self._drop_layer(hex_of(c))
+                done.append(f"Deleted: {c}")
+            return done
+
+    # -- read side --------------------------------------------------------------------------------
+    def size(self, image_id: str) -> int:
+        """Bytes of content in the image's layers (as apply_diff reported them)."""
+        return sum(int(self.layer_info(c).get("size", 0)) for c in self.chain(image_id))
+
+    def inspect(self, ref: str) -> dict:
+        """``docker image inspect``'s shape."""
+        image_id = self.resolve(ref)
+        cfg = self.config(image_id)
+        top = self.top_layer(image_id)
+        return {
+            "Id": image_id, "RepoTags": self.tags_of(image_id), "RepoDigests": [],
+            "Parent": "", "Comment": (cfg.get("history") or [{}])[-1].get("comment", ""),
+            "Created": cfg.get("created", ""), "Container": cfg.get("container", ""),
+            "Author": cfg.get("author", ""), "Architecture": cfg.get("architecture", ""),
+            "Os": cfg.get("os", ""), "Config": cfg.get("config") or {}, "Size": self.size(image_id),
+            "GraphDriver": {"Name": self.driver.name, "Data": self.driver.metadata(top) if top else {}},
+            "RootFS": {"Type": "layers", "Layers": list(cfg["rootfs"]["diff_ids"])},
+            "ChainIDs": self.chain(image_id),
+        }
+
+    def list(self) -> list[dict]:
+        """One row per image: id, tags, created, size, layer count."""
+        rows = []
+        for image_id in self.ids():
+            cfg = self.config(image_id)
+            rows.append({"Id": image_id, "RepoTags": self.tags_of(image_id), "Created": cfg.get("created", ""),
+                         "Size": self.size(image_id), "Layers": len(cfg["rootfs"]["diff_ids"])})
+        return rows
+
+    # -- save -------------------------------------------------------------------------------------
+    def _layer_chunks(self, chain_id: str) -> tuple[str, int, Callable]:
+        layer_id = hex_of(chain_id)
+        info = self.layer_info(chain_id)
+        if not info or not self.driver.exists(layer_id):
+            raise InvalidImage(f"layer {chain_id} is missing from the store")
+        if info.get("not_reproducible"):
+            raise InvalidImage(f"layer {chain_id} cannot be saved byte for byte: its tar holds "
+                               f"{info['not_reproducible']} twice and the first copy was overwritten")
+        with open(os.path.join(self.layerdb, layer_id + ".tarsplit"), "rb") as f:
+            ops = tarsplit.parse(f.read())
+        if tarsplit.total_size(ops) != info["tar_size"]:
+            raise InvalidImage(f"layer {chain_id}: tar-split record does not match the layer")
+        return info["diff_id"], info["tar_size"], lambda: tarsplit.reassemble(ops, self.driver.diff_path(layer_id))
+
+    def save(self, refs: list[str], out_path: str) -> None:
+        """Write the images to ``out_path`` (``-``: stdout) as a tarball ``docker load`` accepts."""
+        with self.lock.held():
+            images = []
+            for ref in refs:
+                image_id = self.resolve(ref)
+                try:
+                    tags = [normalize_ref(ref)] if normalize_ref(ref) in self.repos() else []
+                except GraphDriverError:
+                    tags = []
+                tags = tags or self.tags_of(image_id)
+                layers = [self._layer_chunks(c) for c in self.chain(image_id)]
+                images.append(SaveImage(self.config_bytes(image_id), tags, layers))
+            if out_path == "-":
+                import sys
+
+                write_image_tar(sys.stdout.buffer, images)
+                sys.stdout.buffer.flush()
+                return
+            out_dir = os.path.dirname(os.path.abspath(out_path))
+            fd, tmp = tempfile.mkstemp(prefix=".save-", dir=out_dir)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    write_image_tar(out, images)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, out_path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+
+
+def check_image_id(image_id: str) -> str:
+    """``sha256:<hex>`` or raise."""
+    return check_digest(image_id, "image id")

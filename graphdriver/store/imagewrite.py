@@ -1,0 +1,127 @@
+"""Writing images: one tarball that is both a ``docker save`` archive (manifest.json) and an OCI image
+layout (oci-layout, index.json, blobs/sha256), as Docker 25 writes it; layers uncompressed, as ``docker save``
+does, each checked against its diffID as it is written."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..errors import InvalidImage
+from .imageio import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, blob_path, sha256_digest
+from .layerstream import CHUNK
+
+
+@dataclass
+class SaveImage:
+    """An image to write: its config bytes, tags, and per layer (diffID, size, chunk source)."""
+
+    config: bytes
+    tags: list[str]
+    layers: list[tuple[str, int, Callable[[], Iterable[bytes]]]]
+
+
+def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, 0
+    tf.addfile(info, io.BytesIO(data))
+
+
+class _Chunks(io.RawIOBase):
+    """``size`` bytes from an iterator of chunks; its sha256 is checked against ``digest`` at the end."""
+
+    def __init__(self, chunks: Iterator[bytes], size: int, digest: str) -> None:
+        super().__init__()
+        self._it, self._left, self._digest, self._h = chunks, size, digest, hashlib.sha256()
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        parts = []
+        while n:
+            if not self._buf:
+                nxt = next(self._it, None)
+                if nxt is None:
+                    raise InvalidImage(f"layer {self._digest} is shorter than when it was loaded")
+                self._h.update(nxt)
+                self._buf = memoryview(nxt)
+            take = min(n, len(self._buf))
+            parts.append(self._buf[:take].tobytes())
+            self._buf, n, self._left = self._buf[take:], n - take, self._left - take
+        if not self._left and self._it is not None:
+            if self._buf or next(self._it, None) is not None:
+                raise InvalidImage(f"layer {self._digest} is longer than when it was loaded")
+            if "sha256:" + self._h.hexdigest() != self._digest:
+                raise InvalidImage(f"layer {self._digest} no longer reproduces its diffID "
+                                   f"(its files changed on disk)")
+            self._it = None  # type: ignore[assignment]
+        return b"".join(parts)
+
+
+class _Counting(io.RawIOBase):
+    """A write-only wrapper that knows its position (so tarfile can write to a pipe)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        super().__init__()
+        self._out, self._pos = out, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # noqa: ANN001
+        self._out.write(b)
+        self._pos += len(b)
+        return len(b)
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def write_image_tar(out: BinaryIO, images: list[SaveImage]) -> None:
+    """Write a docker-save + OCI layout tarball (uncompressed layers, as ``docker save`` does)."""
+    manifest, index, written = [], [], set()
+    with tarfile.open(fileobj=_Counting(out), mode="w", format=tarfile.PAX_FORMAT) as tf:
+        tf.copybufsize = CHUNK
+        for info in (tarfile.TarInfo("blobs"), tarfile.TarInfo("blobs/sha256")):
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tf.addfile(info)
+        for img in images:
+            cfg_digest = sha256_digest(img.config)
+            layer_descs = []
+            for diff_id, size, chunks in img.layers:
+                path = blob_path(diff_id)
+                if path not in written:
+                    info = tarfile.TarInfo(path)
+                    info.size, info.mode = size, 0o644
+                    tf.addfile(info, _Chunks(iter(chunks()), size, diff_id))
+                    written.add(path)
+                layer_descs.append({"mediaType": OCI_LAYER, "digest": diff_id, "size": size})
+            if blob_path(cfg_digest) not in written:
+                _add_bytes(tf, blob_path(cfg_digest), img.config)
+                written.add(blob_path(cfg_digest))
+            mdoc = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                               "config": {"mediaType": OCI_CONFIG, "digest": cfg_digest, "size": len(img.config)},
+                               "layers": layer_descs}, separators=(",", ":")).encode()
+            mdigest = sha256_digest(mdoc)
+            if blob_path(mdigest) not in written:
+                _add_bytes(tf, blob_path(mdigest), mdoc)
+                written.add(blob_path(mdigest))
+            manifest.append({"Config": blob_path(cfg_digest), "RepoTags": img.tags or None,
+                             "Layers": [blob_path(d["digest"]) for d in layer_descs]})
+            for tag in img.tags or [None]:
+                ann = {"io.containerd.image.name": tag, "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[1]} \
+                    if tag else {}
+                desc = {"mediaType": OCI_MANIFEST, "digest": mdigest, "size": len(mdoc)}
+                index.append({**desc, "annotations": ann} if ann else desc)
+        _add_bytes(tf, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        _add_bytes(tf, "index.json", json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                                 "manifests": index}).encode())
+        _add_bytes(tf, "manifest.json", json.dumps(manifest).encode())

@@ -1,0 +1,199 @@
+"""The ``<id>-init`` layer: what dockerd puts between an image and a container's read-write layer.
+
+:func:`plan` (pure) lists the entries: ``/.dockerenv``, ``/etc/hostname``, ``/etc/hosts``,
+``/etc/resolv.conf``, ``etc/mtab -> /proc/mounts`` and the mount points ``dev/console``, ``dev/pts``,
+``dev/shm``, ``proc``, ``sys``. :func:`write` carries a plan out inside a mounted init layer.
+:func:`netns_addresses` reads a network namespace's addresses with pyroute2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from dataclasses import dataclass
+
+from ..errors import GraphDriverError
+
+HOST_RESOLV = "/etc/resolv.conf"
+#: What Docker falls back to when the host names only loopback resolvers (unreachable from a container).
+FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")
+NETNS_DIR = "/var/run/netns"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing in the init layer: kind "dir", "file" (``content``) or "symlink" (``target``)."""
+
+    path: str
+    kind: str
+    mode: int = 0o755
+    content: bytes | None = None
+    target: str = ""
+
+
+def hosts_file(hostname: str, addresses: list[str], extra_hosts: list[tuple[str, str]]) -> bytes:
+    """/etc/hosts: the localhost lines, the hostname mapped to the container's addresses, extra hosts."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+             "fe00::0\tip6-localnet", "ff00::0\tip6-mcastprefix", "ff02::1\tip6-allnodes",
+             "ff02::2\tip6-allrouters"]
+    lines += [f"{ip}\t{name}" for name, ip in extra_hosts]
+    short = hostname.split(".", 1)[0]
+    names = hostname if short == hostname else f"{hostname} {short}"
+    for ip in addresses or ["127.0.1.1"]:
+        lines.append(f"{ip}\t{names}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def resolv_conf(dns: list[str], host_resolv: str | None = None) -> bytes:
+    """/etc/resolv.conf: the given servers, else the host's non-loopback ones (else Docker's fallback)."""
+    search: list[str] = []
+    options: list[str] = []
+    servers = list(dns)
+    if not servers:
+        for line in (host_resolv or "").splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "nameserver":
+                try:
+                    if not ipaddress.ip_address(words[1].split("%")[0]).is_loopback:
+                        servers.append(words[1])
+                except ValueError:
+                    continue
+            elif words and words[0] in ("search", "domain"):
+                search = words[1:]
+            elif words and words[0] == "options":
+                options += words[1:]
+        servers = servers or list(FALLBACK_DNS)
+    out = [f"nameserver {s}" for s in servers]
+    if search:
+        out.append("search " + " ".join(search))
+    if options:
+        out.append("options " + " ".join(options))
+    return ("\n".join(out) + "\n").encode()
+
+
+def parse_add_host(spec: str) -> tuple[str, str]:
+    """``NAME:IP`` (as ``--add-host``) -> (name, ip); the IP may be IPv6 (the first ``:`` splits)."""
+    name, sep, ip = spec.partition(":")
+    try:
+        if not sep or not name:
+            raise ValueError
+        ipaddress.ip_address(ip.strip("[]"))
+    except ValueError:
+        raise GraphDriverError(f"invalid --add-host {spec!r}: want NAME:IP") from None
+    return name, ip.strip("[]")
+
+
+def check_dns(ip: str) -> str:
+    """``ip`` if it is an IP address, else a GraphDriverError naming it."""
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise GraphDriverError(f"invalid --dns {ip!r}: not an IP address") from None
+    return ip
+
+
+def plan(hostname: str, addresses: list[str], extra_hosts: list[tuple[str, str]], dns: list[str],
+         host_resolv: str | None = None) -> list[Entry]:
+    """Every entry of the init layer, parents before children."""
+    return [
+        Entry("dev", "dir"), Entry("dev/pts", "dir"), Entry("dev/shm", "dir"),
+        Entry("dev/console", "file", 0o755, b""),
+        Entry("proc", "dir"), Entry("sys", "dir"), Entry("etc", "dir"),
+        Entry(".dockerenv", "file", 0o755, b""),
+        Entry("etc/hostname", "file", 0o644, (hostname + "\n").encode()),
+        Entry("etc/hosts", "file", 0o644, hosts_file(hostname, addresses, extra_hosts)),
+        Entry("etc/resolv.conf", "file", 0o644, resolv_conf(dns, host_resolv)),
+        Entry("etc/mtab", "symlink", target="/proc/mounts"),
+    ]
+
+
+def read_host_resolv() -> str | None:
+    """The host's /etc/resolv.conf, or None."""
+    try:
+        with open(HOST_RESOLV, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def write(rootfs: str, entries: list[Entry]) -> None:
+    """Carry ``entries`` out under ``rootfs`` (the mounted init layer), never following a symlink out.
+
+    As dockerd does, directories and mount points already in the image are kept; the files with content
+    (hostname, hosts, resolv.conf) replace whatever the image had at that path.
+    """
+    dirfd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for e in entries:
+            parent, name = os.path.split(e.path)
+            pfd = _open_dir(dirfd, parent, rootfs)
+            try:
+                _apply(pfd, name, e, rootfs)
+            finally:
+                if pfd != dirfd:
+                    os.close(pfd)
+    finally:
+        os.close(dirfd)
+
+
+def _open_dir(dirfd: int, rel: str, rootfs: str) -> int:
+    fd = dirfd
+    for part in [p for p in rel.split("/") if p]:
+        try:
+            nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except OSError as e:
+            raise GraphDriverError(f"init layer: {rel} in {rootfs} is not a directory ({e.strerror})") from None
+        if fd != dirfd:
+            os.close(fd)
+        fd = nfd
+    return fd
+
+
+def _apply(pfd: int, name: str, e: Entry, rootfs: str) -> None:
+    try:
+        st = os.lstat(name, dir_fd=pfd)
+    except FileNotFoundError:
+        st = None
+    if e.kind == "dir":
+        if st is None:
+            os.mkdir(name, e.mode, dir_fd=pfd)
+            os.chmod(name, e.mode, dir_fd=pfd)
+        return
+    if e.kind == "symlink":
+        if st is None:
+            os.symlink(e.target, name, dir_fd=pfd)
+        return
+    if st is not None and e.content == b"":
+        return  # an existing mount point file is kept
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise GraphDriverError(f"init layer: {e.path} is a directory in the image at {rootfs}")
+    if st is not None:
+        os.unlink(name, dir_fd=pfd)
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, e.mode, dir_fd=pfd)
+    try:
+        os.write(fd, e.content or b"")
+        os.fchmod(fd, e.mode)
+    finally:
+        os.close(fd)
+
+
+def netns_path(netns: str) -> str:
+    """A network namespace given as a name (under /var/run/netns) or a path."""
+    return netns if "/" in netns else os.path.join(NETNS_DIR, netns)
+
+
+def netns_addresses(netns: str) -> list[str]:
+    """The global (non-loopback) addresses of a network namespace, read with pyroute2."""
+    from pyroute2 import NetNS
+
+    path = netns_path(netns)
+    if not os.path.exists(path):
+        raise GraphDriverError(f"network namespace {netns} not found ({path})")
+    out = []
+    with NetNS(path) as ns:
+        for msg in ns.get_addr():
+            addr = msg.get_attr("IFA_ADDRESS")
+            if addr and not ipaddress.ip_address(addr).is_loopback and not ipaddress.ip_address(addr).is_link_local:
+                out.append(addr)
+    return out

@@ -1,0 +1,70 @@
+"""``layer apply|diff|changes|diff-size`` through the real command line (subprocess)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import zstandard
+
+from .tarbuild import directory, file, tar
+
+
+def gd(root: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "graphdriver", "--root", root, *args], input=stdin,
+                          capture_output=True, check=False)
+
+
+def test_apply_changes_diff_size_and_diff(root, tmp_path):
+    base = tar(directory("etc"), file("etc/passwd", b"root"), file("etc/group", b"grp"))
+    child = tar(file("etc/.wh.group"), file("etc/passwd", b"root+1"), file("bin-new", b"12345"))
+    (tmp_path / "base.tar.gz").write_bytes(gzip.compress(base))
+    assert gd(root, "layer", "create", "base").returncode == 0
+    r = gd(root, "layer", "apply", "base", "-i", str(tmp_path / "base.tar.gz"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().strip() == "7"
+    assert gd(root, "layer", "create", "child", "--parent", "base").returncode == 0
+    r = gd(root, "layer", "apply", "child", "--parent", "base",
+           stdin=zstandard.ZstdCompressor().compress(child))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().strip() == "11"
+    r = gd(root, "layer", "changes", "child")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().split("\n")[:4] == ["A /bin-new", "C /etc", "D /etc/group", "C /etc/passwd"]
+    r = gd(root, "--json", "layer", "changes", "child")
+    assert json.loads(r.stdout) == [{"Path": "/bin-new", "Kind": 1}, {"Path": "/etc", "Kind": 0},
+                                    {"Path": "/etc/group", "Kind": 2}, {"Path": "/etc/passwd", "Kind": 0}]
+    r = gd(root, "layer", "diff-size", "child")
+    assert r.stdout.decode().strip() == "11"
+    out = tmp_path / "child.tar"
+    r = gd(root, "layer", "diff", "child", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(out) as t:
+        names = sorted(m.name for m in t)
+    assert names == ["bin-new", "etc", "etc/.wh.group", "etc/passwd"]
+    r = gd(root, "layer", "diff", "child")
+    with tarfile.open(fileobj=io.BytesIO(r.stdout)) as t:
+        assert sorted(m.name for m in t) == names
+
+
+def test_hostile_input_is_one_line_and_exit_1(root):
+    assert gd(root, "layer", "create", "x").returncode == 0
+    r = gd(root, "layer", "apply", "x", stdin=tar(file("../../escape", b"boom")))
+    assert r.returncode == 1
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "../../escape" in lines[0], lines
+    assert os.listdir(os.path.join(root, "overlay2", "x", "diff")) == []
+
+
+def test_wrong_parent_and_missing_layer(root):
+    assert gd(root, "layer", "create", "a").returncode == 0
+    assert gd(root, "layer", "create", "b", "--parent", "a").returncode == 0
+    r = gd(root, "layer", "apply", "b", "--parent", "zzz", stdin=tar(file("f")))
+    assert r.returncode == 1 and b"parent" in r.stderr
+    r = gd(root, "layer", "diff-size", "nope")
+    assert r.returncode == 1 and b"nope" in r.stderr

@@ -1,0 +1,133 @@
+"""Native diff: when it is used, when it is refused (redirect_dir, metacopy, probed for real), what it reads
+(overlay whiteouts in trusted./user. forms, xwhiteouts); and apply does not hold the root lock while it reads."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import threading
+import time
+
+import pytest
+
+from graphdriver import open_driver
+from graphdriver.archive import diff as diffmod
+from graphdriver.archive.native import configured_problem, probe_mount
+
+from .tarbuild import directory, file, tar
+
+
+def test_native_in_use_and_reported(root):
+    d = open_driver(root, "overlay2")
+    assert d.native_diff_reason() is None
+    assert d.diff_status() == [("Native Overlay Diff", "true")]
+
+
+def test_vfs_reports_nothing_and_goes_naive(root):
+    d = open_driver(root, "vfs")
+    assert d.diff_status() == []
+    assert "copies" in d.native_diff_reason()
+
+
+def test_configured_problems():
+    assert "redirect_dir" in configured_problem(("redirect_dir=on",))
+    assert "metacopy" in configured_problem(("metacopy=on",))
+    assert configured_problem(("redirect_dir=off", "metacopy=off")) is None
+
+
+def test_probe_sees_redirects_for_real(root):
+    work = os.path.join(root, "probe")
+    os.makedirs(work)
+    assert probe_mount(work, ("index=off",)) is None
+    assert "redirect" in probe_mount(work, ("redirect_dir=on", "index=off"))
+
+
+def test_redirect_dir_falls_back_to_naive_and_stays_right(root):
+    d = open_driver(root, "overlay2", {"overlay2.mountopt": "redirect_dir=on"})
+    assert d.native_diff_reason() is not None
+    assert d.diff_status() == [("Native Overlay Diff", "false")]
+    d.create("base")
+    d.apply_diff("base", None, io.BytesIO(tar(directory("a"), file("a/one", b"1"), file("a/two", b"2"))))
+    d.create("rw", "base", rw=True)
+    top = d.get("rw")
+    try:
+        os.rename(os.path.join(top, "a"), os.path.join(top, "b"))
+    finally:
+        d.put("rw")
+    assert sorted(d.changes("rw", None)) == [("/a", 2), ("/b", 1), ("/b/one", 1), ("/b/two", 1)]
+    with d.diff("rw", None) as s, tarfile.open(fileobj=io.BytesIO(s.read())) as t:
+        assert sorted(m.name for m in t) == [".wh.a", "b", "b/one", "b/two"]
+
+
+@pytest.mark.parametrize("prefix", ["trusted.overlay.", "user.overlay."])
+def test_native_reads_opaque_and_xwhiteouts(root, prefix):
+    d = open_driver(root, "overlay2")
+    d.create("base")
+    d.apply_diff("base", None, io.BytesIO(tar(directory("o"), file("o/old", b"1"), directory("x"),
+                                              file("x/gone", b"2"), file("x/stays", b"3"))))
+    d.create("child", "base")
+    up = d.diff_path("child")
+    os.makedirs(os.path.join(up, "o"))
+    os.setxattr(os.path.join(up, "o"), prefix + "opaque", b"y")
+    with open(os.path.join(up, "o", "new"), "w") as f:
+        f.write("n")
+    os.makedirs(os.path.join(up, "x"))
+    os.setxattr(os.path.join(up, "x"), prefix + "opaque", b"x")
+    open(os.path.join(up, "x", "gone"), "w").close()
+    os.setxattr(os.path.join(up, "x", "gone"), prefix + "whiteout", b"")
+    got = sorted(d.changes("child", None))
+    assert got == [("/o", 0), ("/o/new", 1), ("/o/old", 2), ("/x", 0), ("/x/gone", 2)]
+    with d.diff("child", None) as s, tarfile.open(fileobj=io.BytesIO(s.read())) as t:
+        members = {m.name: m for m in t}
+    assert sorted(members) == ["o", "o/.wh..wh..opq", "o/new", "x", "x/.wh.gone"]
+    assert not any(k.startswith("SCHILY.xattr.") for m in members.values() for k in m.pax_headers)
+
+
+def test_native_and_naive_agree_on_a_container_layer(root):
+    d = open_driver(root, "overlay2")
+    d.create("base")
+    d.apply_diff("base", None, io.BytesIO(tar(directory("etc"), file("etc/a", b"a"), file("etc/b", b"b"),
+                                              directory("srv/x"), file("srv/x/y", b"y"))))
+    d.create("rw", "base", rw=True)
+    top = d.get("rw")
+    try:
+        os.remove(os.path.join(top, "etc/a"))
+        os.chmod(os.path.join(top, "etc/b"), 0o600)
+        import shutil
+        shutil.rmtree(os.path.join(top, "srv/x"))
+        os.makedirs(os.path.join(top, "srv/x/z"))
+        os.symlink("/nowhere", os.path.join(top, "dangling"))
+    finally:
+        d.put("rw")
+    native = [(c.path, c.kind) for c in diffmod.compute_changes(d, "rw", None)]
+    naive = [(c.path, c.kind) for c in diffmod.compute_changes(d, "rw", None, naive=True)]
+    assert native == naive
+    assert diffmod.diff_size(d, "rw", None) == diffmod.diff_size(d, "rw", None, naive=True) == 1  # etc/b copied up
+
+
+def test_apply_does_not_hold_the_root_lock_while_reading(root):
+    d = open_driver(root, "overlay2")
+    d.create("slow")
+    r, w = os.pipe()
+    blob = tar(file("a", b"x" * 100000), file("b", b"y"))
+
+    def feed():
+        with os.fdopen(w, "wb") as f:
+            f.write(blob[:50000])
+            f.flush()
+            time.sleep(1.5)
+            f.write(blob[50000:])
+
+    feeder = threading.Thread(target=feed)
+    result: list[int] = []
+    applier = threading.Thread(target=lambda: result.append(d.apply_diff("slow", None, os.fdopen(r, "rb"))))
+    feeder.start()
+    applier.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    d.create("meanwhile")
+    assert time.monotonic() - t0 < 1.0, "create waited for the extraction"
+    applier.join()
+    feeder.join()
+    assert result == [100001]

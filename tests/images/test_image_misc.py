@@ -1,0 +1,69 @@
+"""Cross-process locking, save to stdout, terminal progress, and the demo's image story."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from imgkit import docker_archive, layer_tar
+
+from graphdriver.cli.demo_images import image_story
+
+
+def test_concurrent_loads_apply_each_layer_once(tmp_path, store, root):
+    built = docker_archive(str(tmp_path / "img.tar"), [layer_tar({"f": os.urandom(2_000_000)}),
+                                                       layer_tar({"g": os.urandom(2_000_000)})], ["conc:1"])
+    procs = [subprocess.Popen([sys.executable, "-m", "graphdriver", "--root", root, "image", "load", "-i",
+                               built.path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    loaded = sum(err.count("Loaded layer") for _, err in outs)
+    exists = sum(err.count("already exists") for _, err in outs)
+    assert (loaded, exists) == (2, 4)
+    assert len(store.driver.layers()) == 2
+
+
+def test_save_to_stdout(tmp_path, store, gd, root):
+    built = docker_archive(str(tmp_path / "img.tar"), [layer_tar({"a": "1"})], ["out:1"])
+    store.images.load(built.path)
+    p = subprocess.run([sys.executable, "-m", "graphdriver", "--root", root, "image", "save", "out:1"],
+                       capture_output=True, check=True)
+    (tmp_path / "stdout.tar").write_bytes(p.stdout)
+    from graphdriver.store import imageio
+    src = imageio.open_source(str(tmp_path / "stdout.tar"), str(tmp_path))
+    [spec] = imageio.read_images(src)
+    src.close()
+    assert spec.diff_ids == built.diff_ids and spec.tags == ["out:1"]
+
+
+def test_progress_on_a_terminal(tmp_path, root):
+    built = docker_archive(str(tmp_path / "img.tar"), [layer_tar({"a": os.urandom(3_000_000)})], ["tty:1"])
+    cmd = f"{sys.executable} -m graphdriver --root {root} image load -i {built.path}"
+    p = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, timeout=60)
+    out = p.stdout.decode()
+    assert p.returncode == 0, out
+    assert "\rLoading layer 1/1" in out and "100%" in out and "Loaded image: tty:1" in out
+
+
+def test_demo_image_story(root):
+    lines: list[str] = []
+    image_story(None, say=lines.append)
+    text = "\n".join(lines)
+    assert "b sees it False" in text and "a sees it True" in text
+    assert "grew from 2 to 3" in text and "'app/note.txt'" in text and "hostname" not in text.split("commit a")[1]
+    assert "layers left 0, mounts left 0" in text and text.endswith("cleaned up")
+
+
+def test_load_from_stdin(tmp_path, store, root):
+    import gzip
+
+    built = docker_archive(str(tmp_path / "img.tar"), [layer_tar({"a": "1"})], ["stdin:1"])
+    for data in (open(built.path, "rb").read(), gzip.compress(open(built.path, "rb").read())):
+        p = subprocess.run([sys.executable, "-m", "graphdriver", "--root", root, "image", "load", "-q"],
+                           input=data, capture_output=True)
+        assert p.returncode == 0, p.stderr
+        assert b"Loaded image: stdin:1" in p.stdout
+    assert store.images.inspect("stdin:1")["RootFS"]["Layers"] == built.diff_ids
+    assert os.listdir(store.images.tmp) == []
