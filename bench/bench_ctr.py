@@ -25,12 +25,16 @@ TARGET = 1.1
 IMAGE = "docker.io/library/gdbench:latest"
 
 
-def run_once(c: ctrd.Containerd, snapshotter: str, n: int) -> float:
+def run_once(c: ctrd.Containerd, snapshotter: str, n: int, lost: dict[str, int]) -> float:
+    """One ``ctr run --rm``; seconds. A run whose command succeeded but whose stdout ctr lost (a known race
+    in ctr's fifo copying, seen rarely on both snapshotters) is counted, not fatal."""
     t0 = time.perf_counter()
-    out = c.ctr(*c.run_args(snapshotter, IMAGE, f"bench-{snapshotter}-{n}", "/bin/cat", "/etc/message")).stdout
+    proc = c.ctr(*c.run_args(snapshotter, IMAGE, f"bench-{snapshotter}-{n}", "/bin/cat", "/etc/message"))
     elapsed = time.perf_counter() - t0
-    if out != "bench\n":
-        raise RuntimeError(f"unexpected output from the container on {snapshotter}: {out!r}")
+    if proc.stdout == "":
+        lost[snapshotter] += 1
+    elif proc.stdout != "bench\n":
+        raise RuntimeError(f"unexpected output from the container on {snapshotter}: {proc.stdout!r}")
     return elapsed
 
 
@@ -53,17 +57,22 @@ def main() -> int:
         for sn in (ctrd.PLUGIN, "overlayfs"):
             c.ctr("images", "import", "--snapshotter", sn, tar)
         times: dict[str, list[float]] = {ctrd.PLUGIN: [], "overlayfs": []}
+        lost = {ctrd.PLUGIN: 0, "overlayfs": 0}
         for i in range(args.warmup + args.iterations):
             order = (ctrd.PLUGIN, "overlayfs") if i % 2 == 0 else ("overlayfs", ctrd.PLUGIN)
             for sn in order:
-                t = run_once(c, sn, i)
+                t = run_once(c, sn, i, lost)
                 if i >= args.warmup:
                     times[sn].append(t)
         ours, base = (statistics.median(times[k]) for k in (ctrd.PLUGIN, "overlayfs"))
         ratio = ours / base
         print(f"ctr run --rm ({args.layers} layers, {args.iterations} runs each, median):")
-        print(f"  containerd overlayfs (built-in):      {base * 1000:8.1f} ms")
-        print(f"  graphdriver snapshotter ({args.driver or 'overlay2'}): {ours * 1000:8.1f} ms")
+        label = f"graphdriver snapshotter ({args.driver or 'overlay2'}):"
+        lo = {k: min(v) * 1000 for k, v in times.items()}
+        print(f"  {'containerd overlayfs (built-in):':<36}{base * 1000:8.1f} ms   (fastest {lo['overlayfs']:.1f})")
+        print(f"  {label:<36}{ours * 1000:8.1f} ms   (fastest {lo[ctrd.PLUGIN]:.1f})")
+        if any(lost.values()):
+            print(f"  runs whose stdout ctr lost (exit 0): {lost}")
         print(f"  ratio {ratio:.3f} (target <= {TARGET}) {'OK' if ratio <= TARGET else 'OVER TARGET'}")
         return 0 if ratio <= TARGET else 1
 

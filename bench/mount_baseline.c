@@ -11,11 +11,17 @@
  *       upperdir; workdir; the extra options; FSCONFIG_CMD_CREATE; fsmount; move_mount; close;
  *       umount2 }. Raw syscall() numbers: glibc 2.36 has no wrappers.
  *
- * Both chdir(CWD) first unless it is "-" (for relative paths). VERIFY 1 adds, after each mount, what
- * the kernel needs to show it: statx(TARGET) for the mount id and one statmount(2) of its type, point,
- * source and option array (the floor of the driver's verification; nothing is compared).
+ *   mount_baseline many VERIFY LOWERSFILE TARGETSFILE [KEY=VALUE | FLAG]...
+ *       For each "TARGET<tab>UPPER<tab>WORK" line of TARGETSFILE in turn, the fsconfig mount above
+ *       (all stay mounted); prints each mount's seconds, one a line, then unmounts them all (untimed).
  *
- * Prints the mean seconds per iteration on stdout. Exits non-zero, naming the call, on any error.
+ * The first two chdir(CWD) first unless it is "-" (for relative paths). VERIFY 1 adds, after each
+ * mount, what the kernel needs to show it: statx(TARGET) for the mount id and one statmount(2) of its
+ * type, point, source and option array (the kernel's share of the driver's verification; nothing is
+ * compared).
+ *
+ * The first two print the mean seconds per iteration on stdout. Exits non-zero, naming the call, on
+ * any error.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -145,56 +151,100 @@ static double run_mount(long iters, const char *target, const char *cwd, const c
 	return t;
 }
 
+static char **read_lines(const char *path, size_t *n)
+{
+	size_t len;
+	char *text = slurp(path, &len);
+	size_t count = 0;
+	for (size_t i = 0; i < len; i++)
+		count += text[i] == '\n';
+	char **lines = calloc(count + 1, sizeof(char *));
+	count = 0;
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+		lines[count++] = line;
+	*n = count;
+	return lines; /* the text stays allocated for the life of the process */
+}
+
+/* fsopen .. move_mount of one overlay at target; then look(target) when verifying. */
+static void mount_fsconfig(const char *target, const char *upper, const char *work, char **lowers, size_t nlow,
+			   int nextra, char **extra)
+{
+	int fd = syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC_);
+	if (fd < 0)
+		die("fsopen", "overlay");
+	cfg_string(fd, "source", "overlay");
+	for (size_t j = 0; j < nlow; j++)
+		cfg_string(fd, "lowerdir+", lowers[j]);
+	cfg_string(fd, "upperdir", upper);
+	cfg_string(fd, "workdir", work);
+	for (int k = 0; k < nextra; k++) {
+		char key[256];
+		const char *eq = strchr(extra[k], '=');
+		if (eq) {
+			snprintf(key, sizeof(key), "%.*s", (int)(eq - extra[k]), extra[k]);
+			cfg_string(fd, key, eq + 1);
+		} else if (syscall(SYS_fsconfig, fd, FSCONFIG_SET_FLAG_, extra[k], NULL, 0) < 0) {
+			die("fsconfig", extra[k]);
+		}
+	}
+	if (syscall(SYS_fsconfig, fd, FSCONFIG_CMD_CREATE_, NULL, NULL, 0) < 0)
+		die("fsconfig", "create");
+	int mfd = syscall(SYS_fsmount, fd, FSMOUNT_CLOEXEC_, 0);
+	if (mfd < 0)
+		die("fsmount", target);
+	if (syscall(SYS_move_mount, mfd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH_) < 0)
+		die("move_mount", target);
+	close(mfd);
+	close(fd);
+	look(target);
+}
+
 static double run_fsconfig(long iters, const char *target, const char *cwd, const char *upper,
 			   const char *work, const char *lowersfile, int nextra, char **extra)
 {
-	size_t len;
-	char *text = slurp(lowersfile, &len);
-	size_t nlow = 0;
-	for (size_t i = 0; i < len; i++)
-		nlow += text[i] == '\n';
-	char **lowers = calloc(nlow + 1, sizeof(char *));
-	nlow = 0;
-	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
-		lowers[nlow++] = line;
+	size_t nlow;
+	char **lowers = read_lines(lowersfile, &nlow);
 	enter(cwd);
 	double t0 = now();
 	for (long i = 0; i < iters; i++) {
-		int fd = syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC_);
-		if (fd < 0)
-			die("fsopen", "overlay");
-		cfg_string(fd, "source", "overlay");
-		for (size_t j = 0; j < nlow; j++)
-			cfg_string(fd, "lowerdir+", lowers[j]);
-		cfg_string(fd, "upperdir", upper);
-		cfg_string(fd, "workdir", work);
-		for (int k = 0; k < nextra; k++) {
-			char key[256];
-			const char *eq = strchr(extra[k], '=');
-			if (eq) {
-				snprintf(key, sizeof(key), "%.*s", (int)(eq - extra[k]), extra[k]);
-				cfg_string(fd, key, eq + 1);
-			} else if (syscall(SYS_fsconfig, fd, FSCONFIG_SET_FLAG_, extra[k], NULL, 0) < 0) {
-				die("fsconfig", extra[k]);
-			}
-		}
-		if (syscall(SYS_fsconfig, fd, FSCONFIG_CMD_CREATE_, NULL, NULL, 0) < 0)
-			die("fsconfig", "create");
-		int mfd = syscall(SYS_fsmount, fd, FSMOUNT_CLOEXEC_, 0);
-		if (mfd < 0)
-			die("fsmount", target);
-		if (syscall(SYS_move_mount, mfd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH_) < 0)
-			die("move_mount", target);
-		close(mfd);
-		close(fd);
-		look(target);
+		mount_fsconfig(target, upper, work, lowers, nlow, nextra, extra);
 		if (umount2(target, UMOUNT_NOFOLLOW_) != 0)
 			die("umount2", target);
 	}
 	double t = now() - t0;
 	free(lowers);
-	free(text);
 	return t;
+}
+
+/* Mount every "target upper work" line of TARGETSFILE in turn, keeping all mounted, printing each mount's
+ * seconds; then unmount them all (not timed). */
+static void run_many(const char *lowersfile, const char *targetsfile, int nextra, char **extra)
+{
+	size_t nlow, n;
+	char **lowers = read_lines(lowersfile, &nlow);
+	char **targets = read_lines(targetsfile, &n);
+	char **fields = calloc(3 * n, sizeof(char *));
+	for (size_t i = 0; i < n; i++) {
+		fields[3 * i] = strtok(targets[i], "\t");
+		fields[3 * i + 1] = strtok(NULL, "\t");
+		fields[3 * i + 2] = strtok(NULL, "\t");
+		if (!fields[3 * i + 2]) {
+			errno = EINVAL;
+			die("targets line", targets[i]);
+		}
+	}
+	double *took = calloc(n, sizeof(double));
+	for (size_t i = 0; i < n; i++) {
+		double t0 = now();
+		mount_fsconfig(fields[3 * i], fields[3 * i + 1], fields[3 * i + 2], lowers, nlow, nextra, extra);
+		took[i] = now() - t0;
+	}
+	for (size_t i = n; i-- > 0;)
+		if (umount2(fields[3 * i], UMOUNT_NOFOLLOW_) != 0)
+			die("umount2", fields[3 * i]);
+	for (size_t i = 0; i < n; i++)
+		printf("%.9f\n", took[i]);
 }
 
 int main(int argc, char **argv)
@@ -209,9 +259,14 @@ int main(int argc, char **argv)
 		iters = atol(argv[2]);
 		verify = atoi(argv[3]);
 		t = run_fsconfig(iters, argv[4], argv[5], argv[6], argv[7], argv[8], argc - 9, argv + 9);
+	} else if (argc >= 5 && strcmp(argv[1], "many") == 0) {
+		verify = atoi(argv[2]);
+		run_many(argv[3], argv[4], argc - 5, argv + 5);
+		return 0;
 	} else {
 		fprintf(stderr, "usage: mount_baseline mount ITERS VERIFY TARGET CWD DATAFILE\n"
-				"       mount_baseline fsconfig ITERS VERIFY TARGET CWD UPPER WORK LOWERSFILE [OPT]...\n");
+				"       mount_baseline fsconfig ITERS VERIFY TARGET CWD UPPER WORK LOWERSFILE [OPT]...\n"
+				"       mount_baseline many VERIFY LOWERSFILE TARGETSFILE [OPT]...\n");
 		return 2;
 	}
 	printf("%.9f\n", iters > 0 ? t / iters : 0.0);

@@ -102,7 +102,7 @@ class Driver(DiffMixin, ABC):
         return os.path.join(self.home, ".refs")
 
     def _meta_path(self, layer_id: str) -> str:
-        return os.path.join(self._meta, layer_id)
+        return f"{self.home}/.meta/{layer_id}"  # ids are checked: no slash, no '..'
 
     @property
     def _children_dir(self) -> str:

@@ -15,7 +15,7 @@ import tempfile
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import LayerInUse, ParentMismatch
-from .compress import open_stream, readinto_of
+from .compress import open_stream, readinto_of, splice_of
 from .extract import TarExtractor
 from .merge import publish
 from .safety import PathGuard
@@ -66,7 +66,9 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
         read, _kind = open_stream(stream)
         tar = TarExtractor(stage)
         try:
-            TarScanner(read, tar.write, guard.visit, readinto_of(read)).run()
+            source = splice_of(read)
+            TarScanner(read, tar.write, guard.visit, readinto_of(read),
+                       tar.splice_from(source) if source else None).run()
         except BaseException:
             tar.abort()
             raise

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bz2
 import lzma
+import os
+import stat
 import zlib
 from collections.abc import Callable
 from typing import BinaryIO
@@ -37,30 +39,60 @@ def detect(head: bytes) -> str:
 
 
 class _Plain:
-    """An uncompressed stream after its first bytes were peeked at; ``read`` and ``readinto``."""
+    """An uncompressed stream after its first bytes were peeked at; ``read`` and ``readinto``.
+
+    A regular file is then read by offset (pread), and its bytes can be spliced straight into a pipe.
+    """
 
     def __init__(self, stream: BinaryIO, head: bytes) -> None:
         self.stream, self.head = stream, head
         self.direct = getattr(stream, "readinto", None)
+        self.fd, self.offset = -1, 0
+        try:
+            fd = stream.fileno()
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                self.fd, self.offset, self.head = fd, stream.tell() - len(head), b""
+        except (AttributeError, OSError, ValueError):
+            pass
 
     def read(self, n: int) -> bytes:
+        if self.fd >= 0:
+            data = os.pread(self.fd, n, self.offset)
+            self.offset += len(data)
+            return data
         if self.head:
             first, self.head = self.head, b""
             return first + self.stream.read(n - len(first)) if n > len(first) else first
         return self.stream.read(n)
 
     def readinto(self, view: memoryview) -> int:
+        if self.fd >= 0:
+            got = os.preadv(self.fd, [view], self.offset)
+            self.offset += got
+            return got
         if self.head or self.direct is None:
             chunk = self.read(len(view))
             view[:len(chunk)] = chunk
             return len(chunk)
         return self.direct(view) or 0
 
+    def splice(self, pipe_fd: int, n: int) -> int:
+        """Move up to ``n`` bytes to a pipe in the kernel (regular files only); 0 at the end."""
+        got = os.splice(self.fd, pipe_fd, n, offset_src=self.offset)
+        self.offset += got
+        return got
+
 
 def readinto_of(read: Read) -> Callable[[memoryview], int] | None:
-    """The zero-copy reader behind ``read`` when there is one."""
+    """The copy-saving reader behind ``read`` when there is one."""
     owner = getattr(read, "__self__", None)
     return owner.readinto if isinstance(owner, _Plain) else None
+
+
+def splice_of(read: Read) -> Callable[[int, int], int] | None:
+    """``splice(pipe_fd, n)`` when ``read`` reads a regular file (data then never enters Python)."""
+    owner = getattr(read, "__self__", None)
+    return owner.splice if isinstance(owner, _Plain) and owner.fd >= 0 else None
 
 
 class _Decompressing:

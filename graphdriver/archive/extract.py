@@ -13,16 +13,17 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Callable
 
 from ..errors import ApplyFailed
 
 F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1 << 20
+PIPE_SIZE = 4 << 20  # root may exceed pipe-max-size; more slack lets Python and tar overlap
 
 TAR_FLAGS = (
     "-x", "-f", "-", "--numeric-owner", "--same-owner", "--same-permissions", "--xattrs",
-    "--xattrs-include=*", "--read-full-records", "--warning=no-unknown-keyword", "--warning=no-timestamp",
-    "--warning=no-alone-zero-block", "--no-acls", "--no-selinux",
+    "--xattrs-include=*", "--read-full-records", "--blocking-factor=256", "--warning=no-unknown-keyword",
+    "--warning=no-timestamp", "--warning=no-alone-zero-block", "--no-acls", "--no-selinux",
 )
 
 
@@ -60,6 +61,19 @@ class TarExtractor:
                 data = data[n:]
         except BrokenPipeError:
             self.broken = True
+
+    def splice_from(self, source: Callable[[int, int], int]) -> Callable[[int], int]:
+        """A splice function for the scanner: ``source(pipe_fd, n)`` into tar's stdin."""
+        def splice(n: int) -> int:
+            if self.broken:
+                raise ApplyFailed(f"extracting into {self.dest} failed: {self._first_error()}")
+            try:
+                return source(self._fd, min(n, PIPE_SIZE))
+            except BrokenPipeError:
+                self.broken = True
+                self.proc.wait()
+                raise ApplyFailed(f"extracting into {self.dest} failed: {self._first_error()}") from None
+        return splice
 
     def finish(self) -> None:
         """Close tar's input and wait; raises ApplyFailed with tar's first error line."""

@@ -9,6 +9,7 @@ Rules (an entry breaking one is refused with one line naming it):
   archive cannot be a parent;
 - hard links name an earlier non-directory entry of the same archive;
 - whiteouts (``.wh.<name>``) are not directories, do not name ``.``/``..``, and no entry lives inside one;
+  aufs's own ``.wh..wh.*`` entries (all but the opaque marker) and what lies inside them are dropped;
 - no ``trusted.overlay.*``/``user.overlay.*`` xattrs (they would forge whiteouts or redirects).
 
 The guard also records what the extractor will not see (whiteouts, opaque markers) for the whiteout step.
@@ -91,7 +92,7 @@ class PathGuard:
         else:
             parts = self._slow_checks(e, is_dir)
             if parts is None:
-                return FORWARD if is_dir else DROP
+                return FORWARD if is_dir and not e.name.strip(b"/.") else DROP
             path = b"/".join(parts)
             parent = path.rpartition(b"/")[0]
             self._check_parents(e, parts, parent)
@@ -143,8 +144,6 @@ class PathGuard:
         for i, comp in enumerate(parts[:-1]):
             if comp.startswith(WH):
                 if comp.startswith(WH_META):
-                    if is_dir:
-                        raise self.refuse(e, "lies inside aufs metadata")
                     return None  # inside aufs's own metadata dirs (.wh..wh.plnk and such): not content
                 raise self.refuse(e, f"lies inside whiteout {os.fsdecode(b'/'.join(parts[:i + 1]))!r}")
         return parts
@@ -193,13 +192,13 @@ class PathGuard:
             self.symlinks.pop(path, None)
 
     def _whiteout(self, e: Entry, parent: bytes, base: bytes, path: bytes) -> int:
+        if base.startswith(WH_META) and base != OPAQUE:
+            return DROP  # aufs bookkeeping (.wh..wh.aufs, .wh..wh.plnk/ and such): never content (as Docker)
         if e.typeflag == tf.DIR:
             raise self.refuse(e, "a whiteout entry that is a directory")
         keep = self.whiteout_format == "aufs"
         if base == OPAQUE:
             self.opaques.append(parent)
-        elif base.startswith(WH_META):
-            return DROP  # aufs bookkeeping (.wh..wh.aufs and such): never content
         else:
             victim = base[len(WH):]
             if victim in (b"", b".", b".."):
@@ -214,7 +213,3 @@ class PathGuard:
         """``path`` stops being a directory: drop it and everything below from the checked set."""
         below = path + b"/"
         self._checked = {p for p in self._checked if p != path and not p.startswith(below)}
-
-    def made(self, path: bytes) -> bool:
-        """True when the archive itself wrote ``path`` (whiteouts never hide those)."""
-        return path in self.kinds

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from ..errors import UnsafeArchive
 from . import tarformat as tf
 
-CHUNK = 1 << 20
+CHUNK = 1 << 18
 FORWARD, DROP = 1, 2
 
 #: PAX keys GNU tar would act on that we do not support (they change how the stream is read or used).
 _REFUSED_PAX_PREFIXES = ("GNU.dumpdir", "GNU.volume")
 _GLOBAL_OK = frozenset(("comment", "charset", "hdrcharset"))
+_SIMPLE_TYPES = frozenset((tf.REG, tf.AREG, tf.CONTIG, tf.DIR, tf.SYMLINK, tf.LINK, tf.CHR, tf.BLK, tf.FIFO))
 
 
 @dataclass(slots=True)
@@ -49,8 +50,10 @@ class TarScanner:
     """Parse ``read``'s tar stream, call ``visit`` per entry, pass accepted bytes to ``write``."""
 
     def __init__(self, read: Reader, write: Sink, visit: Visitor,
-                 readinto: Callable[[memoryview], int] | None = None) -> None:
+                 readinto: Callable[[memoryview], int] | None = None,
+                 splice: Callable[[int], int] | None = None) -> None:
         self._read_src = read
+        self._splice = splice  # move n approved bytes from the source to the sink without reading them
         if readinto is not None:
             self._readinto = readinto  # type: ignore[method-assign]
         self._write = write
@@ -116,6 +119,16 @@ class TarScanner:
         if forward:
             self._flush()
         left = end - bufend
+        if forward and self._splice is not None and left >= CHUNK:
+            while left:
+                got = self._splice(left)
+                if not got:
+                    raise UnsafeArchive(f"truncated layer archive: stream ends inside the data of entry "
+                                        f"{entry.display}")
+                left -= got
+            self.buf, self.base = b"", end
+            self.pos = self.fwd = end
+            return
         while True:
             chunk = self._read_src(CHUNK)
             if not chunk:
@@ -202,6 +215,8 @@ class TarScanner:
                         else:
                             long_link = value
                     continue
+                if not seen and t in _SIMPLE_TYPES:
+                    return self._simple_entry(hdr, fmt, t)
                 return self._entry(hdr, fmt, t, pax, long_name, long_link)
             except tf.FormatError as e:
                 raise UnsafeArchive(f"corrupt layer archive: entry {_hint(hdr)}: {e}") from None
@@ -230,6 +245,18 @@ class TarScanner:
         stored = blocks * tf.BLOCK + sum(tf.padded(n) for n in regions[1::2])
         if stored != tf.padded(size):
             raise tf.FormatError(f"sparse map covers {stored} bytes, the entry stores {size}")
+
+    @staticmethod
+    def _simple_entry(hdr: bytes, fmt: str, t: bytes) -> Entry:
+        """A member with no extended headers (the common case), read with the same rules as :meth:`_entry`."""
+        name = tf.cstring(hdr[0:100])
+        if fmt == "ustar" and hdr[345] != 0:
+            name = tf.cstring(hdr[345:500]) + b"/" + name
+        size = tf.parse_number(hdr[124:136], "size")
+        if size and t in tf.HEADER_ONLY_TYPES:
+            raise tf.FormatError(f"type {t.decode()!r} entry with {size} bytes of data")
+        linkname = tf.cstring(hdr[157:257]) if t in (tf.LINK, tf.SYMLINK) else b""
+        return Entry(name=name, typeflag=t, linkname=linkname, size=size, realsize=size, other_names=(name,))
 
     def _entry(self, hdr: bytes, fmt: str, t: bytes, pax: dict[str, bytes], long_name: bytes | None,
                long_link: bytes | None) -> Entry:

@@ -6,6 +6,8 @@ PAX records, unknown entry types) is refused, because the extractor trusts the h
 
 from __future__ import annotations
 
+import zlib
+
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 
@@ -65,6 +67,12 @@ def parse_number(field: bytes, what: str, *, strict: bool = True) -> int:
     return int(field[i:j], 8)
 
 
+def byte_sum(block: bytes) -> int:
+    """Sum of the bytes of a 512-byte block, through adler32 (each 256-byte half sums below its modulus)."""
+    view = memoryview(block)
+    return (zlib.adler32(view[:256]) & 0xFFFF) + (zlib.adler32(view[256:]) & 0xFFFF) - 2
+
+
 def checksum_ok(hdr: bytes) -> bool:
     """True when the stored checksum matches the unsigned or the signed sum (both are in use)."""
     field = hdr[148:156]
@@ -75,7 +83,7 @@ def checksum_ok(hdr: bytes) -> bool:
             stored = parse_number(field, "checksum")
         except FormatError:
             return False
-    unsigned = sum(hdr) - sum(field) + 8 * 32
+    unsigned = byte_sum(hdr) - sum(field) + 8 * 32
     if stored == unsigned:
         return True
     signed = unsigned - 256 * sum(1 for b in hdr if b & 0x80) + 256 * sum(1 for b in hdr[148:156] if b & 0x80)

@@ -59,6 +59,9 @@ class LayerApply(cli.Application):
 
     def main(self, layer_id: str) -> int:
         d = top(self).driver()
+        if self.input_path == "-" and sys.stdin.isatty():
+            print("graphdriver: refusing to read a tar from a terminal (use -i FILE or a pipe)", file=sys.stderr)
+            return 2
         stream, total = _input(self.input_path)
         try:
             src: BinaryIO = stream

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from . import syscalls
 
@@ -35,8 +35,17 @@ class MountEntry:
 
     def option_values(self, key: str) -> list[str]:
         """Every value given for ``key`` (``lowerdir+`` repeats), in order."""
-        prefix = key + "="
-        return [o[len(prefix):] for o in self.options if o.startswith(prefix)]
+        return list(self._values.get(key, ()))
+
+    @cached_property
+    def _values(self) -> dict[str, list[str]]:
+        """``key=value`` options grouped by key, in order (one pass: overlays carry 500 lowers)."""
+        out: dict[str, list[str]] = {}
+        for opt in self.options:
+            key, eq, value = opt.partition("=")
+            if eq:
+                out.setdefault(key, []).append(value)
+        return out
 
     def has_flag(self, flag: str) -> bool:
         """True when ``flag`` is among the options."""

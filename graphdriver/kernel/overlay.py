@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 from ..errors import MountFailed
@@ -10,6 +11,7 @@ from ..plan.overlay import FSCONFIG_VALUE_MAX, OverlayPlan
 from . import syscalls
 
 _CWD_LOCK = threading.Lock()  # mount(2) with relative paths needs the process's cwd
+_FS_ENCODING = sys.getfilesystemencoding()
 
 
 def mount_overlay(plan: OverlayPlan) -> None:
@@ -29,7 +31,7 @@ def _mount_fsconfig(plan: OverlayPlan) -> None:
         syscalls.fsconfig_string(fd, "source", "overlay")
         batch: list[bytes] = []  # consecutive lowers passed by path, one fsconfig each
         for lower in plan.lowers:
-            raw = os.fsencode(lower)
+            raw = lower.encode(_FS_ENCODING, "surrogateescape")  # what os.fsencode does
             if len(raw) <= FSCONFIG_VALUE_MAX:  # else too long for a string: by fd (plan.by_fd)
                 batch.append(raw)
                 continue

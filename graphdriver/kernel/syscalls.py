@@ -11,6 +11,7 @@ import struct
 import sys
 from dataclasses import dataclass
 
+_FS_ENCODING = sys.getfilesystemencoding()  # what os.fsencode/os.fsdecode use, with surrogateescape
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -80,6 +81,8 @@ def _check_fc(ret: int, fd: int, what: str, path: str | None = None) -> int:
 
 
 def _b(s: str | None) -> bytes | None:
+    if type(s) is str:  # the common case, without os.fsencode's checks (same encoding and error handler)
+        return s.encode(_FS_ENCODING, "surrogateescape")
     return None if s is None else os.fsencode(s)
 
 
@@ -220,7 +223,6 @@ class StatMount:
 # Offsets in struct statmount (include/uapi/linux/mount.h).
 _SM_HEAD = struct.Struct("=IIQIIQII QQII QQQQQ II Q II IIII")
 _SM_SIZE = 512  # the fixed part, spares included
-_FS_ENCODING = sys.getfilesystemencoding()  # what os.fsdecode uses, with surrogateescape
 
 
 def statmount(mnt_id: int, bufsize: int = 1 << 16) -> StatMount:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
@@ -166,23 +165,27 @@ def make_server(socket_path: str, snapshotter: Snapshotter, workers: int = 8) ->
 
 def serve(socket_path: str, root: str, driver: str | None = None,
           ready: Callable[[], None] | None = None) -> None:
-    """Serve until SIGTERM or SIGINT; then stop, remove the socket and close the store."""
+    """Serve until SIGTERM or SIGINT; then stop, remove the socket and close the store.
+
+    The two signals are blocked before any gRPC thread exists (threads inherit the mask) and taken with
+    sigwait in this thread: a signal can neither land in a gRPC thread nor beat the handler at start-up.
+    """
+    sigs = {signal.SIGTERM, signal.SIGINT}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     sn = Snapshotter(root, driver)
-    stop = threading.Event()
     try:
         leftovers = sn.cleanup()  # whatever a crash left: unrecorded snapshot and staging directories
         if leftovers:
             log.info("removed %d leftover directories from an earlier run", len(leftovers))
         server = make_server(socket_path, sn)
         server.start()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
         if ready:
             ready()
-        stop.wait()
+        got = signal.sigwait(sigs)
+        log.info("%s: stopping", signal.Signals(got).name)
         server.stop(grace=5).wait()
     finally:
         if os.path.exists(socket_path):
             os.unlink(socket_path)
         sn.close()
-
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)

@@ -131,3 +131,34 @@ def test_apply_does_not_hold_the_root_lock_while_reading(root):
     applier.join()
     feeder.join()
     assert result == [100001]
+
+
+def test_aufs_format_read_side_without_a_kernel(tmp_path):
+    """aufs layers keep ``.wh.`` files: native changes and tar read them (and hide aufs's own entries)."""
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    for p in ("etc", "opq"):
+        (lower / p).mkdir(parents=True)
+    (lower / "etc/passwd").write_text("root")
+    (lower / "etc/group").write_text("g")
+    (lower / "opq/old").write_text("o")
+    (upper / "etc").mkdir(parents=True)
+    (upper / "etc/.wh.group").write_text("")
+    (upper / "opq").mkdir()
+    (upper / "opq/.wh..wh..opq").write_text("")
+    (upper / "opq/new").write_text("n")
+    for meta in (".wh..wh.aufs", ".wh..wh.plnk", ".wh..wh.orph"):
+        (upper / meta).mkdir() if meta != ".wh..wh.aufs" else (upper / meta).write_text("")
+    for d in ("etc", "opq"):
+        st = os.lstat(lower / d)
+        os.chmod(upper / d, st.st_mode & 0o7777)
+    from graphdriver.archive.view import LayerView
+
+    view = LayerView([str(lower)], "aufs")
+    got = [(c.path.decode(), c.kind) for c in diffmod.native_changes(os.fsencode(upper), view, "aufs")]
+    assert sorted(got) == [("etc", 0), ("etc/group", 2), ("opq", 0), ("opq/new", 1), ("opq/old", 2)]
+    blob = b"".join(diffmod.native_tar(os.fsencode(upper), "aufs"))
+    with tarfile.open(fileobj=io.BytesIO(blob)) as t:
+        assert sorted(m.name for m in t) == ["etc", "etc/.wh.group", "opq", "opq/.wh..wh..opq", "opq/new"]
+    merged = LayerView([str(upper), str(lower)], "aufs")
+    assert merged.lookup(b"etc/group") is None and merged.lookup(b"etc/passwd") is not None
+    assert sorted(merged.listdir(b"opq")) == [b"new"]

@@ -8,6 +8,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +20,8 @@ from graphdriver.errors import ApplyFailed, UnsafeArchive
 from .hostile import lower_layer
 from .tarbuild import directory, file, hardlink, snapshot, symlink, tar
 
-SENTINEL_PARENT = tempfile.mkdtemp(prefix="gd-prop-sentinel-")
+# Named now (the strategies aim at it), made by the fixture, removed after.
+SENTINEL_PARENT = os.path.join(tempfile.gettempdir(), f"gd-prop-sentinel-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 SENTINEL = os.path.join(SENTINEL_PARENT, "s")
 
 components = st.sampled_from(["a", "b", "c", "..", ".", ".wh.a", ".wh..wh..opq", "lower_abs", "lower_rel",

@@ -246,3 +246,35 @@ def test_apply_onto_content_merges_and_rolls_back(drv):
     finally:
         subprocess.run(["chattr", "-i", locked], check=True)
     assert snapshot(top) == before
+
+
+def test_apply_from_a_regular_file_and_truncation(drv, tmp_path):
+    """A file input takes the splice path for big data; a file cut inside that data is refused cleanly."""
+    big = os.urandom(3 << 20)
+    blob = tar(file("small", b"s"), file("big", big), file("after", b"a"))
+    p = tmp_path / "layer.tar"
+    p.write_bytes(blob)
+    drv.create("ok")
+    with open(p, "rb") as f:
+        assert drv.apply_diff("ok", None, f) == len(big) + 2
+    with open(os.path.join(drv.diff_path("ok"), "big"), "rb") as f:
+        assert f.read() == big
+    p.write_bytes(blob[:2 << 20])
+    drv.create("cut")
+    with open(p, "rb") as f, pytest.raises(Exception) as err:
+        drv.apply_diff("cut", None, f)
+    assert "'big'" in str(err.value) and "truncated" in str(err.value)
+    assert os.listdir(drv.diff_path("cut")) == []
+
+
+def test_changes_and_diff_against_a_layer_that_is_not_the_parent(drv):
+    """Any other layer as ``parent``: the naive comparison of the two root filesystems."""
+    drv.create("a")
+    drv.apply_diff("a", None, io.BytesIO(tar(file("same", b"1"), file("only-a", b"a"), file("differs", b"x"))))
+    drv.create("b")
+    drv.apply_diff("b", None, io.BytesIO(tar(file("same", b"1", mtime=1700000000), file("only-b", b"b"),
+                                             file("differs", b"yy"))))
+    assert sorted(drv.changes("b", "a")) == [("/differs", 0), ("/only-a", 2), ("/only-b", 1)]
+    with drv.diff("b", "a") as s, tarfile.open(fileobj=io.BytesIO(s.read())) as t:
+        assert sorted(m.name for m in t) == [".wh.only-a", "differs", "only-b"]
+    assert drv.diff_size("b", "a") == 3

@@ -11,6 +11,8 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from graphdriver.serve.proto import snapshots_pb2 as pb
+from graphdriver.serve.snapshots.mounts import MountSpec
+from graphdriver.serve.snapshots.verify import check_mounted
 
 from .conftest import code_of, commit, mount_all, prepare, stat, umount, view, walk
 
@@ -18,6 +20,10 @@ NOT_FOUND = grpc.StatusCode.NOT_FOUND
 EXISTS = grpc.StatusCode.ALREADY_EXISTS
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _spec(m) -> MountSpec:
+    return MountSpec(m.type, m.source, tuple(m.options))
 
 
 def _mnt(root: str, name: str) -> str:
@@ -45,6 +51,8 @@ def test_lifecycle_with_real_mounts(served):
     assert top[0].type == "overlay"
     t2 = _mnt(root, "top")
     mount_all(top, t2)
+    assert check_mounted(_spec(top[0]), t2) == []
+    assert check_mounted(_spec(base[0]), t2)  # the kernel shows something else than that plan
     assert open(os.path.join(t2, "foo")).read() == "foo\n"
     with open(os.path.join(t2, "bar"), "w") as f:
         f.write("bar\n")
@@ -58,6 +66,7 @@ def test_lifecycle_with_real_mounts(served):
     t3 = _mnt(root, "view")
     mount_all(v, t3)
     try:
+        assert check_mounted(_spec(v[0]), t3) == []
         assert sorted(os.listdir(t3)) == ["a", "bar", "foo"] and os.listdir(os.path.join(t3, "a")) == []
         with pytest.raises(OSError):
             open(os.path.join(t3, "new"), "w")
@@ -65,6 +74,12 @@ def test_lifecycle_with_real_mounts(served):
         umount(t3)
     v1 = view(stub, "v1", "ns/1/sha256:base")
     assert [(m.type, list(m.options)) for m in v1] == [("bind", ["ro", "rbind"])]
+    mount_all(v1, t3)
+    try:
+        assert check_mounted(_spec(v1[0]), t3) == []
+        assert check_mounted(_spec(top[0]), t3) != []
+    finally:
+        umount(t3)
     mounts = stub.Mounts(pb.MountsRequest(key="v1")).mounts
     assert list(mounts) == v1
 

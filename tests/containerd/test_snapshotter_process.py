@@ -13,6 +13,8 @@ import pytest
 
 from graphdriver.serve.proto import snapshots_pb2 as pb
 from graphdriver.serve.proto import snapshots_pb2_grpc
+from graphdriver.serve.snapshots.mounts import MountSpec
+from graphdriver.serve.snapshots.verify import check_mounted
 
 from .conftest import code_of, commit, mount_all, prepare, stat, umount, walk
 
@@ -89,6 +91,8 @@ def test_500_lowers_mount_and_501_are_refused(served):
     os.mkdir(target)
     mount_all(mounts, target)
     try:
+        m = mounts[0]
+        assert check_mounted(MountSpec(m.type, m.source, tuple(m.options)), target) == []
         names = os.listdir(target)
         assert len(names) == 500 and open(os.path.join(target, "f0")).read() == "0"
     finally:

@@ -278,6 +278,7 @@ def test_cli_serves_logs_and_stops_cleanly_on_sigterm(root: str, sockdir: str) -
         assert mounted.startswith(root)
         # a request in flight: a chunked ApplyDiff body of which only the first part is sent yet
         slow = PluginClient(path)
+        assert slow.call("GraphDriver.Exists", {"ID": "base"})["Exists"] is True  # connection accepted, served
         slow.conn.putrequest("POST", "/GraphDriver.ApplyDiff?id=base&parent=")
         slow.conn.putheader("Transfer-Encoding", "chunked")
         slow.conn.endheaders()

@@ -192,7 +192,7 @@ class PluginProcess:
             return ""
 
     def stop(self) -> None:
-        """SIGTERM by PID (in-flight requests finish), then make sure the socket and log are gone."""
+        """SIGTERM by PID (in-flight requests finish), then make sure the socket is gone (the log stays)."""
         if self.proc is not None and self.proc.poll() is None:
             stop_pid(self.proc.pid, timeout=60)
             self.proc.wait()

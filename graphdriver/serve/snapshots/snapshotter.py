@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ...errors import DriverUnsupported, InvalidSnapshotRequest, SnapshotStateError
+from ...kernel import probe
 from . import filters
 from .mounts import Layout, MountPlan, plan_mounts, short_name
 from .store import Kind, MetaStore, Snapshot, check_labels
@@ -42,6 +43,10 @@ class Snapshotter:
             raise DriverUnsupported(f"snapshotter driver {driver!r} unknown (one of {', '.join(sorted(DRIVERS))})")
         self.root = os.path.abspath(root)
         self.copy_mode = mode == "vfs"
+        if not self.copy_mode and not probe.has_filesystem("overlay"):
+            raise DriverUnsupported("overlay is not in /proc/filesystems: use --driver vfs")
+        # index=off (as containerd's overlayfs) where the kernel has the feature at all
+        self.index_off = probe.module_param("overlay", "index") is not None
         self.layout = Layout(self.root)
         os.makedirs(self.layout.home, mode=0o700, exist_ok=True)
         os.makedirs(self.layout.link_dir, mode=0o700, exist_ok=True)
@@ -99,7 +104,8 @@ class Snapshotter:
                 shutil.rmtree(stage, ignore_errors=True)
 
     def _plan(self, snap: Snapshot, chain: list[int]) -> MountPlan:
-        return plan_mounts(self.layout, snap.id, snap.kind, chain, copy_mode=self.copy_mode)
+        return plan_mounts(self.layout, snap.id, snap.kind, chain, copy_mode=self.copy_mode,
+                           index_off=self.index_off)
 
     # -- read --------------------------------------------------------------------------------------
     def mounts(self, key: str) -> MountPlan:
