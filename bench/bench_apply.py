@@ -4,6 +4,9 @@ Layer: ~200 MB in 20,000 entries (19,000 regular files from a few bytes to 8 MB,
 links, 200 directories). Target: apply_diff throughput >= 0.8x GNU tar's.
 
     python bench/bench_apply.py [--dir /tmp] [--driver overlay2] [--runs 3] [--files 20000] [--mb 200]
+
+``--dir`` on a tmpfs makes it CPU-bound (the hardest case: GNU tar's own work is then smallest); on a disk
+filesystem both sides mostly wait for the disk. Runs alternate tar and apply_diff so load hits both alike.
 """
 
 from __future__ import annotations
@@ -125,7 +128,9 @@ def main() -> None:
         g, o = statistics.median(gnu), statistics.median(ours)
         print(f"median: GNU tar {g:.3f}s ({tar_bytes / g / 1e6:.0f} MB/s)  apply_diff {o:.3f}s "
               f"({tar_bytes / o / 1e6:.0f} MB/s)")
-        print(f"apply_diff throughput / GNU tar throughput = {g / o:.2f}x (target >= 0.80x)")
+        ratios = sorted(a / b for a, b in zip(gnu, ours, strict=True))
+        print(f"apply_diff throughput / GNU tar throughput = {g / o:.2f}x of the medians, "
+              f"{statistics.median(ratios):.2f}x median of per-run ratios, best {ratios[-1]:.2f}x (target >= 0.80x)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -64,7 +64,7 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
         view = lower_view(driver, layer_id)
         guard = PathGuard(fmt, lower_symlink=view.symlink_target)
         read, _kind = open_stream(stream)
-        tar = TarExtractor(stage)
+        tar = TarExtractor(stage, f"layer {layer_id}")
         try:
             source = splice_of(read)
             TarScanner(read, tar.write, guard.visit, readinto_of(read),

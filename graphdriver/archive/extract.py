@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from ..errors import ApplyFailed
 
-F_SETPIPE_SZ = 1031
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 PIPE_SIZE = 4 << 20  # root may exceed pipe-max-size; more slack lets Python and tar overlap
 
 TAR_FLAGS = (
@@ -25,6 +25,22 @@ TAR_FLAGS = (
     "--xattrs-include=*", "--read-full-records", "--blocking-factor=256", "--warning=no-unknown-keyword",
     "--warning=no-timestamp", "--warning=no-alone-zero-block", "--no-acls", "--no-selinux",
 )
+
+
+def _grow_pipe(fd: int) -> int:
+    """Enlarge the pipe (root may exceed pipe-max-size only with CAP_SYS_RESOURCE); its final size."""
+    try:
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        limit = 1 << 20
+    for size in (PIPE_SIZE, limit):
+        try:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+            break
+        except OSError:
+            continue
+    return fcntl.fcntl(fd, F_GETPIPE_SZ)
 
 
 def gnu_tar() -> str:
@@ -36,18 +52,16 @@ def gnu_tar() -> str:
 class TarExtractor:
     """A running ``tar -x`` into ``dest``; ``write`` feeds it, ``finish`` waits and checks its status."""
 
-    def __init__(self, dest: str) -> None:
+    def __init__(self, dest: str, label: str | None = None) -> None:
         self.dest = dest
+        self.label = label or dest
         self._err = tempfile.TemporaryFile()
         env = dict(os.environ, LC_ALL="C.UTF-8")
         self.proc = subprocess.Popen([gnu_tar(), *TAR_FLAGS, "-C", dest], stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=self._err, env=env, close_fds=True)
         assert self.proc.stdin is not None
         self._fd = self.proc.stdin.fileno()
-        try:
-            fcntl.fcntl(self._fd, F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:
-            pass
+        self.pipe_size = _grow_pipe(self._fd)
         self.broken = False
 
     def write(self, data: memoryview) -> None:
@@ -66,13 +80,13 @@ class TarExtractor:
         """A splice function for the scanner: ``source(pipe_fd, n)`` into tar's stdin."""
         def splice(n: int) -> int:
             if self.broken:
-                raise ApplyFailed(f"extracting into {self.dest} failed: {self._first_error()}")
+                raise ApplyFailed(f"extracting {self.label} failed: {self._first_error()}")
             try:
-                return source(self._fd, min(n, PIPE_SIZE))
+                return source(self._fd, min(n, self.pipe_size))
             except BrokenPipeError:
                 self.broken = True
                 self.proc.wait()
-                raise ApplyFailed(f"extracting into {self.dest} failed: {self._first_error()}") from None
+                raise ApplyFailed(f"extracting {self.label} failed: {self._first_error()}") from None
         return splice
 
     def finish(self) -> None:
@@ -83,7 +97,7 @@ class TarExtractor:
             pass
         status = self.proc.wait()
         if status != 0 or self.broken:
-            raise ApplyFailed(f"extracting into {self.dest} failed: {self._first_error()}")
+            raise ApplyFailed(f"extracting {self.label} failed: {self._first_error()}")
         self._err.close()
 
     def abort(self) -> None:

@@ -105,7 +105,10 @@ def is_empty_dir(path: str) -> bool:
 def publish(stage: str, target: str, trash: str, guard: PathGuard, fmt: str) -> None:
     """Make ``target`` hold the applied layer; ``stage`` is consumed. Rolls back on failure."""
     if is_empty_dir(target):
-        os.rename(stage, target)
+        try:
+            os.rename(stage, target)
+        except OSError as e:
+            raise ApplyFailed(f"publishing into {target} failed: {e.strerror or e}") from None
         return
     journal = Journal(os.fsencode(trash))
     s, t = os.fsencode(stage), os.fsencode(target)

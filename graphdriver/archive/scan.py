@@ -175,12 +175,23 @@ class TarScanner:
 
     def _read_group(self) -> Entry | None:
         """Read extended headers and the header of one member; None at the end-of-archive block."""
+        hdr = self._take(tf.BLOCK, "a header")
+        t = hdr[156:157]
+        if t in _SIMPLE_TYPES and tf.checksum_ok(hdr):  # the common case: one plain header
+            try:
+                return self._simple_entry(hdr, tf.header_format(hdr), t)
+            except tf.FormatError as e:
+                raise UnsafeArchive(f"corrupt layer archive: entry {_hint(hdr)}: {e}") from None
+        return self._read_extended(hdr)
+
+    def _read_extended(self, first: bytes) -> Entry | None:
+        """The general case: extended headers (PAX, GNU long names) before the member's header."""
         pax: dict[str, bytes] = {}
         long_name: bytes | None = None
         long_link: bytes | None = None
         seen: set[bytes] = set()
+        hdr = first
         while True:
-            hdr = self._take(tf.BLOCK, "a header")
             if hdr == tf.ZERO_BLOCK:
                 if seen:
                     raise UnsafeArchive("corrupt layer archive: end-of-archive block after an extended header")
@@ -214,6 +225,7 @@ class TarScanner:
                             long_name = value
                         else:
                             long_link = value
+                    hdr = self._take(tf.BLOCK, "a header")
                     continue
                 if not seen and t in _SIMPLE_TYPES:
                     return self._simple_entry(hdr, fmt, t)

@@ -18,7 +18,7 @@ import zstandard
 from graphdriver import backends, open_driver
 from graphdriver.archive import diff as diffmod
 
-from .tarbuild import directory, file, snapshot, symlink, tar
+from .tarbuild import directory, file, pax, snapshot, symlink, tar
 
 BACKENDS = sorted(backends())
 
@@ -278,3 +278,18 @@ def test_changes_and_diff_against_a_layer_that_is_not_the_parent(drv):
     with drv.diff("b", "a") as s, tarfile.open(fileobj=io.BytesIO(s.read())) as t:
         assert sorted(m.name for m in t) == [".wh.only-a", "differs", "only-b"]
     assert drv.diff_size("b", "a") == 3
+
+
+def test_tar_failure_leaves_the_layer_alone(drv):
+    """An entry GNU tar cannot make (a name component over NAME_MAX) fails the apply as a whole."""
+    from graphdriver.errors import ApplyFailed
+
+    drv.create("t")
+    drv.apply_diff("t", None, io.BytesIO(tar(file("first", b"1"))))
+    before = snapshot(drv.diff_path("t"))
+    with pytest.raises(ApplyFailed) as err:
+        drv.apply_diff("t", None, io.BytesIO(tar(file("second", b"2"), pax({"path": "n" * 300}),
+                                                     file("x", b"x"))))
+    assert "\n" not in str(err.value)
+    assert snapshot(drv.diff_path("t")) == before
+    assert os.listdir(os.path.join(drv.home, ".staging")) == []
