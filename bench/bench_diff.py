@@ -37,14 +37,15 @@ def image_tar(files: int) -> bytes:
     return buf.getvalue()
 
 
-def build(root: str, files: int, changed: int):
+def build(root: str, files: int, changed: int, step: int):
+    """An image of ``files`` files and a rw layer changing ``changed`` of them, ``step`` apart (the same
+    paths whatever the image size, so only the image grows)."""
     d = open_driver(root, "overlay2")
     d.create("image")
     d.apply_diff("image", None, io.BytesIO(image_tar(files)))
     d.create("rw", "image", rw=True)
     top = d.get("rw")
     try:
-        step = max(1, files // changed)
         for n, i in enumerate(range(0, files, step)):
             if n >= changed:
                 break
@@ -76,7 +77,8 @@ def main() -> None:
     try:
         r1 = tempfile.mkdtemp(dir=args.dir, prefix="bench-diff-")
         roots.append(r1)
-        d = build(r1, args.files, args.changed)
+        step = max(1, args.files // args.changed)
+        d = build(r1, args.files, args.changed, step)
         print(f"native diff in use: {d.native_diff_reason() is None} ({d.native_diff_reason() or 'exact'})")
         nat, nai = [], []
         for _ in range(args.runs):
@@ -92,7 +94,7 @@ def main() -> None:
             r2 = tempfile.mkdtemp(dir=args.dir, prefix="bench-diff-big-")
             roots.append(r2)
             big = args.files * args.grow
-            d2 = build(r2, big, args.changed)
+            d2 = build(r2, big, args.changed, step)
             nat2 = [time_diff(d2, naive=False)[0] for _ in range(args.runs)]
             c = statistics.median(nat2)
             print(f"{big} files, {args.changed} changed: native {c * 1000:.1f} ms: "

@@ -48,9 +48,16 @@ def overlay_xattr_prefix(driver: Driver) -> str:
     return xattr_prefix(tuple(getattr(driver, "_extra_options", ()) or ()))
 
 
+def _refuse_mounted(driver: Driver, layer_id: str) -> None:
+    """A union layer's directories must not change under a live mount."""
+    if driver.needs_mount(layer_id) and driver.mount_count(layer_id):
+        raise LayerInUse(f"layer {layer_id} is mounted; apply into it once it is unmounted")
+
+
 def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: BinaryIO) -> int:
     """Extract ``stream`` into layer ``layer_id``; returns the bytes of file content written."""
     check_parent(driver, layer_id, parent)
+    _refuse_mounted(driver, layer_id)  # early, to spare the work; checked again under the lock
     fmt = driver.whiteout_format
     target = driver.diff_path(layer_id)
     work = tempfile.mkdtemp(prefix=f"{layer_id}.apply-", dir=driver._staging)
@@ -77,8 +84,7 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
             translate_overlay(stage, guard.whiteouts, guard.opaques, overlay_xattr_prefix(driver))
         with driver.lock.held():
             driver._require(layer_id)
-            if driver.needs_mount(layer_id) and driver.mount_count(layer_id):
-                raise LayerInUse(f"layer {layer_id} is mounted; apply into it once it is unmounted")
+            _refuse_mounted(driver, layer_id)
             publish(stage, target, trash, guard, fmt)
         return guard.size
     finally:
