@@ -21,6 +21,7 @@ from .errors import (
     DriverMismatch,
     DriverUnsupported,
     GraphDriverError,
+    InvalidID,
     LayerExists,
     LayerInUse,
     LayerNotFound,
@@ -112,10 +113,15 @@ class Driver(DiffMixin, ABC):
         return os.path.join(self._children_dir, f"{parent}@{child}")
 
     # -- the public interface ------------------------------------------------------------------
+    #: Ids a backend's own layout uses (overlay2's ``l`` links directory).
+    reserved_ids: ClassVar[frozenset[str]] = frozenset()
+
     def create(self, layer_id: str, parent: str | None = None, *, rw: bool = False,
                storage_opt: dict[str, str] | None = None, mount_label: str = "") -> None:
         """Make layer ``layer_id`` on ``parent`` (None: a base layer). ``rw``: a container's layer."""
         check_id(layer_id)
+        if layer_id in self.reserved_ids:
+            raise InvalidID(f"invalid layer id {layer_id!r}: reserved by the {self.name} layout")
         if parent is not None and parent != "":
             check_id(parent, "parent id")
         else:
@@ -261,7 +267,7 @@ class Driver(DiffMixin, ABC):
     def status(self) -> list[tuple[str, str]]:
         """Docker's ``Status``: backend facts as (key, value) pairs."""
         return [("Backing Filesystem", probe.backing_fs(self.home)), *self.backend_status(),
-                ("Layers", str(len(self.layers())))]
+                *self.diff_status(), ("Layers", str(len(self.layers())))]
 
     def cleanup(self) -> None:
         """Unmount every mount under this root, drop references, and remove what was half made."""

@@ -151,12 +151,12 @@ def native_tar(upper: bytes, fmt: str) -> Iterator[bytes]:
             p, path = _join(rel, name), d + b"/" + name
             st = os.lstat(path)
             if fmt == "overlay" and is_overlay_whiteout(path, st, flag):
-                yield w.whiteout(_join(rel, b".wh." + name))
+                yield w.whiteout(_join(rel, b".wh." + name), st)
                 continue
             yield from w.entry(p, path, st)
             if stat.S_ISDIR(st.st_mode):
                 if fmt == "overlay" and overlay_opaque(path) == b"y":
-                    yield w.whiteout(p + b"/.wh..wh..opq")
+                    yield w.whiteout(p + b"/.wh..wh..opq", st, opaque=True)
                 yield from walk(p, path)
 
     yield from walk(b"", upper)

@@ -156,18 +156,23 @@ _MAGIC_SUM = sum(b"ustar\x0000")
 
 
 def build_header(name: bytes, typeflag: bytes, *, size: int = 0, mode: int = 0, uid: int = 0, gid: int = 0,
-                 mtime: int = 0, linkname: bytes = b"", devmajor: int = 0, devminor: int = 0) -> bytes:
-    """One ustar header block. Fields that do not fit must go to PAX records first (see tarwriter)."""
+                 mtime: int = 0, linkname: bytes = b"", devmajor: int = 0, devminor: int = 0,
+                 uname: bytes = b"", gname: bytes = b"") -> bytes:
+    """One ustar header block. Fields that do not fit must go to PAX records first (see tarwriter).
+
+    ``mode`` may carry the file-type bits (``0o100644``), as Docker's layer tars do.
+    """
     if not (uid < 0o7777777 and gid < 0o7777777 and 0 <= size < 0o77777777777 and 0 <= mtime < 0o77777777777):
         uid, gid = (uid if fits_octal(uid, 8) else 0), (gid if fits_octal(gid, 8) else 0)
         size, mtime = (size if fits_octal(size, 12) else 0), (mtime if fits_octal(mtime, 12) else 0)
     dev = b"%07o\0%07o\0" % (devmajor, devminor) if (devmajor or devminor) and devmajor < 0o7777777 \
         and devminor < 0o7777777 else b"0000000\x000000000\0"
     name, linkname = name[:100], linkname[:100]
-    nums = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode & 0o7777, uid, gid, size, mtime)
+    nums = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode & 0o7777777, uid, gid, size, mtime)
+    names = uname[:32].ljust(32, b"\0") + gname[:32].ljust(32, b"\0")
     head = name.ljust(100, b"\0") + nums
-    tail = typeflag + linkname.ljust(100, b"\0") + b"ustar\x0000" + bytes(64) + dev + bytes(167)
-    chk = sum(name) + sum(nums) + typeflag[0] + sum(linkname) + _MAGIC_SUM + sum(dev) + 8 * 32
+    tail = typeflag + linkname.ljust(100, b"\0") + b"ustar\x0000" + names + dev + bytes(167)
+    chk = sum(name) + sum(nums) + typeflag[0] + sum(linkname) + _MAGIC_SUM + sum(names) + sum(dev) + 8 * 32
     return head + b"%06o\0 " % chk + tail
 
 

@@ -4,8 +4,11 @@ links, sparse files as PAX sparse 1.0, whiteouts as ``.wh.`` entries. Output is 
 
 from __future__ import annotations
 
+import functools
+import grp
 import io
 import os
+import pwd
 import stat
 from collections.abc import Callable, Iterator
 
@@ -57,6 +60,24 @@ def sparse_map(fd: int, size: int) -> list[tuple[int, int]] | None:
     return extents
 
 
+@functools.lru_cache(maxsize=256)
+def user_name(uid: int) -> bytes:
+    """The host's name for ``uid`` (empty when it has none), as Go's tar.FileInfoHeader fills Uname."""
+    try:
+        return pwd.getpwuid(uid).pw_name.encode()
+    except KeyError:
+        return b""
+
+
+@functools.lru_cache(maxsize=256)
+def group_name(gid: int) -> bytes:
+    """The host's name for ``gid`` (empty when it has none)."""
+    try:
+        return grp.getgrgid(gid).gr_name.encode()
+    except KeyError:
+        return b""
+
+
 class TarWriter:
     """Entries to tar bytes; remembers inodes so later names of one file become hard links."""
 
@@ -65,10 +86,13 @@ class TarWriter:
 
     def _header(self, name: bytes, typeflag: bytes, st: os.stat_result | None, *, size: int = 0,
                 linkname: bytes = b"", xattrs: dict[str, bytes] | None = None,
-                extra: list[tuple[str, bytes]] | None = None, ustar_name: bytes | None = None) -> bytes:
-        mode = stat.S_IMODE(st.st_mode) if st else 0
+                extra: list[tuple[str, bytes]] | None = None, ustar_name: bytes | None = None,
+                mode: int | None = None, mtime: int | None = None) -> bytes:
+        if mode is None:  # type bits kept, as Docker writes them: identical content, identical diffID
+            mode = (stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode)) if st else 0
         uid, gid = (st.st_uid, st.st_gid) if st else (0, 0)
-        mtime = max(0, int(st.st_mtime)) if st else 0
+        if mtime is None:
+            mtime = max(0, int(st.st_mtime)) if st else 0
         major = minor = 0
         if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
             major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
@@ -86,12 +110,23 @@ class TarWriter:
         out = b""
         if records:
             out = tf.pax_block(b"".join(tf.pax_record(k, v) for k, v in records), name)
+        names = (user_name(uid), group_name(gid)) if st else (b"", b"")
         return out + tf.build_header(hname, typeflag, size=size, mode=mode, uid=uid, gid=gid, mtime=mtime,
-                                     linkname=linkname, devmajor=major, devminor=minor)
+                                     linkname=linkname, devmajor=major, devminor=minor,
+                                     uname=names[0], gname=names[1])
 
-    def whiteout(self, name: bytes) -> bytes:
-        """An OCI whiteout (or opaque marker) entry: an empty regular file."""
-        return self._header(name, tf.REG, None)
+    def whiteout(self, name: bytes, st: os.stat_result | None = None, *, opaque: bool = False) -> bytes:
+        """An OCI whiteout (or opaque marker) entry: an empty regular file.
+
+        With ``st`` (the overlay 0:0 device, or the opaque directory) it carries that inode's owner, as
+        Docker's overlay2 writes it: mode 0600 and the device's mtime for a whiteout; the directory's
+        permission bits and no mtime for an opaque marker.
+        """
+        if st is None:
+            return self._header(name, tf.REG, None)
+        if opaque:
+            return self._header(name, tf.REG, st, mode=stat.S_IMODE(st.st_mode), mtime=0)
+        return self._header(name, tf.REG, st, mode=0o600)
 
     def entry(self, name: bytes, path: bytes, st: os.stat_result) -> Iterator[bytes]:
         """The tar bytes of the file at ``path`` stored as ``name`` (sockets are skipped)."""

@@ -133,12 +133,20 @@ def translate_overlay(stage: str, whiteouts: list[tuple[bytes, bytes]], opaques:
     A whiteout whose name the same archive also wrote as a directory makes that directory opaque (the
     lower one is gone, the new content stays); over any other entry of the archive it does nothing.
     """
+    # A later entry of the same archive may have replaced a whiteout's directory with a non-directory:
+    # then nothing below that name survives and the whiteout has nothing left to hide (NotADir: skip it).
     for parent, name in whiteouts:
         parts = split(parent) + (name,)
         st = lstat_in(stage, parts)
-        if st is None:
-            make_overlay_whiteout(stage, parent, name)
-        elif stat.S_ISDIR(st.st_mode):
-            set_overlay_opaque(stage, b"/".join(parts), prefix)
+        try:
+            if st is None:
+                make_overlay_whiteout(stage, parent, name)
+            elif stat.S_ISDIR(st.st_mode):
+                set_overlay_opaque(stage, b"/".join(parts), prefix)
+        except NotADir:
+            continue
     for d in opaques:
-        set_overlay_opaque(stage, d, prefix)
+        try:
+            set_overlay_opaque(stage, d, prefix)
+        except NotADir:
+            continue

@@ -33,6 +33,7 @@ class Overlay2(Driver):
 
     name: ClassVar[str] = "overlay2"
     whiteout_format: ClassVar[str] = "overlay"
+    reserved_ids: ClassVar[frozenset[str]] = frozenset({"l"})
 
     @classmethod
     def unsupported_reason(cls, root: str) -> str | None:

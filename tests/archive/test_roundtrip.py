@@ -94,7 +94,7 @@ def entries(blob: bytes) -> dict[str, tuple]:
             else:
                 data = b""
                 kind = m.type
-            out[name] = (kind, m.mode, m.uid, m.gid, int(m.mtime) if kind != tarfile.DIRTYPE else 0,
+            out[name] = (kind, stat.S_IMODE(m.mode), m.uid, m.gid, int(m.mtime) if kind != tarfile.DIRTYPE else 0,
                          m.linkname if m.issym() else "", m.devmajor if m.isdev() else 0,
                          m.devminor if m.isdev() else 0, data, xattrs)
     return out
@@ -293,3 +293,17 @@ def test_tar_failure_leaves_the_layer_alone(drv):
     assert "\n" not in str(err.value)
     assert snapshot(drv.diff_path("t")) == before
     assert os.listdir(os.path.join(drv.home, ".staging")) == []
+
+
+def test_a_whiteout_whose_directory_a_later_entry_replaces_is_dropped(drv):
+    # Found by the property test: `a/.wh.a` then a regular file `a` replacing the directory.
+    drv.create("base")
+    drv.apply_diff("base", None, io.BytesIO(tar(directory("a"), file("a/a", b"lower"))))
+    drv.create("top", "base")
+    drv.apply_diff("top", None, io.BytesIO(tar(file("a/.wh.a"), file("a", b"now a file"))))
+    merged = drv.get("top")
+    try:
+        with open(os.path.join(merged, "a"), "rb") as f:
+            assert f.read() == b"now a file"
+    finally:
+        drv.put("top")

@@ -157,3 +157,12 @@ def test_status_reports_the_mount_api_and_verifier(root: str) -> None:
     assert status["Backing Filesystem"] == probe.backing_fs(root)
     assert status["Mount API"] in ("fsconfig lowerdir+", "mount(2), one page of options")
     assert status["Verified with"] in ("statmount(2)", "/proc/self/mountinfo")
+
+
+def test_the_links_directory_name_is_not_a_layer_id(root: str) -> None:
+    from graphdriver.errors import InvalidID
+
+    d = open_driver(root, "overlay2")
+    with pytest.raises(InvalidID, match="reserved by the overlay2 layout"):
+        d.create("l")
+    assert d.layers() == []
