@@ -35,7 +35,7 @@ from .kernel import mountinfo, probe
 from .kernel.unmount import unmount
 from .store.files import read_json, read_text, write_atomic, write_json
 from .store.locks import RootLock
-from .store.refs import Ref, RefStore
+from .store.refs import Ref, RefStore, runtime_dir
 
 DEFAULT_ROOT = "/var/lib/graphdriver"
 PRIORITY = ("overlay2", "aufs", "vfs")
@@ -70,8 +70,8 @@ class Driver(DiffMixin, ABC):
     """A layer store on one backend under ``<root>/<name>``.
 
     Layers appear atomically: built in ``<home>/.staging`` and renamed into place. Mutations hold a
-    root-wide lock (processes and threads). Mount references live in ``<home>/.refs`` and are checked
-    against the kernel's mount table on every use.
+    root-wide lock (processes and threads). Mount references live in a tmpfs runtime dir
+    (``store.refs.runtime_dir``) and are checked against the kernel's mount table on every use.
     """
 
     name: ClassVar[str]
@@ -100,7 +100,7 @@ class Driver(DiffMixin, ABC):
 
     @property
     def _refs_dir(self) -> str:
-        return os.path.join(self.home, ".refs")
+        return runtime_dir(self.home)
 
     def _meta_path(self, layer_id: str) -> str:
         return f"{self.home}/.meta/{layer_id}"  # ids are checked: no slash, no '..'

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from graphdriver.kernel import mountinfo, syscalls
+from graphdriver.store.refs import runtime_dir
 
 
 def unmount_all_under(path: str) -> None:
@@ -31,4 +32,6 @@ def root() -> Iterator[str]:
         yield d
     finally:
         unmount_all_under(d)
+        for name in os.listdir(d):  # the mount references of each backend home, kept on a tmpfs
+            shutil.rmtree(runtime_dir(os.path.join(d, name)), ignore_errors=True)
         shutil.rmtree(d, ignore_errors=True)

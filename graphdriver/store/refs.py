@@ -1,7 +1,8 @@
 """Mount reference counts that survive across processes and restarts.
 
-A count lives in ``<home>/.refs/<id>`` as ``<count> <mount id> <boot id>``. The kernel's mount table is
-the truth: a count whose mount is gone, or that was written in an earlier boot, reads as zero.
+A count lives in ``<runtime dir>/<id>`` (see :func:`runtime_dir`) as ``<count> <mount id> <boot id>``.
+The kernel's mount table is the truth: a count whose mount is gone, or that was written in an earlier
+boot, reads as zero.
 
 The record has a fixed width (zero-padded numbers) and is rewritten in place with one ``pwrite``: no
 temporary file, no rename (on ext4 a rename over a file forces its data out, which cost more than the
@@ -11,11 +12,42 @@ crash of the machine starts a new boot, which voids every record anyway.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 
 from .files import read_bytes
+
+
+def _on_tmpfs(path: str) -> bool:
+    from ..kernel.probe import backing_fs
+
+    try:
+        return backing_fs(path) == "tmpfs"
+    except OSError:
+        return False
+
+
+@lru_cache(maxsize=64)
+def runtime_dir(home: str) -> str:
+    """Where a root's mount references live: volatile state on a tmpfs.
+
+    ``$GRAPHDRIVER_RUNTIME``, else ``/run/graphdriver`` or ``/dev/shm/graphdriver`` (whichever is a
+    tmpfs), in a directory named after the root. A tmpfs empties at reboot, and writing there never
+    dirties the backing filesystem — an overlay unmount syncs its upper filesystem, so a count kept on
+    ext4 would make every ``put`` pay for a journal commit. Without a tmpfs: ``<home>/.refs``.
+    """
+    digest = hashlib.sha256(os.fsencode(home)).hexdigest()[:16]
+    base = os.environ.get("GRAPHDRIVER_RUNTIME")
+    if not base:
+        for candidate in ("/run", "/dev/shm"):
+            if _on_tmpfs(candidate):
+                base = os.path.join(candidate, "graphdriver")
+                break
+        else:
+            return os.path.join(home, ".refs")
+    return os.path.join(base, f"{os.path.basename(home)}-{digest}")
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ def test_a_count_from_an_earlier_boot_reads_as_zero(root: str) -> None:
     d.create("base")
     assert d.get("base") == d.diff_path("base")  # a base layer needs no mount
     assert d.mount_count("base") == 1
-    ref = os.path.join(root, "overlay2", ".refs", "base")
+    ref = d.refs.path("base")
     count, mnt, _boot = open(ref).read().split()
     with open(ref, "w") as f:
         f.write(f"{count} {mnt} 00000000-0000-0000-0000-000000000000\n")
@@ -46,7 +46,7 @@ def test_a_matching_mount_made_elsewhere_is_adopted(root: str) -> None:
     d.create("a")
     d.create("b", "a")
     path = d.get("b")
-    os.unlink(os.path.join(root, "overlay2", ".refs", "b"))  # the count is lost, the mount is not
+    os.unlink(d.refs.path("b"))  # the count is lost, the mount is not
     assert d.get("b") == path
     assert d.mount_count("b") == 2
     d.put("b")
