@@ -1,7 +1,8 @@
 """graphdriver: container image layers on the kernel's union filesystems, verified against the kernel."""
 
-from .driver import DEFAULT_ROOT, PRIORITY, Drift, Driver, backends, open_driver
+from .driver import Drift, Driver
 from .errors import GraphDriverError
+from .registry import DEFAULT_ROOT, PRIORITY, backends, open_driver
 
 __all__ = ["DEFAULT_ROOT", "PRIORITY", "Drift", "Driver", "GraphDriverError", "backends", "open_driver"]
 __version__ = "0.1.0"

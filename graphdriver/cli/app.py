@@ -13,8 +13,9 @@ from typing import Any
 
 from plumbum import cli
 
-from ..driver import DEFAULT_ROOT, Driver, open_driver
+from ..driver import Driver
 from ..errors import GraphDriverError
+from ..registry import DEFAULT_ROOT, open_driver
 
 
 class GraphDriverApp(cli.Application):

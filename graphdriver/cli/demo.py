@@ -10,8 +10,8 @@ import tempfile
 
 from plumbum import cli
 
-from ..driver import open_driver
 from ..kernel import mountinfo, syscalls
+from ..registry import open_driver
 from .app import GraphDriverApp, top
 
 

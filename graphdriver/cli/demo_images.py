@@ -10,8 +10,8 @@ import shutil
 import tarfile
 import tempfile
 
-from ..driver import open_driver
 from ..kernel import mountinfo, syscalls
+from ..registry import open_driver
 from ..store.containers import ContainerStore
 from ..store.images import ImageStore
 

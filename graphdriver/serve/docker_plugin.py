@@ -22,8 +22,9 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
-from ..driver import Driver, open_driver
+from ..driver import Driver
 from ..errors import DriverUnsupported, GraphDriverError, LayerNotFound, LayerNotMounted
+from ..registry import open_driver
 from ..store.files import read_json, write_json
 from .unix_http import BadRequest, BodyReader, ChunkedWriter, DrainingUnixServer
 

@@ -1,0 +1,64 @@
+"""The backend registry, the default-driver choice, and :func:`open_driver`."""
+
+from __future__ import annotations
+
+import os
+
+from .driver import _REGISTRY, Driver
+from .errors import DriverMismatch, DriverUnsupported, NotRoot
+from .store.files import read_text, write_atomic
+
+DEFAULT_ROOT = "/var/lib/graphdriver"
+PRIORITY = ("overlay2", "aufs", "vfs")
+
+
+def backends() -> dict[str, type[Driver]]:
+    """Every registered backend by name (importing the built-in ones)."""
+    from . import drivers  # noqa: F401  (registers overlay2, aufs, vfs)
+
+    return dict(_REGISTRY)
+
+
+def _record_path(root: str) -> str:
+    return os.path.join(root, "driver")
+
+
+def default_driver(root: str) -> str:
+    """The first backend in :data:`PRIORITY` that can run under ``root``."""
+    reasons = []
+    for name in PRIORITY:
+        cls = backends().get(name)
+        if cls is None:
+            continue
+        why = cls.unsupported_reason(root)
+        if why is None:
+            return name
+        reasons.append(f"{name}: {why}")
+    raise DriverUnsupported("no storage driver can run here (" + "; ".join(reasons) + ")")
+
+
+def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
+                options: dict[str, str] | None = None, *,
+                require_root: bool = True) -> Driver:
+    """Open (creating if needed) the layer store at ``root`` with backend ``name`` (default: best)."""
+    if require_root and os.geteuid() != 0:
+        raise NotRoot("graphdriver must run as root (it mounts filesystems and keeps owners)")
+    root = os.path.abspath(root)
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    recorded = read_text(_record_path(root))
+    table = backends()
+    if name is None:
+        name = recorded or default_driver(root)
+    if name not in table:
+        raise DriverUnsupported(f"unknown driver {name!r} (known: {', '.join(sorted(table))})")
+    if recorded and recorded != name:
+        raise DriverMismatch(f"root {root} was created with driver {recorded}; it cannot be opened with {name}")
+    cls = table[name]
+    why = cls.unsupported_reason(root)
+    if why is not None:
+        raise DriverUnsupported(f"driver {name} cannot run at {root}: {why}")
+    driver = cls(root, options)
+    if not recorded:
+        write_atomic(_record_path(root), name + "\n", 0o644)
+    return driver
+
