@@ -49,6 +49,18 @@ class GraphDriverApp(cli.Application):
         return 0
 
 
+class CommandGroup(cli.Application):
+    """A group of subcommands (``layer``, ``image``, ...): alone, it prints its help."""
+
+    def main(self, *args: str) -> int:
+        if args:
+            print(f"graphdriver {self.PROGNAME.split()[-1]}: unknown command {args[0]!r}", file=sys.stderr)
+            return 2
+        if not self.nested_command:
+            self.help()
+        return 0
+
+
 def top(app: cli.Application) -> GraphDriverApp:
     """The GraphDriverApp above a (nested) subcommand instance."""
     while not isinstance(app, GraphDriverApp):

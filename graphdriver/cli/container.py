@@ -6,23 +6,15 @@ import sys
 
 from plumbum import cli
 
-from .app import GraphDriverApp, emit
+from .app import CommandGroup, GraphDriverApp, emit
 from .image import container_store
 
 _KINDS = {0: "C", 1: "A", 2: "D"}
 
 
 @GraphDriverApp.subcommand("container")
-class ContainerApp(cli.Application):
+class ContainerApp(CommandGroup):
     """Containers: an -init layer and a read-write layer on an image, as dockerd makes them."""
-
-    def main(self, *args: str) -> int:
-        if args:
-            print(f"graphdriver container: unknown command {args[0]!r}", file=sys.stderr)
-            return 2
-        if not self.nested_command:
-            self.help()
-        return 0
 
 
 @ContainerApp.subcommand("create")

@@ -6,7 +6,7 @@ import sys
 
 from plumbum import cli
 
-from .app import GraphDriverApp, emit, top
+from .app import CommandGroup, GraphDriverApp, emit, top
 
 
 def container_store(app: cli.Application):  # noqa: ANN201  (a ContainerStore; imported on use: fast start-up)
@@ -48,16 +48,8 @@ class _Progress:
 
 
 @GraphDriverApp.subcommand("image")
-class ImageApp(cli.Application):
+class ImageApp(CommandGroup):
     """Images: load docker-save archives and OCI layouts, inspect, tag, save, remove."""
-
-    def main(self, *args: str) -> int:
-        if args:
-            print(f"graphdriver image: unknown command {args[0]!r}", file=sys.stderr)
-            return 2
-        if not self.nested_command:
-            self.help()
-        return 0
 
 
 @ImageApp.subcommand("load")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 from plumbum import cli
 
 from ..kernel import probe
-from .app import GraphDriverApp, emit, top
+from .app import CommandGroup, GraphDriverApp, emit, top
 
 
 def layer_inspect(driver, layer_id: str) -> dict:
@@ -61,16 +59,8 @@ class CleanupCmd(cli.Application):
 
 
 @GraphDriverApp.subcommand("layer")
-class LayerApp(cli.Application):
+class LayerApp(CommandGroup):
     """Create, list, mount and remove layers."""
-
-    def main(self, *args: str) -> int:
-        if args:
-            print(f"graphdriver layer: unknown command {args[0]!r}", file=sys.stderr)
-            return 2
-        if not self.nested_command:
-            self.help()
-        return 0
 
 
 @LayerApp.subcommand("create")

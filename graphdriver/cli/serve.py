@@ -11,20 +11,12 @@ import sys
 
 from plumbum import cli
 
-from .app import GraphDriverApp, top
+from .app import CommandGroup, GraphDriverApp, top
 
 
 @GraphDriverApp.subcommand("serve")
-class ServeApp(cli.Application):
+class ServeApp(CommandGroup):
     """Serve graphdriver to another runtime (docker-plugin, ...)."""
-
-    def main(self, *args: str) -> int:
-        if args:
-            print(f"graphdriver serve: unknown command {args[0]!r}", file=sys.stderr)
-            return 2
-        if not self.nested_command:
-            self.help()
-        return 0
 
 
 def setup_logging(debug: bool) -> None:
