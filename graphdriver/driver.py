@@ -28,9 +28,9 @@ from .errors import (
     StorageOptUnsupported,
 )
 from .ids import check_id
-from .kernel import mountinfo, probe
+from .kernel import mountinfo, probe, quota
 from .kernel.unmount import unmount
-from .store.files import read_json, write_atomic, write_json
+from .store.files import read_json, read_text, write_atomic, write_json
 from .store.locks import RootLock
 from .store.refs import Ref, RefStore, runtime_dir
 
@@ -114,7 +114,7 @@ class Driver(DiffMixin, ABC):
             check_id(parent, "parent id")
         else:
             parent = None
-        self.check_storage_opt(storage_opt or {})
+        size = self.check_storage_opt(storage_opt or {})
         with self.lock.held():
             if self.exists(layer_id):
                 raise LayerExists(f"layer {layer_id} already exists")
@@ -124,6 +124,8 @@ class Driver(DiffMixin, ABC):
             os.mkdir(stage, 0o700)
             try:
                 self.build_layer(stage, layer_id, parent, rw)
+                if size is not None:
+                    self._limit(stage, size)
                 write_json(self._meta_path(layer_id), {"parent": parent or "", "rw": rw, "created": time.time()})
                 if parent is not None:  # before the layer is visible: a parent never misses a child
                     write_atomic(self._child_marker(parent, layer_id), "")
@@ -323,14 +325,28 @@ class Driver(DiffMixin, ABC):
         else:
             self._unlink(path)
 
-    def check_storage_opt(self, storage_opt: dict[str, str]) -> None:
-        """Refuse storage options this backend cannot honour (override to support ``size``)."""
-        for key in storage_opt:
-            if key == "size":
-                raise StorageOptUnsupported(
-                    f"{self.name}: storage option 'size' needs project quota on the backing filesystem "
-                    f"({probe.backing_fs(self.home)} at {self.home} has none)")
-            raise StorageOptUnsupported(f"{self.name}: unknown storage option {key!r}")
+    def check_storage_opt(self, storage_opt: dict[str, str]) -> int | None:
+        """Validate storage options; returns the ``size`` limit in bytes, if one was asked for.
+
+        ``size`` needs project quota on the backing filesystem (xfs or ext4 with ``prjquota``); anywhere
+        else it is refused, as is any other key.
+        """
+        size = None
+        for key, value in storage_opt.items():
+            if key != "size":
+                raise StorageOptUnsupported(f"{self.name}: unknown storage option {key!r}")
+            size = quota.parse_size(value)
+            why = quota.project_quota_reason(self.home)
+            if why is not None:
+                raise StorageOptUnsupported(f"{self.name}: storage option 'size' needs project quota: {why}")
+        return size
+
+    def _limit(self, stage: str, size: int) -> None:
+        """Give the staged layer's own directory a project quota of ``size`` bytes."""
+        counter = os.path.join(self.home, ".quota-projid")
+        projid = int(read_text(counter, "10000") or "10000") + 1
+        write_atomic(counter, str(projid))
+        quota.limit_directory(self.quota_dir(stage), projid, size)
 
     # -- backend hooks --------------------------------------------------------------------------
     @classmethod
@@ -359,6 +375,10 @@ class Driver(DiffMixin, ABC):
 
     def parent_gained_child(self, parent: str) -> None:
         """Called once a child of ``parent`` exists."""
+
+    def quota_dir(self, stage: str) -> str:
+        """The directory of a staged layer that a ``size`` quota covers."""
+        return stage
 
     @abstractmethod
     def diff_path(self, layer_id: str) -> str:

@@ -140,6 +140,9 @@ class Aufs(Driver):
         os.mkdir(os.path.join(stage, "mnt"), 0o755)
         write_atomic(os.path.join(stage, "layers"), "".join(f"{a}\n" for a in chain), 0o644)
 
+    def quota_dir(self, stage: str) -> str:
+        return os.path.join(stage, "diff")
+
     def publish_layer(self, stage: str, layer_id: str, parent: str | None) -> None:
         """``layers/<id>`` and ``mnt/<id>`` first, then the one rename of ``diff/<id>`` that makes the layer
         exist. A crash in between leaves only entries without a diff dir, which cleanup removes."""

@@ -99,6 +99,9 @@ class Overlay2(Driver):
         # The link dangles until the layer is renamed into place: the layer appears in one rename.
         os.symlink(f"../{layer_id}/diff", os.path.join(self._links, link))
 
+    def quota_dir(self, stage: str) -> str:
+        return os.path.join(stage, "diff")
+
     def parent_gained_child(self, parent: str) -> None:
         path = os.path.join(self._dir(parent), "committed")
         if not os.path.exists(path):
