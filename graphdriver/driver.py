@@ -32,7 +32,7 @@ from .kernel import mountinfo, probe, quota
 from .kernel.unmount import unmount
 from .store.files import read_json, read_text, write_atomic, write_json
 from .store.locks import RootLock
-from .store.refs import Ref, RefStore, runtime_dir
+from .store.refs import Ref, RefStore, prune_runtime, runtime_dir
 
 _REGISTRY: dict[str, type[Driver]] = {}
 
@@ -71,10 +71,10 @@ class Driver(DiffMixin, ABC):
         self.root = os.path.abspath(root)
         self.home = os.path.join(self.root, self.name)
         self.options = dict(options or {})
-        for d in (self.home, self._staging, self._meta, self._refs_dir, self._children_dir):
+        for d in (self.home, self._staging, self._meta, self._children_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.lock = RootLock(os.path.join(self.home, ".lock"))
-        self.refs = RefStore(self._refs_dir)
+        self.refs = RefStore(self._refs_dir, self.home)
         self.setup()
 
     # -- paths of the generic state -------------------------------------------------------------
@@ -264,8 +264,8 @@ class Driver(DiffMixin, ABC):
         with self.lock.held():
             for entry in reversed(mountinfo.mounts_under(self.home)):
                 unmount(entry.mount_point)
-            for name in os.listdir(self._refs_dir):
-                self._unlink(os.path.join(self._refs_dir, name))
+            self.refs.remove()
+            prune_runtime()
             for name in os.listdir(self._staging):
                 self.discard(os.path.join(self._staging, name))
             for name in os.listdir(self._meta):

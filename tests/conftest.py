@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from graphdriver.kernel import mountinfo, syscalls
-from graphdriver.store.refs import runtime_dir
+from graphdriver.store.refs import prune_runtime, runtime_dir
 
 
 def unmount_all_under(path: str) -> None:
@@ -20,6 +20,13 @@ def unmount_all_under(path: str) -> None:
             syscalls.umount2(entry.mount_point, syscalls.MNT_DETACH)
         except OSError:
             pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prune_runtime_dirs() -> Iterator[None]:
+    """Tests make many short-lived roots: drop the tmpfs runtime dirs of those that are gone."""
+    yield
+    prune_runtime()
 
 
 @pytest.fixture

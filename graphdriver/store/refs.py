@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -68,8 +69,15 @@ class Ref:
 class RefStore:
     """Reads and writes reference counts under a directory. Callers hold the root lock."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, home: str = "") -> None:
         self.dir = directory
+        self.home = home
+
+    def _make_dir(self) -> None:
+        """Create the directory on first use, naming the root it belongs to (see :func:`prune_runtime`)."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        with open(os.path.join(self.dir, ".home"), "w") as f:
+            f.write(self.home)
 
     def path(self, layer_id: str) -> str:
         """The file holding ``layer_id``'s count."""
@@ -93,9 +101,10 @@ class RefStore:
         try:
             fd = os.open(self.path(layer_id), flags, 0o600)
         except FileNotFoundError:
-            if count:
-                raise
-            return
+            if not count:
+                return
+            self._make_dir()
+            fd = os.open(self.path(layer_id), flags, 0o600)
         try:
             os.pwrite(fd, record, 0)
             if os.fstat(fd).st_size != len(record):
@@ -118,9 +127,38 @@ class RefStore:
             return {}
         out = {}
         for name in names:
-            if ".tmp-" in name:
+            if ".tmp-" in name or name.startswith("."):
                 continue
             ref = self.read(name)
             if ref.count:
                 out[name] = ref
         return out
+
+    def remove(self) -> None:
+        """Forget every reference of this root (its runtime directory goes too)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def prune_runtime() -> list[str]:
+    """Remove the runtime directories of roots that no longer exist; returns what was removed."""
+    bases = {os.environ.get("GRAPHDRIVER_RUNTIME", ""), "/run/graphdriver", "/dev/shm/graphdriver"} - {""}
+    removed = []
+    for base in sorted(bases):
+        try:
+            entries = os.listdir(base)
+        except OSError:
+            continue
+        for name in entries:
+            d = os.path.join(base, name)
+            try:
+                with open(os.path.join(d, ".home")) as f:
+                    home = f.read()
+                gone = not home or not os.path.isdir(home)
+            except FileNotFoundError:
+                gone = not [n for n in os.listdir(d) if not n.startswith(".")]
+            except OSError:
+                continue
+            if gone:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+    return removed
