@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 from .driver import _REGISTRY, Driver
 from .errors import DriverMismatch, DriverUnsupported, NotRoot
@@ -44,7 +45,17 @@ def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
     if require_root and os.geteuid() != 0:
         raise NotRoot("graphdriver must run as root (it mounts filesystems and keeps owners)")
     root = os.path.abspath(root)
+    made = not os.path.isdir(root)
     os.makedirs(root, mode=0o711, exist_ok=True)
+    try:
+        return _open(root, name, options)
+    except BaseException:
+        if made:  # a refused open leaves no trace: not even the root directory it had to make to probe
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def _open(root: str, name: str | None, options: dict[str, str] | None) -> Driver:
     recorded = read_text(_record_path(root))
     table = backends()
     if name is None:

@@ -187,3 +187,12 @@ def test_demo_runs_and_cleans_up() -> None:
     assert "cleaned up" in out
     assert not [e for e in mountinfo.read_mountinfo() if "graphdriver-demo-" in e.mount_point]
     assert not [d for d in os.listdir(tempfile.gettempdir()) if d.startswith("graphdriver-demo-")]
+
+
+def test_a_refused_open_leaves_no_root_behind() -> None:
+    where = os.path.join(tempfile.mkdtemp(prefix="gd-test-"), "new-root")
+    try:
+        one_line_error(gd(where, "--driver", "nosuch", "info"), "unknown driver 'nosuch'")
+        assert not os.path.exists(where)
+    finally:
+        os.rmdir(os.path.dirname(where))
