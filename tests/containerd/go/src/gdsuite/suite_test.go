@@ -4,6 +4,9 @@
 //
 // Environment: GD_PYTHON (the interpreter that imports graphdriver; default python3), GD_SUITE_NAME (the
 // suite's name for the snapshotter; default "overlayfs"), GD_DRIVER (passed as --driver when set).
+//
+// The suite name matters in containerd 1.7: its Rename case renames a lower-layer directory unless the name is
+// "overlayfs" (overlayfs without redirect_dir answers EXDEV there), so overlay-backed servers run as "overlayfs".
 package gdsuite
 
 import (
