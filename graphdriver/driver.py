@@ -211,6 +211,10 @@ class Driver(DiffMixin, ABC):
             check_id(layer_id)
         except GraphDriverError:
             return False
+        return self._present(layer_id)
+
+    def _present(self, layer_id: str) -> bool:
+        """The layer directory and its record are both there (``layer_id`` already checked)."""
         return os.path.isdir(self.layer_path(layer_id)) and os.path.exists(self._meta_path(layer_id))
 
     def mount_count(self, layer_id: str) -> int:
@@ -308,7 +312,7 @@ class Driver(DiffMixin, ABC):
     # -- helpers ------------------------------------------------------------------------------
     def _require(self, layer_id: str) -> None:
         check_id(layer_id)
-        if not self.exists(layer_id):
+        if not self._present(layer_id):
             raise LayerNotFound(f"layer {layer_id} not found")
 
     @staticmethod

@@ -57,12 +57,7 @@ def supports_d_type(path: str) -> bool:
     """True when readdir on ``path``'s filesystem reports file types (overlay needs it)."""
     with tempfile.TemporaryDirectory(dir=path, prefix=".dtype-") as d:
         open(os.path.join(d, "f"), "w").close()
-        with os.scandir(d) as it:
-            for entry in it:
-                # DirEntry.is_file(follow_symlinks=False) needs no stat when d_type is known; Python
-                # exposes no d_type, so ask the C library through a stat-free check instead.
-                return entry.is_file(follow_symlinks=False) and _dtype_known(d)
-    return False
+        return _dtype_known(d)
 
 
 def _dtype_known(d: str) -> bool:

@@ -48,6 +48,15 @@ PLUGIN_DIR = "/run/docker/plugins"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def read_log(path: str) -> str:
+    """A daemon's log file so far ("" before it exists)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 class DockerError(RuntimeError):
     """A docker CLI call or the daemon failed; the message carries the output."""
 
@@ -185,11 +194,7 @@ class PluginProcess:
 
     def log(self) -> str:
         """The plugin's log so far."""
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def stop(self) -> None:
         """SIGTERM by PID (in-flight requests finish), then make sure the socket is gone (the log stays)."""
@@ -259,11 +264,7 @@ class Dockerd:
 
     def log(self) -> str:
         """dockerd's log so far."""
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def docker(self, *args: str, input: bytes | None = None, check: bool = True,
                timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
