@@ -15,6 +15,9 @@
  *       For each "TARGET<tab>UPPER<tab>WORK" line of TARGETSFILE in turn, the fsconfig mount above
  *       (all stay mounted); prints each mount's seconds, one a line, then unmounts them all (untimed).
  *
+ *   mount_baseline many-mount VERIFY TARGETSFILE
+ *       The same with mount(2), each line of TARGETSFILE being "TARGET<tab>DATA".
+ *
  * The first two chdir(CWD) first unless it is "-" (for relative paths). VERIFY 1 adds, after each
  * mount, what the kernel needs to show it: statx(TARGET) for the mount id and one statmount(2) of its
  * type, point, source and option array (the kernel's share of the driver's verification; nothing is
@@ -247,6 +250,36 @@ static void run_many(const char *lowersfile, const char *targetsfile, int nextra
 		printf("%.9f\n", took[i]);
 }
 
+/* The same with mount(2): each line of TARGETSFILE is "TARGET<tab>DATA" (the option data, at most a page). */
+static void run_many_mount(const char *targetsfile)
+{
+	size_t n;
+	char **lines = read_lines(targetsfile, &n);
+	char **data = calloc(n, sizeof(char *));
+	for (size_t i = 0; i < n; i++) {
+		char *tab = strchr(lines[i], '\t');
+		if (!tab) {
+			errno = EINVAL;
+			die("targets line", lines[i]);
+		}
+		*tab = '\0';
+		data[i] = tab + 1;
+	}
+	double *took = calloc(n, sizeof(double));
+	for (size_t i = 0; i < n; i++) {
+		double t0 = now();
+		if (mount("overlay", lines[i], "overlay", 0, data[i]) != 0)
+			die("mount", lines[i]);
+		look(lines[i]);
+		took[i] = now() - t0;
+	}
+	for (size_t i = n; i-- > 0;)
+		if (umount2(lines[i], UMOUNT_NOFOLLOW_) != 0)
+			die("umount2", lines[i]);
+	for (size_t i = 0; i < n; i++)
+		printf("%.9f\n", took[i]);
+}
+
 int main(int argc, char **argv)
 {
 	double t;
@@ -259,6 +292,10 @@ int main(int argc, char **argv)
 		iters = atol(argv[2]);
 		verify = atoi(argv[3]);
 		t = run_fsconfig(iters, argv[4], argv[5], argv[6], argv[7], argv[8], argc - 9, argv + 9);
+	} else if (argc >= 4 && strcmp(argv[1], "many-mount") == 0) {
+		verify = atoi(argv[2]);
+		run_many_mount(argv[3]);
+		return 0;
 	} else if (argc >= 5 && strcmp(argv[1], "many") == 0) {
 		verify = atoi(argv[2]);
 		run_many(argv[3], argv[4], argc - 5, argv + 5);
@@ -266,7 +303,8 @@ int main(int argc, char **argv)
 	} else {
 		fprintf(stderr, "usage: mount_baseline mount ITERS VERIFY TARGET CWD DATAFILE\n"
 				"       mount_baseline fsconfig ITERS VERIFY TARGET CWD UPPER WORK LOWERSFILE [OPT]...\n"
-				"       mount_baseline many VERIFY LOWERSFILE TARGETSFILE [OPT]...\n");
+				"       mount_baseline many VERIFY LOWERSFILE TARGETSFILE [OPT]...\n"
+				"       mount_baseline many-mount VERIFY TARGETSFILE\n");
 		return 2;
 	}
 	printf("%.9f\n", iters > 0 ? t / iters : 0.0);

@@ -163,47 +163,46 @@ class Driver(DiffMixin, ABC):
         """The path of the layer's root filesystem, mounting it on first use (reference counted)."""
         check_id(layer_id)
         with self.lock.held():
-            self._require(layer_id)
-            ref = self.refs.read(layer_id)
-            if not self.needs_mount(layer_id):
-                self.refs.write(layer_id, Ref(ref.count + 1, 0))
+            if not self.locate(layer_id):
+                with self.refs.record(layer_id) as rec:
+                    rec.set(Ref(rec.ref.count + 1, 0))
                 return self.rootfs_path(layer_id)
             target = self.mount_point(layer_id)
             current = mountinfo.current_mount_id(target)
-            if current is not None:
+            if current is None:
+                self.refs.write(layer_id, Ref(1, self.mount_layer(layer_id)))
+                return target
+            with self.refs.record(layer_id) as rec:
+                ref = rec.ref
                 if ref.count and ref.mnt_id == current:
-                    self.refs.write(layer_id, Ref(ref.count + 1, current))
+                    rec.set(Ref(ref.count + 1, current))
                     return target
                 problems = self.check_mount(layer_id, mountinfo.mount_at(target))
                 if problems:
                     raise MountFailed(f"layer {layer_id}: a foreign mount sits at {target} "
                                       f"({'; '.join(problems)}); run cleanup")
-                self.refs.write(layer_id, Ref(max(ref.count, 1) + 1, current))
+                rec.set(Ref(max(ref.count, 1) + 1, current))
                 return target
-            mnt_id = self.mount_layer(layer_id)
-            self.refs.write(layer_id, Ref(1, mnt_id))
-            return target
 
     def put(self, layer_id: str) -> None:
         """Drop one reference; the last one unmounts."""
         check_id(layer_id)
         with self.lock.held():
-            self._require(layer_id)
-            ref = self.refs.read(layer_id)
-            if not self.needs_mount(layer_id):
-                if not ref.count:
+            mounted = self.locate(layer_id)
+            with self.refs.record(layer_id) as rec:
+                ref = rec.ref
+                if not mounted:
+                    if not ref.count:
+                        raise LayerNotMounted(f"layer {layer_id} is not mounted")
+                    rec.set(Ref(ref.count - 1, 0))
+                    return
+                if ref.count > 1 and mountinfo.current_mount_id(self.mount_point(layer_id)) is not None:
+                    rec.set(Ref(ref.count - 1, ref.mnt_id))
+                    return
+                if ref.count > 1 or not self.unmount_layer(layer_id):  # the kernel shows nothing there
+                    self.refs.drop(layer_id)
                     raise LayerNotMounted(f"layer {layer_id} is not mounted")
-                self.refs.write(layer_id, Ref(ref.count - 1, 0))
-                return
-            target = self.mount_point(layer_id)
-            if mountinfo.current_mount_id(target) is None:
-                self.refs.drop(layer_id)
-                raise LayerNotMounted(f"layer {layer_id} is not mounted")
-            if ref.count > 1:
-                self.refs.write(layer_id, Ref(ref.count - 1, ref.mnt_id))
-                return
-            self.unmount_layer(layer_id)
-            self.refs.write(layer_id, Ref())  # zeroed in place: cheaper than an unlink on the hot path
+                rec.set(Ref())  # zeroed in place: cheaper than an unlink on the hot path
 
     def exists(self, layer_id: str) -> bool:
         """True when the layer is there (a bad id is simply absent)."""
@@ -396,6 +395,15 @@ class Driver(DiffMixin, ABC):
         """True when ``get`` must mount a union."""
         return False
 
+    def locate(self, layer_id: str) -> bool:
+        """:meth:`needs_mount` of a layer that must exist (:class:`LayerNotFound` if not); the id is checked.
+
+        The get/put path's one look at the layout: a backend may answer with a single syscall.
+        """
+        if not self._present(layer_id):
+            raise LayerNotFound(f"layer {layer_id} not found")
+        return self.needs_mount(layer_id)
+
     def mount_point(self, layer_id: str) -> str:
         """Where the union is mounted."""
         return self.rootfs_path(layer_id)
@@ -404,9 +412,9 @@ class Driver(DiffMixin, ABC):
         """Plan, execute and verify the union mount; returns the kernel's mount id."""
         raise NotImplementedError(f"{self.name} does not mount")
 
-    def unmount_layer(self, layer_id: str) -> None:
-        """Undo :meth:`mount_layer`."""
-        unmount(self.mount_point(layer_id))
+    def unmount_layer(self, layer_id: str) -> bool:
+        """Undo :meth:`mount_layer`; False when nothing was mounted."""
+        return unmount(self.mount_point(layer_id))
 
     def check_mount(self, layer_id: str, entry: mountinfo.MountEntry | None) -> list[str]:
         """Compare the kernel's view of a mount with the plan; return the differences."""

@@ -260,16 +260,18 @@ class Aufs(Driver):
         assert entry is not None
         return entry.mnt_id
 
-    def unmount_layer(self, layer_id: str) -> None:
+    def unmount_layer(self, layer_id: str) -> bool:
         """``auplink <mnt> flush`` (settles pseudo-links into the rw branch) when aufs-tools is there, then
-        umount2 with EBUSY retries."""
+        umount2 with EBUSY retries. False when nothing was mounted."""
         target = self.mount_point(layer_id)
+        if mountinfo.current_mount_id(target) is None:
+            return False
         auplink = shutil.which("auplink")
         if auplink:
             code, _out, err = local[auplink][target, "flush"].run(retcode=None)
             if code != 0:
                 log.warning("auplink %s flush exited %s: %s", target, code, err.strip())
-        unmount(target)
+        return unmount(target)
 
     def check_mount(self, layer_id: str, entry: mountinfo.MountEntry | None) -> list[str]:
         return self._check(self.plan(layer_id), entry)

@@ -54,6 +54,10 @@ class Overlay2(Driver):
         #: ``l/<link>`` -> absolute diff dir. A link is random, made once with its layer and removed with
         #: it, and its layer can only go once no layer lists it as a lower: safe to read once per object.
         self._link_dirs: dict[str, str] = {}
+        #: layer id -> (identity of its ``lower`` file, plan). A layer's lowers never change while it
+        #: exists; the identity check catches a layer removed and made again by another process.
+        self._plans: dict[str, tuple[tuple[int, int, int], OverlayPlan]] = {}
+        self._located: tuple[str, tuple[int, int, int]] | None = None
 
     # -- layout ---------------------------------------------------------------------------------
     @property
@@ -75,12 +79,21 @@ class Overlay2(Driver):
     def mount_point(self, layer_id: str) -> str:
         return f"{self.home}/{layer_id}/merged"
 
+
     def _lower_links(self, layer_id: str) -> list[str]:
         lower = read_text(f"{self.home}/{layer_id}/lower", "")
         return lower.split(":") if lower else []
 
     def needs_mount(self, layer_id: str) -> bool:
         return os.path.exists(f"{self.home}/{layer_id}/lower")
+
+    def locate(self, layer_id: str) -> bool:
+        try:  # a lower file: the layer is there (its record was written before it appeared) and mounts
+            st = os.stat(f"{self.home}/{layer_id}/lower")
+        except (FileNotFoundError, NotADirectoryError):
+            return super().locate(layer_id)
+        self._located = (layer_id, (st.st_ino, st.st_mtime_ns, st.st_size))  # for mount_layer, next
+        return True
 
     # -- create / remove ------------------------------------------------------------------------
     def build_layer(self, stage: str, layer_id: str, parent: str | None, rw: bool) -> None:
@@ -113,6 +126,7 @@ class Overlay2(Driver):
         if link:
             self._unlink(os.path.join(self._links, link))
             self._link_dirs.pop(f"l/{link}", None)
+        self._plans.pop(layer_id, None)
 
     def cleanup_backend(self) -> None:
         for name in os.listdir(self._links):
@@ -123,11 +137,12 @@ class Overlay2(Driver):
     # -- plan / execute / verify ----------------------------------------------------------------
     @cached_property
     def mount_api(self) -> str:
-        """``fsconfig`` (lowerdir+, kernel 6.8+) or ``mount`` (one page of mount(2) data)."""
+        """``auto`` (mount(2) while the options fit a page, else fsconfig ``lowerdir+``: kernel 6.8+),
+        ``mount`` (mount(2) only: kernels without lowerdir+, or asked for) or ``fsconfig`` (always)."""
         wanted = self.options.get("overlay2.mount_api", "auto")
         if wanted in ("fsconfig", "mount"):
             return wanted
-        return "fsconfig" if probe.overlay_lowerdir_plus() else "mount"
+        return "auto" if probe.overlay_lowerdir_plus() else "mount"
 
     @cached_property
     def _extra_options(self) -> tuple[str, ...]:
@@ -151,18 +166,33 @@ class Overlay2(Driver):
             dirs.append(path)
         return dirs, links
 
-    def plan(self, layer_id: str) -> OverlayPlan:
-        """The overlay mount ``get`` would make for this layer (reads the layout, mounts nothing)."""
+    def plan(self, layer_id: str, key: tuple[int, int, int] | None = None) -> OverlayPlan:
+        """The overlay mount ``get`` would make for this layer (reads the layout, mounts nothing).
+
+        ``key``: the ``lower`` file's identity when the caller has just looked (else it is looked up).
+        """
+        if key is None:
+            try:
+                st = os.stat(f"{self.home}/{layer_id}/lower")
+                key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                key = (0, 0, 0)  # a base layer: plan_overlay says why it cannot be mounted
+        cached = self._plans.get(layer_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         dirs, links = self._resolve_lowers(layer_id)
         d = self._dir(layer_id)
-        return plan_overlay(self.mount_point(layer_id), dirs, os.path.join(d, "diff"), os.path.join(d, "work"),
-                            api=self.mount_api, short_lowers=links, cwd=self.home,
-                            page_size=probe.page_size(), extra=self._extra_options)
+        plan = plan_overlay(self.mount_point(layer_id), dirs, f"{d}/diff", f"{d}/work", api=self.mount_api,
+                            short_lowers=links, cwd=self.home, page_size=probe.page_size(),
+                            extra=self._extra_options)
+        self._plans[layer_id] = (key, plan)
+        return plan
 
     def mount_layer(self, layer_id: str) -> int:
-        plan = self.plan(layer_id)
+        located, self._located = self._located, None  # set by locate() in this same locked call
+        plan = self.plan(layer_id, located[1] if located is not None and located[0] == layer_id else None)
         mount_overlay(plan)
-        entry = mountinfo.mount_at(plan.target)
+        entry = mountinfo.mount_at(plan.target, len(plan.shown_lowers), brief=True)
         problems = check_overlay(plan, entry)
         if problems:
             try:
@@ -174,8 +204,8 @@ class Overlay2(Driver):
         assert entry is not None
         return entry.mnt_id
 
-    def unmount_layer(self, layer_id: str) -> None:
-        unmount(self.mount_point(layer_id))
+    def unmount_layer(self, layer_id: str) -> bool:
+        return unmount(self.mount_point(layer_id))
 
     def check_mount(self, layer_id: str, entry: mountinfo.MountEntry | None) -> list[str]:
         return check_overlay(self.plan(layer_id), entry)
@@ -192,7 +222,9 @@ class Overlay2(Driver):
         return meta
 
     def backend_status(self) -> list[tuple[str, str]]:
-        api = "fsconfig lowerdir+" if self.mount_api == "fsconfig" else "mount(2), one page of options"
+        api = {"fsconfig": "fsconfig lowerdir+",
+               "auto": "mount(2) while the options fit a page, else fsconfig lowerdir+"}.get(
+                   self.mount_api, "mount(2), one page of options")
         verify = "statmount(2)" if syscalls.statmount_supported() else "/proc/self/mountinfo"
         return [("Supports d_type", "true"), ("Mount API", api), ("Verified with", verify),
                 ("Max lower layers", str(OVL_MAX_STACK))]

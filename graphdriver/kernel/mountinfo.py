@@ -22,16 +22,27 @@ def split_options(opts: str) -> tuple[str, ...]:
     return tuple(unescape(o) for o in opts.split(",") if o)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class MountEntry:
-    """One mount as the kernel reports it."""
+    """One mount as the kernel reports it.
+
+    The fs options come parsed (``parsed``, from mountinfo) or as statmount's array (``option_blob``:
+    NUL-terminated strings), which is decoded only when :attr:`options` is asked for: an overlay of 500
+    lowers carries 500 of them, and the planned lowers can be compared with the blob as it is.
+    """
 
     mnt_id: int
     mount_point: str
     fs_type: str
     source: str
     read_only: bool
-    options: tuple[str, ...]
+    parsed: tuple[str, ...] = ()
+    option_blob: bytes = b""
+
+    @cached_property
+    def options(self) -> tuple[str, ...]:
+        """The fs options, in the kernel's order (``rw``/``ro`` left out)."""
+        return syscalls.decode_option_blob(self.option_blob) if self.option_blob else self.parsed
 
     def option_values(self, key: str) -> list[str]:
         """Every value given for ``key`` (``lowerdir+`` repeats), in order."""
@@ -65,7 +76,7 @@ def parse_mountinfo_line(line: str) -> MountEntry:
         fs_type=fstype,
         source=unescape(source),
         read_only="ro" in mnt_opts or "ro" in sb,
-        options=tuple(o for o in sb if o not in ("rw", "ro")),
+        parsed=tuple(o for o in sb if o not in ("rw", "ro")),
     )
 
 
@@ -87,11 +98,13 @@ def _statmount_ok() -> bool:
     return syscalls.statmount_supported()
 
 
-def mount_at(path: str) -> MountEntry | None:
+def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntry | None:
     """The mount whose root is at ``path``, or None when nothing is mounted there.
 
     Uses statx + statmount (cost independent of how many mounts exist) where the kernel has them,
-    else scans mountinfo for the topmost mount at that point.
+    else scans mountinfo for the topmost mount at that point. ``size_hint``: the bytes of options
+    expected (statmount's first buffer is sized from it). ``brief``: statmount leaves out the mount
+    point and source (empty), which a plan check never reads.
     """
     try:
         mid = syscalls.mount_id(path)
@@ -100,8 +113,9 @@ def mount_at(path: str) -> MountEntry | None:
     if not mid.is_mount_root:
         return None
     if mid.unique and _statmount_ok():
-        sm = syscalls.statmount(mid.mnt_id)
-        return MountEntry(sm.mnt_id, sm.mount_point, sm.fs_type, sm.source, sm.read_only, sm.options)
+        sm = syscalls.statmount(mid.mnt_id, 2048 + len(path) + size_hint + (size_hint >> 3), brief=brief)
+        return MountEntry(sm.mnt_id, sm.mount_point, sm.fs_type, sm.source, sm.read_only,
+                          option_blob=sm.option_blob)
     real = os.path.realpath(path)
     found = [e for e in read_mountinfo() if e.mount_point == real]
     return found[-1] if found else None

@@ -1,57 +1,60 @@
-"""Execute an overlay mount plan: fsopen/fsconfig/fsmount/move_mount, or mount(2) from a directory."""
+"""Execute an overlay mount plan: fsopen/fsconfig/fsmount/move_mount, or mount(2).
+
+Relative paths in a plan (Docker's short ``l/`` links) are resolved by the kernel from the calling
+thread's working directory. Each time, the thread first stops sharing its working directory with any
+other thread (``unshare(CLONE_FS)``: threads it started since the last time shared it again), then
+enters the plan's directory and goes back: no other thread ever sees the change. The one lasting
+effect: that thread's cwd, root and umask are its own from then on (a later ``chdir`` or ``umask`` in
+another thread no longer reaches it, nor its in theirs).
+"""
 
 from __future__ import annotations
 
 import os
-import sys
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..errors import MountFailed
-from ..plan.overlay import FSCONFIG_VALUE_MAX, OverlayPlan
+from ..plan.overlay import OverlayPlan
 from . import syscalls
 
-_CWD_LOCK = threading.Lock()  # mount(2) with relative paths needs the process's cwd
-_FS_ENCODING = sys.getfilesystemencoding()
+
+@contextmanager
+def working_dir(path: str | None) -> Iterator[None]:
+    """Run the block in ``path`` (None: where we are), with a working directory private to this thread."""
+    if path is None:
+        yield
+        return
+    syscalls.unshare(syscalls.CLONE_FS)  # a copy only while another thread shares it: cheap
+    back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir(path)
+        yield
+    finally:
+        os.fchdir(back)
+        os.close(back)
 
 
 def mount_overlay(plan: OverlayPlan) -> None:
     """Ask the kernel for the planned overlay at ``plan.target``. Raises MountFailed with its reason."""
     try:
-        if plan.api == "fsconfig":
-            _mount_fsconfig(plan)
+        if plan.cwd is None:
+            _mount(plan)
         else:
-            _mount_legacy(plan)
+            with working_dir(plan.cwd):
+                _mount(plan)
     except OSError as e:
         raise MountFailed(f"overlay mount at {plan.target} failed: {e.strerror or e}") from None
 
 
-def _mount_fsconfig(plan: OverlayPlan) -> None:
+def _mount(plan: OverlayPlan) -> None:
+    if plan.api != "fsconfig":
+        target, data = plan.mount_args
+        syscalls.mount(b"overlay", target, b"overlay", 0, data)
+        return
     fd = syscalls.fsopen("overlay")
     try:
-        syscalls.fsconfig_string(fd, "source", "overlay")
-        batch: list[bytes] = []  # consecutive lowers passed by path, one fsconfig each
-        for lower in plan.lowers:
-            raw = lower.encode(_FS_ENCODING, "surrogateescape")  # what os.fsencode does
-            if len(raw) <= FSCONFIG_VALUE_MAX:  # else too long for a string: by fd (plan.by_fd)
-                batch.append(raw)
-                continue
-            syscalls.fsconfig_strings(fd, "lowerdir+", batch)
-            batch = []
-            dfd = os.open(lower, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                syscalls.fsconfig_fd(fd, "lowerdir+", dfd)
-            finally:
-                os.close(dfd)
-        syscalls.fsconfig_strings(fd, "lowerdir+", batch)
-        if plan.upper:
-            syscalls.fsconfig_string(fd, "upperdir", plan.upper)
-            syscalls.fsconfig_string(fd, "workdir", plan.work or "")
-        for opt in plan.extra:
-            key, eq, value = opt.partition("=")
-            if eq:
-                syscalls.fsconfig_string(fd, key, value)
-            else:
-                syscalls.fsconfig_flag(fd, key)
+        syscalls.fsconfig_params(fd, plan.fs_params)
         syscalls.fsconfig_create(fd)
         mfd = syscalls.fsmount(fd)
         try:
@@ -60,18 +63,3 @@ def _mount_fsconfig(plan: OverlayPlan) -> None:
             os.close(mfd)
     finally:
         os.close(fd)
-
-
-def _mount_legacy(plan: OverlayPlan) -> None:
-    data = plan.mount_data()
-    if plan.cwd is None:
-        syscalls.mount("overlay", plan.target, "overlay", 0, data)
-        return
-    with _CWD_LOCK:
-        back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.chdir(plan.cwd)
-            syscalls.mount("overlay", plan.target, "overlay", 0, data)
-        finally:
-            os.fchdir(back)
-            os.close(back)

@@ -9,17 +9,19 @@ import ctypes
 import os
 import struct
 import sys
-from dataclasses import dataclass
+import threading
+from typing import NamedTuple
 
 _FS_ENCODING = sys.getfilesystemencoding()  # what os.fsencode/os.fsdecode use, with surrogateescape
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.syscall.restype = ctypes.c_long
-# fsconfig(2) with a prototype, for the per-lower loop: no per-call argument wrapping.
-_fsconfig = _libc["syscall"]
-_fsconfig.restype = ctypes.c_long
-_fsconfig.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+# syscall(2) for the get/put path (fsconfig runs once per lower, 500 times a mount at most): without
+# argtypes, which ctypes converts faster (0.8 against 1.3 us a call here). Every argument is an int
+# (passed as a C int, sign-extended to the register), bytes or None (char *).
+_sys = _libc["syscall"]
+_sys.restype = ctypes.c_long
 
 # x86_64 / generic syscall numbers (the new mount API shares numbers across architectures).
 SYS_OPEN_TREE = 428
@@ -80,75 +82,81 @@ def _check_fc(ret: int, fd: int, what: str, path: str | None = None) -> int:
     return ret
 
 
-def _b(s: str | None) -> bytes | None:
+def _b(s: str | bytes | None) -> bytes | None:
     if type(s) is str:  # the common case, without os.fsencode's checks (same encoding and error handler)
         return s.encode(_FS_ENCODING, "surrogateescape")
+    if type(s) is bytes:
+        return s
     return None if s is None else os.fsencode(s)
 
 
-def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str | bytes | None = None) -> None:
+def mount(source: str | bytes, target: str | bytes, fstype: str | bytes | None, flags: int = 0,
+          data: str | bytes | None = None) -> None:
     """mount(2). ``data`` goes to the kernel as is (it silently cuts it at one page)."""
     raw = data.encode() if isinstance(data, str) else data
-    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, raw), "mount", target)
+    if _libc.mount(_b(source), _b(target), _b(fstype), flags, raw) < 0:
+        _check(-1, "mount", os.fsdecode(target))
 
 
 def umount2(target: str, flags: int = 0) -> None:
     """umount2(2)."""
-    _check(_libc.umount2(_b(target), flags), "umount2", target)
+    if _libc.umount2(_b(target), flags) < 0:
+        _check(-1, "umount2", target)
 
 
 def fsopen(fstype: str) -> int:
     """fsopen(2): a new filesystem context."""
-    return _check(_libc.syscall(SYS_FSOPEN, _b(fstype), ctypes.c_uint(FSOPEN_CLOEXEC)), f"fsopen {fstype}")
+    return _check(_sys(SYS_FSOPEN, _b(fstype), FSOPEN_CLOEXEC), f"fsopen {fstype}")
 
 
 def fsconfig_string(fd: int, key: str, value: str) -> None:
     """fsconfig(FSCONFIG_SET_STRING). The kernel takes at most 256 bytes of value."""
-    ret = _libc.syscall(SYS_FSCONFIG, ctypes.c_int(fd), ctypes.c_uint(FSCONFIG_SET_STRING),
-                        _b(key), _b(value), ctypes.c_int(0))
-    _check_fc(ret, fd, f"fsconfig {key}={value}", value)
+    if _sys(SYS_FSCONFIG, fd, FSCONFIG_SET_STRING, _b(key), _b(value) or b"", 0) < 0:
+        _check_fc(-1, fd, f"fsconfig {key}={value}", value)
 
 
-def fsconfig_strings(fd: int, key: str, values: list[bytes]) -> None:
-    """fsconfig(FSCONFIG_SET_STRING) of ``key`` once per value, in order (``lowerdir+``)."""
-    raw_key = os.fsencode(key)
-    for value in values:
-        if _fsconfig(SYS_FSCONFIG, fd, FSCONFIG_SET_STRING, raw_key, value, 0) < 0:
-            _check_fc(-1, fd, f"fsconfig {key}={os.fsdecode(value)}", os.fsdecode(value))
+def fsconfig_params(fd: int, params: tuple[tuple[bytes, bytes | str | None], ...]) -> None:
+    """fsconfig(2) of each (key, value) in order: bytes by string, None as a flag, a str path by fd."""
+    call = _sys
+    for key, value in params:
+        if type(value) is bytes:
+            if call(SYS_FSCONFIG, fd, FSCONFIG_SET_STRING, key, value, 0) < 0:
+                _check_fc(-1, fd, f"fsconfig {os.fsdecode(key)}={os.fsdecode(value)}", os.fsdecode(value))
+        elif value is None:
+            fsconfig_flag(fd, os.fsdecode(key))
+        else:
+            dfd = os.open(value, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fsconfig_fd(fd, os.fsdecode(key), dfd)
+            finally:
+                os.close(dfd)
 
 
 def fsconfig_flag(fd: int, key: str) -> None:
     """fsconfig(FSCONFIG_SET_FLAG)."""
-    ret = _libc.syscall(SYS_FSCONFIG, ctypes.c_int(fd), ctypes.c_uint(FSCONFIG_SET_FLAG),
-                        _b(key), None, ctypes.c_int(0))
-    _check_fc(ret, fd, f"fsconfig {key}")
+    _check_fc(_sys(SYS_FSCONFIG, fd, FSCONFIG_SET_FLAG, _b(key), None, 0), fd, f"fsconfig {key}")
 
 
 def fsconfig_fd(fd: int, key: str, value_fd: int) -> None:
     """fsconfig(FSCONFIG_SET_FD): pass a directory by file descriptor."""
-    ret = _libc.syscall(SYS_FSCONFIG, ctypes.c_int(fd), ctypes.c_uint(FSCONFIG_SET_FD),
-                        _b(key), None, ctypes.c_int(value_fd))
-    _check_fc(ret, fd, f"fsconfig {key}=<fd>")
+    _check_fc(_sys(SYS_FSCONFIG, fd, FSCONFIG_SET_FD, _b(key), None, value_fd), fd, f"fsconfig {key}=<fd>")
 
 
 def fsconfig_create(fd: int) -> None:
     """fsconfig(FSCONFIG_CMD_CREATE): make the superblock."""
-    ret = _libc.syscall(SYS_FSCONFIG, ctypes.c_int(fd), ctypes.c_uint(FSCONFIG_CMD_CREATE),
-                        None, None, ctypes.c_int(0))
-    _check_fc(ret, fd, "fsconfig create")
+    if _sys(SYS_FSCONFIG, fd, FSCONFIG_CMD_CREATE, None, None, 0) < 0:
+        _check_fc(-1, fd, "fsconfig create")
 
 
 def fsmount(fd: int, attr_flags: int = 0) -> int:
     """fsmount(2): a detached mount of the context's superblock."""
-    ret = _libc.syscall(SYS_FSMOUNT, ctypes.c_int(fd), ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(attr_flags))
-    return _check_fc(ret, fd, "fsmount")
+    return _check_fc(_sys(SYS_FSMOUNT, fd, FSMOUNT_CLOEXEC, attr_flags), fd, "fsmount")
 
 
 def move_mount(mount_fd: int, target: str) -> None:
     """move_mount(2): attach a detached mount at ``target``."""
-    ret = _libc.syscall(SYS_MOVE_MOUNT, ctypes.c_int(mount_fd), b"", ctypes.c_int(AT_FDCWD), _b(target),
-                        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
-    _check(ret, "move_mount", target)
+    if _sys(SYS_MOVE_MOUNT, mount_fd, b"", AT_FDCWD, _b(target), MOVE_MOUNT_F_EMPTY_PATH) < 0:
+        _check(-1, "move_mount", target)
 
 
 def context_log(fd: int) -> str:
@@ -163,6 +171,14 @@ def context_log(fd: int) -> str:
             break
         msgs.append(chunk.decode(errors="replace").strip())
     return f" ({'; '.join(msgs)})" if msgs else ""
+
+
+CLONE_FS = 0x00000200
+
+
+def unshare(flags: int) -> None:
+    """unshare(2) for the calling thread."""
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
 
 
 def new_mount_api() -> bool:
@@ -187,8 +203,7 @@ class _Statx(ctypes.Structure):
                 ("_spare", ctypes.c_uint8 * 104)]
 
 
-@dataclass(frozen=True)
-class MountID:
+class MountID(NamedTuple):
     """Which mount a path lives on: the mount id and whether the path is that mount's root."""
 
     mnt_id: int
@@ -196,71 +211,123 @@ class MountID:
     is_mount_root: bool
 
 
+_tls = threading.local()  # per-thread reusable buffers for the get/put path
+
+
 def mount_id(path: str) -> MountID:
     """statx(2) for the mount id of ``path`` (unique 64-bit id on 6.8+, else the reusable one)."""
-    buf = _Statx()
-    ret = _libc.syscall(SYS_STATX, ctypes.c_int(AT_FDCWD), _b(path), ctypes.c_int(AT_SYMLINK_NOFOLLOW),
-                        ctypes.c_uint(STATX_MNT_ID_UNIQUE | STATX_MNT_ID), ctypes.byref(buf))
-    _check(ret, "statx", path)
+    held = getattr(_tls, "statx", None)
+    if held is None:
+        buf = _Statx()
+        held = _tls.statx = (buf, ctypes.byref(buf))
+    buf, ref = held
+    raw = path.encode(_FS_ENCODING, "surrogateescape") if type(path) is str else os.fsencode(path)
+    if _sys(SYS_STATX, AT_FDCWD, raw, AT_SYMLINK_NOFOLLOW, STATX_MNT_ID_UNIQUE | STATX_MNT_ID, ref) < 0:
+        _check(-1, "statx", path)
     unique = bool(buf.stx_mask & STATX_MNT_ID_UNIQUE)
-    root = bool(buf.stx_attributes & STATX_ATTR_MOUNT_ROOT) if buf.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT \
-        else os.path.ismount(path)
+    if buf.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT:
+        root = bool(buf.stx_attributes & STATX_ATTR_MOUNT_ROOT)
+    else:
+        root = os.path.ismount(path)
     return MountID(buf.stx_mnt_id, unique, root)
 
 
-@dataclass(frozen=True)
-class StatMount:
-    """What statmount(2) says of one mount."""
+class StatMount(NamedTuple):
+    """What statmount(2) says of one mount. ``option_blob``: the fs options, each NUL-terminated."""
 
     mnt_id: int
     fs_type: str
     mount_point: str
     source: str
     read_only: bool
-    options: tuple[str, ...]
+    option_blob: bytes
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The fs options, decoded."""
+        return decode_option_blob(self.option_blob)
 
 
-# Offsets in struct statmount (include/uapi/linux/mount.h).
-_SM_HEAD = struct.Struct("=IIQIIQII QQII QQQQQ II Q II IIII")
+def decode_option_blob(blob: bytes) -> tuple[str, ...]:
+    """statmount's option array (NUL-terminated strings, in order) as strings."""
+    return tuple(o.decode(_FS_ENCODING, "surrogateescape") for o in blob.split(b"\0")[:-1])
+
+
 _SM_SIZE = 512  # the fixed part, spares included
-
-
-def statmount(mnt_id: int, bufsize: int = 1 << 16) -> StatMount:
-    """statmount(2) of a unique mount id: type, mount point, source, read-only and the fs options."""
-    mask = (STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC | STATMOUNT_MNT_POINT | STATMOUNT_FS_TYPE
+_SM_MASK = (STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC | STATMOUNT_MNT_POINT | STATMOUNT_FS_TYPE
             | STATMOUNT_SB_SOURCE | STATMOUNT_OPT_ARRAY)
-    req = struct.pack("=IIQQ", 24, 0, mnt_id, mask)
-    while True:
-        buf = ctypes.create_string_buffer(bufsize)
-        ret = _libc.syscall(SYS_STATMOUNT, ctypes.c_char_p(req), buf, ctypes.c_size_t(bufsize), ctypes.c_uint(0))
-        if ret < 0 and ctypes.get_errno() == 75 and bufsize < (1 << 24):  # EOVERFLOW: grow
-            bufsize *= 4
-            continue
-        _check(ret, f"statmount {mnt_id}")
-        break
-    used = struct.unpack_from("=I", buf, 0)[0]  # the size the kernel filled in, strings included
-    raw = ctypes.string_at(buf, used if _SM_SIZE <= used <= bufsize else bufsize)
-    f = _SM_HEAD.unpack_from(raw, 0)
-    (_size, _mnt_opts, got, _maj, _min, _magic, sb_flags, fs_type, got_id, _parent, _old, _oldp,
-     mnt_attr, _prop, _peer, _master, _pfrom, _root, mnt_point, _ns, _subtype, sb_source,
-     opt_num, opt_array, _sec_num, _sec_array) = f
+
+
+_SM_REQ = struct.Struct("=IIQQ")
+#: The fields of struct statmount that are read: size, mask, sb_flags, fs_type, mnt_id, mnt_attr,
+#: mnt_point, sb_source, opt_num, opt_array (offsets from include/uapi/linux/mount.h).
+_SM_READ = struct.Struct("=I4xQ16xIIQ16xQ36xI12xIII")
+
+
+_SM_BRIEF = STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC | STATMOUNT_FS_TYPE | STATMOUNT_OPT_ARRAY
+
+
+def statmount(mnt_id: int, bufsize: int = 1 << 12, *, brief: bool = False) -> StatMount:
+    """statmount(2) of a unique mount id: type, mount point, source, read-only and the fs options.
+
+    ``bufsize`` is a first guess (the kernel allocates as much for its rendering, so a small guess is
+    cheaper); on EOVERFLOW the call is repeated with four times the room. ``brief``: type, read-only
+    and options only (mount point and source come back empty): what a check after a mount compares.
+    """
+    if brief:
+        return _statmount_brief(mnt_id, bufsize)
+    buf = _statmount_buffer(_SM_REQ.pack(24, 0, mnt_id, _SM_MASK), max(bufsize, _SM_SIZE + 1024), "statmount")
+    (used, got, sb_flags, fs_type, got_id, mnt_attr, mnt_point, sb_source,
+     opt_num, opt_array) = _SM_READ.unpack_from(buf, 0)
+    raw = ctypes.string_at(buf, used if _SM_SIZE <= used <= len(buf) else len(buf))
 
     def s(off: int) -> str:
         start = _SM_SIZE + off
-        return os.fsdecode(raw[start:raw.index(b"\0", start)])
+        return raw[start:raw.index(b"\0", start)].decode(_FS_ENCODING, "surrogateescape")
 
-    opts: list[str] = []
-    if got & STATMOUNT_OPT_ARRAY and opt_num:
-        fields = raw[_SM_SIZE + opt_array:].split(b"\0", opt_num)[:opt_num]  # NUL-terminated, in order
-        opts = [o.decode(_FS_ENCODING, "surrogateescape") for o in fields]
-    return StatMount(
-        mnt_id=got_id,
-        fs_type=s(fs_type) if got & STATMOUNT_FS_TYPE else "",
-        mount_point=s(mnt_point) if got & STATMOUNT_MNT_POINT else "",
-        source=s(sb_source) if got & STATMOUNT_SB_SOURCE else "",
-        read_only=bool(sb_flags & SB_RDONLY) or bool(mnt_attr & MOUNT_ATTR_RDONLY),
-        options=tuple(opts),
-    )
+    blob = b""
+    if got & STATMOUNT_OPT_ARRAY and opt_num:  # opt_num NUL-terminated strings from opt_array on
+        # The kernel lays the strings out one after another: the array ends where the next one starts.
+        others = [off for flag, off in ((STATMOUNT_FS_TYPE, fs_type), (STATMOUNT_MNT_POINT, mnt_point),
+                                        (STATMOUNT_SB_SOURCE, sb_source)) if got & flag and off > opt_array]
+        start = _SM_SIZE + opt_array
+        blob = raw[start:_SM_SIZE + min(others) if others else len(raw)]
+        if blob.count(b"\0") != opt_num:  # some other layout: walk the strings
+            end = start
+            for _ in range(opt_num):
+                end = raw.index(b"\0", end) + 1
+            blob = raw[start:end]
+    return StatMount(got_id, s(fs_type) if got & STATMOUNT_FS_TYPE else "",
+                     s(mnt_point) if got & STATMOUNT_MNT_POINT else "",
+                     s(sb_source) if got & STATMOUNT_SB_SOURCE else "",
+                     bool(sb_flags & SB_RDONLY) or bool(mnt_attr & MOUNT_ATTR_RDONLY), blob)
+
+
+def _statmount_buffer(req: bytes, bufsize: int, what: str) -> ctypes.Array[ctypes.c_char]:
+    """The calling thread's statmount buffer, filled for ``req`` (grown on EOVERFLOW)."""
+    while True:
+        buf = getattr(_tls, "statmount", None)
+        if buf is None or len(buf) < bufsize:
+            buf = _tls.statmount = ctypes.create_string_buffer(bufsize)
+        if _sys(SYS_STATMOUNT, req, buf, len(buf), 0) >= 0:
+            return buf
+        if ctypes.get_errno() != 75 or bufsize >= (1 << 24):  # EOVERFLOW: grow, else fail
+            _check(-1, f"{what} {_SM_REQ.unpack(req)[2]}")
+        bufsize = len(buf) * 4
+
+
+def _statmount_brief(mnt_id: int, bufsize: int) -> StatMount:
+    buf = _statmount_buffer(_SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF), max(bufsize, _SM_SIZE + 512), "statmount")
+    (used, got, sb_flags, fs_type, got_id, mnt_attr, _point, _source,
+     opt_num, opt_array) = _SM_READ.unpack_from(buf, 0)
+    base = ctypes.addressof(buf) + _SM_SIZE
+    fs = ctypes.string_at(base + fs_type).decode() if got & STATMOUNT_FS_TYPE else ""
+    blob = b""
+    if got & STATMOUNT_OPT_ARRAY and opt_num:  # the last strings the kernel wrote, with this mask
+        blob = ctypes.string_at(base + opt_array, min(used, len(buf)) - _SM_SIZE - opt_array)
+        if blob.count(b"\0") != opt_num:  # some other layout: keep exactly opt_num strings
+            blob = b"".join(p + b"\0" for p in blob.split(b"\0")[:opt_num])
+    return StatMount(got_id, fs, "", "", bool(sb_flags & SB_RDONLY) or bool(mnt_attr & MOUNT_ATTR_RDONLY), blob)
 
 
 def statmount_supported() -> bool:

@@ -36,15 +36,18 @@ def holders(path: str) -> list[str]:
     return found
 
 
-def unmount(target: str, *, retries: int = 5, delay: float = 0.05) -> None:
-    """umount2(target); EBUSY is retried, then reported as :class:`MountBusy` naming the holders."""
+def unmount(target: str, *, retries: int = 5, delay: float = 0.05) -> bool:
+    """umount2(target); EBUSY is retried, then reported as :class:`MountBusy` naming the holders.
+
+    Returns False when nothing was mounted there.
+    """
     for attempt in range(retries + 1):
         try:
             syscalls.umount2(target, syscalls.UMOUNT_NOFOLLOW)
-            return
+            return True
         except OSError as e:
             if e.errno == errno.EINVAL and not os.path.ismount(target):
-                return  # already gone
+                return False  # already gone
             if e.errno != errno.EBUSY:
                 raise
             if attempt == retries:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..errors import MountFailed, TooManyLayers
 from ..kernel.mountinfo import MountEntry
@@ -24,7 +25,7 @@ class OverlayPlan:
     """One overlay mount: ``lowers`` nearest first, as passed to the kernel.
 
     ``api`` is ``fsconfig`` (one ``lowerdir+`` per layer, by path or by fd) or ``mount`` (mount(2) with
-    one page of option data; relative paths resolved from ``cwd`` when set).
+    one page of option data). Relative paths are resolved from ``cwd`` when it is set.
     """
 
     target: str
@@ -46,6 +47,40 @@ class OverlayPlan:
         """True when ``path`` is too long for an fsconfig string and goes by file descriptor."""
         return len(os.fsencode(path)) > FSCONFIG_VALUE_MAX
 
+    @cached_property
+    def mount_args(self) -> tuple[bytes, bytes]:
+        """(target, option data) as mount(2) takes them."""
+        return os.fsencode(self.target), os.fsencode(self.mount_data())
+
+    @cached_property
+    def fs_params(self) -> tuple[tuple[bytes, bytes | str | None], ...]:
+        """The filesystem context's parameters in order, as fsconfig takes them: (key, value) with a
+        bytes value by string, a str value (a path too long for a string) by file descriptor, None a flag.
+        """
+        params: list[tuple[bytes, bytes | str | None]] = [(b"source", b"overlay")]
+        for p in self.lowers:
+            raw = os.fsencode(p)
+            params.append((b"lowerdir+", raw if len(raw) <= FSCONFIG_VALUE_MAX else p))
+        if self.upper:
+            params += [(b"upperdir", os.fsencode(self.upper)), (b"workdir", os.fsencode(self.work or ""))]
+        for opt in self.extra:
+            key, eq, value = opt.partition("=")
+            params.append((os.fsencode(key), os.fsencode(value) if eq else None))
+        return tuple(params)
+
+    @cached_property
+    def shown_lowers(self) -> bytes:
+        """The lowers as statmount's option array shows them when the kernel took them as planned."""
+        if self.api == "fsconfig":
+            return b"".join(b"lowerdir+=" + os.fsencode(p) + b"\0" for p in self.lowers)
+        return b"lowerdir=" + os.fsencode(":".join(self.lowers)) + b"\0"
+
+    @cached_property
+    def shown_dirs(self) -> tuple[tuple[bytes, bytes | None], ...]:
+        """(key as the option array shows it after a NUL, planned value) for the upper and work dir."""
+        return tuple((b"\0" + key + b"=", None if value is None else os.fsencode(value) + b"\0")
+                     for key, value in ((b"upperdir", self.upper), (b"workdir", self.work)))
+
     def resolve(self, path: str) -> str:
         """An absolute form of a (possibly relative) planned path."""
         return path if os.path.isabs(path) or not self.cwd else os.path.join(self.cwd, path)
@@ -66,34 +101,44 @@ def plan_overlay(target: str, lowers: list[str], upper: str | None, work: str | 
                  page_size: int = 4096, extra: tuple[str, ...] = ()) -> OverlayPlan:
     """Plan an overlay mount of ``lowers`` (absolute, nearest first) under ``upper``/``work``.
 
-    With ``api="mount"`` the option data must fit one page (minus the NUL): absolute paths when they
-    fit, else ``short_lowers`` relative to ``cwd`` (Docker's ``l/`` links), else :class:`TooManyLayers`.
-    Past :data:`OVL_MAX_STACK` lowers nothing is tried.
+    ``api``: ``mount`` (mount(2): the whole option data in one page, minus the NUL), ``fsconfig``
+    (fsopen/fsconfig ``lowerdir+``, one call per lower, any number up to :data:`OVL_MAX_STACK`) or
+    ``auto`` (mount(2) while the data fits a page, as Docker does — one syscall — else fsconfig).
+    Paths are absolute while they fit one page, else ``short_lowers`` relative to ``cwd`` (Docker's
+    ``l/`` links), which the kernel parses, looks up and shows back (in every mountinfo read and the
+    statmount that verifies the mount) at a third of the length. What cannot be carried raises
+    :class:`TooManyLayers` before anything is mounted; so does anything past :data:`OVL_MAX_STACK`.
     """
     if not lowers:
         raise MountFailed(f"overlay at {target} needs at least one lower layer")
     if len(lowers) > OVL_MAX_STACK:
         raise TooManyLayers(f"{len(lowers)} lower layers: the kernel's overlayfs takes at most {OVL_MAX_STACK}")
     _check_paths([*lowers, *(p for p in (upper, work) if p)])
-    if api == "fsconfig":
-        return OverlayPlan(target, tuple(lowers), upper, work, api, None, extra)
-    if api != "mount":
+    if api not in ("fsconfig", "mount", "auto"):
         raise ValueError(f"unknown mount api {api!r}")
     limit = page_size - 1
-    plan = OverlayPlan(target, tuple(lowers), upper, work, api, None, extra)
-    if len(plan.mount_data().encode()) <= limit:
-        return plan
-    if short_lowers is not None and cwd is not None:
-        rel = (lambda p: os.path.relpath(p, cwd)) if upper else (lambda p: p)
-        short = OverlayPlan(target, tuple(short_lowers), rel(upper) if upper else None,
-                            rel(work) if work else None, api, cwd, extra)
-        if len(short.mount_data().encode()) <= limit:
-            return short
-        size = len(short.mount_data().encode())
-    else:
+    short_ok = short_lowers is not None and cwd is not None
+    if api != "fsconfig":
+        plan = OverlayPlan(target, tuple(lowers), upper, work, "mount", None, extra)
         size = len(plan.mount_data().encode())
-    raise TooManyLayers(f"{len(lowers)} lower layers need {size} bytes of mount data; mount(2) takes "
-                        f"{limit} on this kernel (no fsconfig lowerdir+ here)")
+        if size <= limit:
+            return plan
+        if short_ok:
+            assert short_lowers is not None and cwd is not None
+            rel = (lambda p: os.path.relpath(p, cwd)) if upper else (lambda p: p)
+            plan = OverlayPlan(target, tuple(short_lowers), rel(upper) if upper else None,
+                               rel(work) if work else None, "mount", cwd, extra)
+            size = len(plan.mount_data().encode())
+            if size <= limit:
+                return plan
+        if api == "mount":
+            raise TooManyLayers(f"{len(lowers)} lower layers need {size} bytes of mount data; mount(2) takes "
+                                f"{limit} on this kernel (no fsconfig lowerdir+ here)")
+    if not short_ok or sum(len(p) + 1 for p in lowers) <= limit:
+        return OverlayPlan(target, tuple(lowers), upper, work, "fsconfig", None, extra)
+    assert short_lowers is not None
+    # Only the lowers go short: upper and work stay as docker inspect shows them.
+    return OverlayPlan(target, tuple(short_lowers), upper, work, "fsconfig", cwd, extra)
 
 
 def kernel_lowers(entry: MountEntry) -> list[str]:
@@ -113,6 +158,10 @@ def check_overlay(plan: OverlayPlan, entry: MountEntry | None) -> list[str]:
     if entry.fs_type != "overlay":
         problems.append(f"{plan.target} is a {entry.fs_type} mount, not overlay")
         return problems
+    if plan.upper and entry.read_only:
+        problems.append("mounted read-only although an upper dir was planned (the kernel dropped it)")
+    if entry.option_blob and _shown_as_planned(plan, entry.option_blob):
+        return problems
     got = kernel_lowers(entry)
     want = list(plan.lowers)
     if got != want and [os.path.normpath(plan.resolve(p)) for p in got] \
@@ -126,9 +175,30 @@ def check_overlay(plan: OverlayPlan, entry: MountEntry | None) -> list[str]:
                 problems.append(f"unexpected {key}={shown[0]}")
         elif shown != [value] and [plan.resolve(s) for s in shown] != [plan.resolve(value)]:
             problems.append(f"{key} is {shown[0] if shown else 'missing'}; planned {value}")
-    if plan.upper and entry.read_only:
-        problems.append("mounted read-only although an upper dir was planned (the kernel dropped it)")
     return problems
+
+
+def _shown_as_planned(plan: OverlayPlan, blob: bytes) -> bool:
+    """True when statmount's option array (``blob``) shows the planned lowers, upper and work dir byte
+    for byte: the lowers as one run, each key nowhere else.
+
+    Byte searches instead of decoding and comparing every option (500 lowers at most). False means
+    "look closer" (the option-by-option comparison decides), never "they differ".
+    """
+    blob = b"\0" + blob  # every option now starts after a NUL
+    want = b"\0" + plan.shown_lowers
+    key = want[:want.index(b"=") + 1]  # \0lowerdir+= or \0lowerdir=
+    at = blob.find(want)
+    if at < 0 or blob.find(key) != at or blob.find(key, at + len(want) - 1) >= 0:
+        return False
+    for name, value in plan.shown_dirs:
+        count = blob.count(name)
+        if value is None:
+            if count:
+                return False
+        elif count != 1 or name + value not in blob:
+            return False
+    return True
 
 
 def _first_diff(a: list[str], b: list[str]) -> int:

@@ -15,10 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
 from functools import lru_cache
-
-from .files import read_bytes
+from typing import NamedTuple
 
 
 def _on_tmpfs(path: str) -> bool:
@@ -58,12 +56,77 @@ def boot_id() -> str:
         return f.read().strip()
 
 
-@dataclass(frozen=True)
-class Ref:
+class Ref(NamedTuple):
     """A layer's mount references: how many, and which kernel mount they share (0: none needed)."""
 
     count: int = 0
     mnt_id: int = 0
+
+
+_READ = 256  # more than a record: a longer file is not ours to trust
+
+
+def _record(ref: Ref) -> bytes:
+    """The fixed-width line for ``ref`` (a line: whatever follows the newline is never read)."""
+    count = max(ref.count, 0)
+    return b"%010d %020d %s\n" % (count, ref.mnt_id if count else 0, _boot_id_bytes())
+
+
+@lru_cache(maxsize=1)
+def _boot_id_bytes() -> bytes:
+    return boot_id().encode()
+
+
+def _parse(raw: bytes) -> Ref:
+    fields = raw.split(b"\n", 1)[0].decode(errors="replace").split()
+    if len(fields) != 3 or fields[2] != boot_id():
+        return Ref()
+    try:
+        return Ref(int(fields[0]), int(fields[1]))
+    except ValueError:
+        return Ref()
+
+
+class _DirFd:
+    """A directory kept open (O_PATH), closed with its last reference."""
+
+    fd = -1
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+
+
+class RefRecord:
+    """One layer's record: ``ref`` as read, :meth:`set` rewrites it in place (one descriptor for both)."""
+
+    def __init__(self, store: RefStore, layer_id: str) -> None:
+        self._store = store
+        self._id = layer_id
+        try:
+            self._fd = store.open(layer_id, os.O_RDWR | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            self._fd = -1
+        self.ref = _parse(os.pread(self._fd, _READ, 0)) if self._fd >= 0 else Ref()
+
+    def set(self, ref: Ref) -> None:
+        """Store ``ref`` (creating the record when there was none)."""
+        if self._fd < 0:
+            self._store.write(self._id, ref)
+        else:
+            os.pwrite(self._fd, _record(ref), 0)
+        self.ref = ref
+
+    def __enter__(self) -> RefRecord:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class RefStore:
@@ -72,6 +135,25 @@ class RefStore:
     def __init__(self, directory: str, home: str = "") -> None:
         self.dir = directory
         self.home = home
+        self._dir_fd: _DirFd | None = None
+
+    def open(self, layer_id: str, flags: int) -> int:
+        """os.open of ``layer_id``'s record, looked up from a kept descriptor of the directory.
+
+        FileNotFoundError when the directory or the record is not there. A directory removed and made
+        again by another process (the kept one then has no links) is opened afresh.
+        """
+        held = self._dir_fd
+        if held is None:
+            held = self._dir_fd = _DirFd(self.dir)
+        try:
+            return os.open(layer_id, flags, 0o600, dir_fd=held.fd)
+        except FileNotFoundError:
+            if os.fstat(held.fd).st_nlink:
+                raise
+        self._dir_fd = None  # gone: look the directory up again (FileNotFoundError when still absent)
+        held = self._dir_fd = _DirFd(self.dir)
+        return os.open(layer_id, flags, 0o600, dir_fd=held.fd)
 
     def _make_dir(self) -> None:
         """Create the directory on first use, naming the root it belongs to (see :func:`prune_runtime`)."""
@@ -85,32 +167,33 @@ class RefStore:
 
     def read(self, layer_id: str) -> Ref:
         """The stored reference, or an empty one (absent, unreadable, or from an earlier boot)."""
-        raw = read_bytes(self.path(layer_id))
-        if raw is None:
+        try:
+            fd = self.open(layer_id, os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
             return Ref()
-        fields = raw.decode(errors="replace").split()
-        if len(fields) != 3 or fields[2] != boot_id():
-            return Ref()
-        return Ref(int(fields[0]), int(fields[1]))
+        try:
+            return _parse(os.read(fd, _READ))
+        finally:
+            os.close(fd)
 
     def write(self, layer_id: str, ref: Ref) -> None:
         """Store ``ref`` in place; a zero count zeroes an existing record (and creates none)."""
-        count = max(ref.count, 0)
-        record = f"{count:010d} {ref.mnt_id if count else 0:020d} {boot_id()}\n".encode()
-        flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT if count else 0)
+        flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT if ref.count > 0 else 0)
         try:
-            fd = os.open(self.path(layer_id), flags, 0o600)
+            fd = self.open(layer_id, flags)
         except FileNotFoundError:
-            if not count:
+            if ref.count <= 0:
                 return
             self._make_dir()
-            fd = os.open(self.path(layer_id), flags, 0o600)
+            fd = self.open(layer_id, flags)
         try:
-            os.pwrite(fd, record, 0)
-            if os.fstat(fd).st_size != len(record):
-                os.ftruncate(fd, len(record))
+            os.pwrite(fd, _record(ref), 0)
         finally:
             os.close(fd)
+
+    def record(self, layer_id: str) -> RefRecord:
+        """``layer_id``'s record open for reading and rewriting with one descriptor (use ``with``)."""
+        return RefRecord(self, layer_id)
 
     def drop(self, layer_id: str) -> None:
         """Forget ``layer_id``'s references."""
@@ -137,6 +220,7 @@ class RefStore:
     def remove(self) -> None:
         """Forget every reference of this root (its runtime directory goes too)."""
         shutil.rmtree(self.dir, ignore_errors=True)
+        self._dir_fd = None
 
 
 def prune_runtime() -> list[str]:

@@ -103,7 +103,8 @@ def test_500_lowers_mount_and_501_is_refused_before_mounting(root: str) -> None:
     with open(os.path.join(d.diff_path(ids[0]), "deep"), "w") as f:
         f.write("bottom")
     path = d.get(ids[500])  # 500 lowers
-    assert len(mountinfo.mount_at(path).option_values("lowerdir+")) == 500
+    shown = mountinfo.mount_at(path).option_values("lowerdir+")
+    assert len(shown) == 500 and all(re.fullmatch(r"l/[A-Z0-9]{26}", x) for x in shown)  # the short links
     assert open(os.path.join(path, "deep")).read() == "bottom"
     d.put(ids[500])
     before = len(mountinfo.read_mountinfo())
@@ -144,7 +145,7 @@ def test_driver_undoes_and_reports_a_mount_that_does_not_match(root: str, monkey
     chain(d, 2)
     os.mkdir(os.path.join(root, "t"))
     bad = truncating_plan(os.path.join(root, "t"))
-    monkeypatch.setattr(d, "plan", lambda _id: bad)
+    monkeypatch.setattr(d, "plan", lambda _id, _key=None: bad)
     with pytest.raises(MountFailed, match="does not match the plan.*upperdir is missing.*unmounted"):
         d.get("L1")
     assert mountinfo.mount_at(bad.target) is None
@@ -155,7 +156,8 @@ def test_status_reports_the_mount_api_and_verifier(root: str) -> None:
     d = open_driver(root, "overlay2")
     status = dict(d.status())
     assert status["Backing Filesystem"] == probe.backing_fs(root)
-    assert status["Mount API"] in ("fsconfig lowerdir+", "mount(2), one page of options")
+    assert status["Mount API"] in ("fsconfig lowerdir+", "mount(2), one page of options",
+                                   "mount(2) while the options fit a page, else fsconfig lowerdir+")
     assert status["Verified with"] in ("statmount(2)", "/proc/self/mountinfo")
 
 
@@ -166,3 +168,95 @@ def test_the_links_directory_name_is_not_a_layer_id(root: str) -> None:
     with pytest.raises(InvalidID, match="reserved by the overlay2 layout"):
         d.create("l")
     assert d.layers() == []
+
+
+def test_default_api_is_mount_while_it_fits_then_short_links(root: str) -> None:
+    d = open_driver(root, "overlay2")
+    ids = chain(d, 129, prefix=f"{0:060x}")
+    few, many = d.plan(ids[3]), d.plan(ids[128])
+    assert (few.api, few.cwd) == ("mount", None)
+    assert many.api == "mount" and many.cwd == d.home  # 128 short links still fit one page
+    for lid, want in ((ids[3], [d.diff_path(x) for x in reversed(ids[:3])]), (ids[128], None)):
+        path = d.get(lid)
+        shown = mountinfo.mount_at(path).option_values("lowerdir")[0].split(":")
+        if want is None:
+            assert len(shown) == 128 and all(x.startswith("l/") for x in shown)
+        else:
+            assert shown == want
+        d.put(lid)
+
+
+def test_a_layer_made_again_by_another_process_gets_its_new_lowers(root: str) -> None:
+    first = open_driver(root, "overlay2")
+    chain(first, 3)
+    first.create("top", "L2")
+    first.get("top")  # the plan is cached by this driver object
+    first.put("top")
+    other = open_driver(root, "overlay2")  # another process: remove and create again on another parent
+    other.remove("top")
+    other.create("top", "L0")
+    with open(os.path.join(other.diff_path("L2"), "only-in-L2"), "w") as f:
+        f.write("x")
+    path = first.get("top")
+    assert mountinfo.mount_at(path).option_values("lowerdir") == [other.diff_path("L0")]
+    assert not os.path.exists(os.path.join(path, "only-in-L2"))
+    first.put("top")
+
+
+def test_relative_lowers_never_move_another_threads_working_directory(root: str, tmp_path) -> None:
+    import threading
+
+    d = open_driver(root, "overlay2", {"overlay2.mount_api": "mount"})
+    ids = chain(d, 130)
+    top = ids[-1]  # 129 lowers: short links, mounted from inside the overlay2 directory
+    assert d.plan(top).cwd == d.home
+    here = os.getcwd()
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.append(os.getcwd())
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        for _ in range(20):
+            d.get(top)
+            d.put(top)
+    finally:
+        stop.set()
+        t.join()
+    assert seen and set(seen) == {here}
+    assert os.getcwd() == here
+
+
+def test_brief_statmount_agrees_with_the_full_one(root: str) -> None:
+    if not syscalls.statmount_supported():
+        pytest.skip("kernel has no statmount(2) (needs 6.8+)")
+    d = open_driver(root, "overlay2")
+    chain(d, 3)
+    path = d.get("L2")
+    mid = syscalls.mount_id(path).mnt_id
+    full, brief = syscalls.statmount(mid), syscalls.statmount(mid, brief=True)
+    assert (brief.mnt_id, brief.fs_type, brief.read_only, brief.options) \
+        == (full.mnt_id, full.fs_type, full.read_only, full.options)
+    assert full.mount_point == path and brief.mount_point == ""
+    assert f"upperdir={d.diff_path('L2')}" in brief.options
+    d.put("L2")
+
+
+def test_a_root_bind_mounted_onto_itself_after_open_still_mounts_and_verifies(root: str) -> None:
+    # dockerd makes its root a private bind mount of itself at start, under a driver already open.
+    d = open_driver(root, "overlay2")
+    chain(d, 3)
+    path = d.get("L2")
+    d.put("L2")
+    syscalls.mount(root, root, None, syscalls.MS_BIND)
+    try:
+        assert d.get("L2") == path
+        assert mountinfo.mount_at(path).fs_type == "overlay"
+        d.put("L2")
+        assert mountinfo.mount_at(path) is None
+    finally:
+        syscalls.umount2(root, syscalls.MNT_DETACH)

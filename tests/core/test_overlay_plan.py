@@ -84,3 +84,57 @@ def test_mountinfo_unescapes_paths() -> None:
     e = parse_mountinfo_line(r"45 27 0:39 / /tmp/a\040b rw - overlay overlay rw,upperdir=/x\054y")
     assert e.mount_point == "/tmp/a b"
     assert e.option_values("upperdir") == ["/x,y"]
+
+
+def test_auto_plan_uses_mount_while_the_data_fits_a_page_then_short_links_then_fsconfig() -> None:
+    short = [f"l/{i:026d}" for i in range(500)]
+
+    def auto(n: int) -> OverlayPlan:
+        return plan_overlay("/h/x/merged", lowers(n), "/h/x/diff", "/h/x/work", api="auto",
+                            short_lowers=short[:n], cwd="/h")
+
+    few, many, most = auto(10), auto(128), auto(500)
+    assert (few.api, few.cwd, few.lowers) == ("mount", None, tuple(lowers(10)))
+    assert (many.api, many.cwd, many.lowers) == ("mount", "/h", tuple(short[:128]))
+    assert (most.api, most.cwd, most.lowers) == ("fsconfig", "/h", tuple(short))
+    assert most.upper == "/h/x/diff"  # only the lowers go short with fsconfig
+    assert len(many.mount_data()) <= 4095
+
+
+def test_fsconfig_plan_goes_short_only_past_a_page() -> None:
+    short = [f"l/{i:026d}" for i in range(500)]
+    assert plan_overlay("/m", lowers(10), "/u", "/w", api="fsconfig", short_lowers=short[:10], cwd="/h").cwd is None
+    plan = plan_overlay("/m", lowers(500), "/u", "/w", api="fsconfig", short_lowers=short, cwd="/h")
+    assert plan.cwd == "/h" and plan.lowers == tuple(short)
+
+
+def blob_entry(options: list[str], ro: bool = False) -> MountEntry:
+    """A MountEntry as statmount's option array gives it (NUL-terminated strings, decoded lazily)."""
+    return MountEntry(9, "", "overlay", "", ro, option_blob=b"".join(o.encode() + b"\0" for o in options))
+
+
+def test_option_array_matching_the_plan_byte_for_byte_passes() -> None:
+    plan = OverlayPlan("/m", ("l/A", "l/B"), "/u", "/w", "fsconfig", "/h")
+    e = blob_entry(["lowerdir+=l/A", "lowerdir+=l/B", "upperdir=/u", "workdir=/w", "redirect_dir=nofollow"])
+    assert check_overlay(plan, e) == []
+    assert "options" not in e.__dict__  # decided by byte search: the 500-lower blob was never decoded
+
+
+@pytest.mark.parametrize("options, problem", [
+    (["lowerdir+=l/A", "lowerdir+=l/B", "lowerdir+=l/C", "upperdir=/u", "workdir=/w"], "lower layers differ"),
+    (["lowerdir+=l/B", "lowerdir+=l/A", "upperdir=/u", "workdir=/w"], "lower layers differ"),
+    (["lowerdir+=l/Z", "lowerdir+=l/A", "lowerdir+=l/B", "upperdir=/u", "workdir=/w"], "lower layers differ"),
+    (["lowerdir+=l/A", "lowerdir+=l/B", "workdir=/w"], "upperdir is missing"),
+    (["lowerdir+=l/A", "lowerdir+=l/B", "upperdir=/elsewhere", "workdir=/w"], "upperdir is /elsewhere"),
+])
+def test_option_array_differing_from_the_plan_is_reported(options: list[str], problem: str) -> None:
+    plan = OverlayPlan("/m", ("l/A", "l/B"), "/u", "/w", "fsconfig", "/h")
+    assert any(problem in p for p in check_overlay(plan, blob_entry(options)))
+
+
+def test_option_array_with_the_same_lowers_written_otherwise_still_matches() -> None:
+    # The kernel showing the absolute form of a planned relative lower is the same layer.
+    plan = OverlayPlan("/m", ("l/A",), "/u", "/w", "fsconfig", "/h")
+    assert check_overlay(plan, blob_entry(["lowerdir+=/h/l/A", "upperdir=/u", "workdir=/w"])) == []
+    assert check_overlay(plan, blob_entry(["lowerdir+=l/A", "upperdir=/u", "workdir=/w"], ro=True)) \
+        == ["mounted read-only although an upper dir was planned (the kernel dropped it)"]

@@ -66,3 +66,38 @@ def test_a_foreign_mount_at_the_mount_point_is_refused(root: str) -> None:
         assert [str(x) for x in d.verify()] == [f"-: unexpected tmpfs mount at {target}"]
     finally:
         syscalls.umount2(target)
+
+
+def test_records_follow_a_runtime_directory_made_again_by_another_process(root: str) -> None:
+    import shutil
+
+    d = open_driver(root, "overlay2")
+    d.create("a")
+    d.create("b", "a")
+    path = d.get("b")  # the store now keeps its directory open
+    other = open_driver(root, "overlay2")
+    shutil.rmtree(other.refs.dir)  # gone, then made again with a record in it (as by another process)
+    other.refs.write("b", other.refs.read("b")._replace(count=1, mnt_id=mountinfo.current_mount_id(path)))
+    assert d.mount_count("b") == 1  # read through the new directory, not the removed one
+    d.put("b")
+    assert mountinfo.mount_at(path) is None
+    assert other.mount_count("b") == 0
+
+
+def test_a_forked_child_takes_the_lock_on_its_own_descriptor(root: str) -> None:
+    import time
+
+    d = open_driver(root, "overlay2")
+    marker = os.path.join(root, "child-ran")
+    with d.lock.held():  # the parent holds it; the child inherits the open descriptor
+        pid = os.fork()
+        if pid == 0:
+            try:
+                with d.lock.held():
+                    open(marker, "w").close()
+            finally:
+                os._exit(0)
+        time.sleep(0.3)
+        assert not os.path.exists(marker)  # the child waits: it does not share the parent's lock
+    os.waitpid(pid, 0)
+    assert os.path.exists(marker)
