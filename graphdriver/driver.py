@@ -163,12 +163,12 @@ class Driver(DiffMixin, ABC):
         """The path of the layer's root filesystem, mounting it on first use (reference counted)."""
         check_id(layer_id)
         with self.lock.held():
-            if not self.locate(layer_id):
+            mounts, current = self.mount_state(layer_id)
+            if not mounts:
                 with self.refs.record(layer_id) as rec:
                     rec.set(Ref(rec.ref.count + 1, 0))
                 return self.rootfs_path(layer_id)
             target = self.mount_point(layer_id)
-            current = mountinfo.current_mount_id(target)
             if current is None:
                 self.refs.write(layer_id, Ref(1, self.mount_layer(layer_id)))
                 return target
@@ -188,10 +188,11 @@ class Driver(DiffMixin, ABC):
         """Drop one reference; the last one unmounts."""
         check_id(layer_id)
         with self.lock.held():
-            mounted = self.locate(layer_id)
             with self.refs.record(layer_id) as rec:
                 ref = rec.ref
-                if not mounted:
+                # A record naming a mount was written by a get that mounted this layer (a mounted layer
+                # cannot be removed): no need to look at the layout again.
+                if not (ref.mnt_id and ref.count) and not self.locate(layer_id):
                     if not ref.count:
                         raise LayerNotMounted(f"layer {layer_id} is not mounted")
                     rec.set(Ref(ref.count - 1, 0))
@@ -394,6 +395,13 @@ class Driver(DiffMixin, ABC):
     def needs_mount(self, layer_id: str) -> bool:
         """True when ``get`` must mount a union."""
         return False
+
+    def mount_state(self, layer_id: str) -> tuple[bool, int | None]:
+        """(whether ``get`` mounts a union for this layer, the kernel's mount id at its mount point or
+        None); :class:`LayerNotFound` when the layer is absent. The id is checked."""
+        if not self.locate(layer_id):
+            return False, None
+        return True, mountinfo.current_mount_id(self.mount_point(layer_id))
 
     def locate(self, layer_id: str) -> bool:
         """:meth:`needs_mount` of a layer that must exist (:class:`LayerNotFound` if not); the id is checked.

@@ -54,10 +54,10 @@ class Overlay2(Driver):
         #: ``l/<link>`` -> absolute diff dir. A link is random, made once with its layer and removed with
         #: it, and its layer can only go once no layer lists it as a lower: safe to read once per object.
         self._link_dirs: dict[str, str] = {}
-        #: layer id -> (identity of its ``lower`` file, plan). A layer's lowers never change while it
-        #: exists; the identity check catches a layer removed and made again by another process.
-        self._plans: dict[str, tuple[tuple[int, int, int], OverlayPlan]] = {}
-        self._located: tuple[str, tuple[int, int, int]] | None = None
+        #: layer id -> (identity of its ``merged/`` dir, plan or None for a base layer). A layer's lowers
+        #: never change while it exists; a layer removed and made again has another ``merged/``.
+        self._plans: dict[str, tuple[tuple[int, int], OverlayPlan | None]] = {}
+        self._located: tuple[str, OverlayPlan | None] | None = None
 
     # -- layout ---------------------------------------------------------------------------------
     @property
@@ -89,11 +89,27 @@ class Overlay2(Driver):
 
     def locate(self, layer_id: str) -> bool:
         try:  # a lower file: the layer is there (its record was written before it appeared) and mounts
-            st = os.stat(f"{self.home}/{layer_id}/lower")
+            os.stat(f"{self.home}/{layer_id}/lower")
+            return True
         except (FileNotFoundError, NotADirectoryError):
             return super().locate(layer_id)
-        self._located = (layer_id, (st.st_ino, st.st_mtime_ns, st.st_size))  # for mount_layer, next
-        return True
+
+    def mount_state(self, layer_id: str) -> tuple[bool, int | None]:
+        """One statx of ``merged/`` answers the get path: the layer is there, whether something is
+        mounted on it and, when nothing is, which directory it is — the key of the cached plan (a layer
+        removed and made again, by any process, has another ``merged/``)."""
+        try:
+            mid = syscalls.mount_id(f"{self.home}/{layer_id}/merged")
+        except (FileNotFoundError, NotADirectoryError):
+            return super().mount_state(layer_id)  # not there: says so
+        if mid.is_mount_root or not mid.mnt_id:  # mounted (or a kernel without mount ids): look closer
+            return super().mount_state(layer_id)
+        key = (mid.ino, mid.born)
+        cached = self._plans.get(layer_id)
+        if cached is None or cached[0] != key:
+            cached = self._plans[layer_id] = (key, self.plan(layer_id) if self.locate(layer_id) else None)
+        self._located = (layer_id, cached[1])  # for mount_layer, next in this same locked call
+        return cached[1] is not None, None
 
     # -- create / remove ------------------------------------------------------------------------
     def build_layer(self, stage: str, layer_id: str, parent: str | None, rw: bool) -> None:
@@ -166,31 +182,17 @@ class Overlay2(Driver):
             dirs.append(path)
         return dirs, links
 
-    def plan(self, layer_id: str, key: tuple[int, int, int] | None = None) -> OverlayPlan:
-        """The overlay mount ``get`` would make for this layer (reads the layout, mounts nothing).
-
-        ``key``: the ``lower`` file's identity when the caller has just looked (else it is looked up).
-        """
-        if key is None:
-            try:
-                st = os.stat(f"{self.home}/{layer_id}/lower")
-                key = (st.st_ino, st.st_mtime_ns, st.st_size)
-            except FileNotFoundError:
-                key = (0, 0, 0)  # a base layer: plan_overlay says why it cannot be mounted
-        cached = self._plans.get(layer_id)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+    def plan(self, layer_id: str) -> OverlayPlan:
+        """The overlay mount ``get`` would make for this layer (reads the layout, mounts nothing)."""
         dirs, links = self._resolve_lowers(layer_id)
         d = self._dir(layer_id)
-        plan = plan_overlay(self.mount_point(layer_id), dirs, f"{d}/diff", f"{d}/work", api=self.mount_api,
+        return plan_overlay(self.mount_point(layer_id), dirs, f"{d}/diff", f"{d}/work", api=self.mount_api,
                             short_lowers=links, cwd=self.home, page_size=probe.page_size(),
                             extra=self._extra_options)
-        self._plans[layer_id] = (key, plan)
-        return plan
 
     def mount_layer(self, layer_id: str) -> int:
-        located, self._located = self._located, None  # set by locate() in this same locked call
-        plan = self.plan(layer_id, located[1] if located is not None and located[0] == layer_id else None)
+        located, self._located = self._located, None  # set by mount_state() in this same locked call
+        plan = located[1] if located is not None and located[0] == layer_id and located[1] else self.plan(layer_id)
         mount_overlay(plan)
         entry = mountinfo.mount_at(plan.target, len(plan.shown_lowers), brief=True)
         problems = check_overlay(plan, entry)

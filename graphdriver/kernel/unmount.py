@@ -46,7 +46,7 @@ def unmount(target: str, *, retries: int = 5, delay: float = 0.05) -> bool:
             syscalls.umount2(target, syscalls.UMOUNT_NOFOLLOW)
             return True
         except OSError as e:
-            if e.errno == errno.EINVAL and not os.path.ismount(target):
+            if e.errno == errno.ENOENT or e.errno == errno.EINVAL and not os.path.ismount(target):
                 return False  # already gone
             if e.errno != errno.EBUSY:
                 raise

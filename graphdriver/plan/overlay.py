@@ -76,6 +76,12 @@ class OverlayPlan:
         return b"lowerdir=" + os.fsencode(":".join(self.lowers)) + b"\0"
 
     @cached_property
+    def shown_lowers_key(self) -> tuple[bytes, bytes]:
+        """(``shown_lowers`` after a NUL, its key after a NUL: ``\\0lowerdir+=`` or ``\\0lowerdir=``)."""
+        want = b"\0" + self.shown_lowers
+        return want, want[:want.index(b"=") + 1]
+
+    @cached_property
     def shown_dirs(self) -> tuple[tuple[bytes, bytes | None], ...]:
         """(key as the option array shows it after a NUL, planned value) for the upper and work dir."""
         return tuple((b"\0" + key + b"=", None if value is None else os.fsencode(value) + b"\0")
@@ -186,8 +192,7 @@ def _shown_as_planned(plan: OverlayPlan, blob: bytes) -> bool:
     "look closer" (the option-by-option comparison decides), never "they differ".
     """
     blob = b"\0" + blob  # every option now starts after a NUL
-    want = b"\0" + plan.shown_lowers
-    key = want[:want.index(b"=") + 1]  # \0lowerdir+= or \0lowerdir=
+    want, key = plan.shown_lowers_key
     at = blob.find(want)
     if at < 0 or blob.find(key) != at or blob.find(key, at + len(want) - 1) >= 0:
         return False

@@ -78,8 +78,8 @@ def _boot_id_bytes() -> bytes:
 
 
 def _parse(raw: bytes) -> Ref:
-    fields = raw.split(b"\n", 1)[0].decode(errors="replace").split()
-    if len(fields) != 3 or fields[2] != boot_id():
+    fields = raw.split(b"\n", 1)[0].split()
+    if len(fields) != 3 or fields[2] != _boot_id_bytes():
         return Ref()
     try:
         return Ref(int(fields[0]), int(fields[1]))

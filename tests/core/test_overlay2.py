@@ -145,7 +145,7 @@ def test_driver_undoes_and_reports_a_mount_that_does_not_match(root: str, monkey
     chain(d, 2)
     os.mkdir(os.path.join(root, "t"))
     bad = truncating_plan(os.path.join(root, "t"))
-    monkeypatch.setattr(d, "plan", lambda _id, _key=None: bad)
+    monkeypatch.setattr(d, "plan", lambda _id: bad)
     with pytest.raises(MountFailed, match="does not match the plan.*upperdir is missing.*unmounted"):
         d.get("L1")
     assert mountinfo.mount_at(bad.target) is None
