@@ -336,14 +336,19 @@ def _statmount_buffer(req: bytes, bufsize: int, what: str) -> ctypes.Array[ctype
 
 
 def _statmount_brief(mnt_id: int, bufsize: int) -> StatMount:
-    buf = _statmount_buffer(_SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF), max(bufsize, _SM_SIZE + 512), "statmount")
+    req = _SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF)
+    buf = getattr(_tls, "statmount", None)
+    if buf is None or len(buf) < bufsize or _sys(SYS_STATMOUNT, req, buf, len(buf), 0) < 0:
+        buf = _statmount_buffer(req, max(bufsize, _SM_SIZE + 512), "statmount")
     (used, got, sb_flags, fs_type, got_id, mnt_attr, _point, _source,
      opt_num, opt_array) = _SM_READ.unpack_from(buf, 0)
-    base = ctypes.addressof(buf) + _SM_SIZE
-    fs = ctypes.string_at(base + fs_type).decode() if got & STATMOUNT_FS_TYPE else ""
+    raw = buf.raw[:used] if _SM_SIZE <= used <= len(buf) else buf.raw
+    fs = ""
+    if got & STATMOUNT_FS_TYPE:
+        fs = raw[_SM_SIZE + fs_type:raw.index(b"\0", _SM_SIZE + fs_type)].decode()
     blob = b""
     if got & STATMOUNT_OPT_ARRAY and opt_num:  # the last strings the kernel wrote, with this mask
-        blob = ctypes.string_at(base + opt_array, min(used, len(buf)) - _SM_SIZE - opt_array)
+        blob = raw[_SM_SIZE + opt_array:]
         if blob.count(b"\0") != opt_num:  # some other layout: keep exactly opt_num strings
             blob = b"".join(p + b"\0" for p in blob.split(b"\0")[:opt_num])
     return StatMount(got_id, fs, "", "", bool(sb_flags & SB_RDONLY) or bool(mnt_attr & MOUNT_ATTR_RDONLY), blob)

@@ -83,8 +83,9 @@ class OverlayPlan:
 
     @cached_property
     def shown_dirs(self) -> tuple[tuple[bytes, bytes | None], ...]:
-        """(key as the option array shows it after a NUL, planned value) for the upper and work dir."""
-        return tuple((b"\0" + key + b"=", None if value is None else os.fsencode(value) + b"\0")
+        """(key as the option array shows it after a NUL, the whole planned option or None) for the upper
+        and work dir."""
+        return tuple((b"\0" + key + b"=", None if value is None else b"\0" + key + b"=" + os.fsencode(value) + b"\0")
                      for key, value in ((b"upperdir", self.upper), (b"workdir", self.work)))
 
     def resolve(self, path: str) -> str:
@@ -196,12 +197,8 @@ def _shown_as_planned(plan: OverlayPlan, blob: bytes) -> bool:
     at = blob.find(want)
     if at < 0 or blob.find(key) != at or blob.find(key, at + len(want) - 1) >= 0:
         return False
-    for name, value in plan.shown_dirs:
-        count = blob.count(name)
-        if value is None:
-            if count:
-                return False
-        elif count != 1 or name + value not in blob:
+    for name, option in plan.shown_dirs:
+        if blob.count(name) != (option is not None) or option is not None and option not in blob:
             return False
     return True
 
