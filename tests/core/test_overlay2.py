@@ -105,6 +105,9 @@ def test_500_lowers_mount_and_501_is_refused_before_mounting(root: str) -> None:
     path = d.get(ids[500])  # 500 lowers
     shown = mountinfo.mount_at(path).option_values("lowerdir+")
     assert len(shown) == 500 and all(re.fullmatch(r"l/[A-Z0-9]{26}", x) for x in shown)  # the short links
+    mid = syscalls.mount_id(path).mnt_id  # a first buffer far too small grows until the options fit
+    assert syscalls.statmount(mid, 1, brief=True).options == syscalls.statmount(mid, 1).options
+    assert check_overlay(d.plan(ids[500]), mountinfo.mount_at(path, brief=True)) == []
     assert open(os.path.join(path, "deep")).read() == "bottom"
     d.put(ids[500])
     before = len(mountinfo.read_mountinfo())
