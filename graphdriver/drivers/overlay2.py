@@ -79,7 +79,6 @@ class Overlay2(Driver):
     def mount_point(self, layer_id: str) -> str:
         return f"{self.home}/{layer_id}/merged"
 
-
     def _lower_links(self, layer_id: str) -> list[str]:
         lower = read_text(f"{self.home}/{layer_id}/lower", "")
         return lower.split(":") if lower else []
@@ -192,7 +191,8 @@ class Overlay2(Driver):
 
     def mount_layer(self, layer_id: str) -> int:
         located, self._located = self._located, None  # set by mount_state() in this same locked call
-        plan = located[1] if located is not None and located[0] == layer_id and located[1] else self.plan(layer_id)
+        fresh = located is not None and located[0] == layer_id and located[1] is not None
+        plan = located[1] if fresh and located[1] is not None else self.plan(layer_id)
         mount_overlay(plan)
         entry = mountinfo.mount_at(plan.target, len(plan.shown_lowers), brief=True)
         problems = check_overlay(plan, entry)

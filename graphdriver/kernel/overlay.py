@@ -10,29 +10,37 @@ another thread no longer reaches it, nor its in theirs).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 from ..errors import MountFailed
 from ..plan.overlay import OverlayPlan
 from . import syscalls
 
+_SHARED_CWD = threading.Lock()  # only where unshare(CLONE_FS) is refused (a seccomp profile, say)
 
-@contextmanager
+
+@contextlib.contextmanager
 def working_dir(path: str | None) -> Iterator[None]:
     """Run the block in ``path`` (None: where we are), with a working directory private to this thread."""
     if path is None:
         yield
         return
-    syscalls.unshare(syscalls.CLONE_FS)  # a copy only while another thread shares it: cheap
-    back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.chdir(path)
-        yield
-    finally:
-        os.fchdir(back)
-        os.close(back)
+        syscalls.unshare(syscalls.CLONE_FS)  # a copy only while another thread shares it: cheap
+        private = True
+    except OSError:
+        private = False  # the process's cwd moves for the block: other mounts here wait for it
+    with contextlib.nullcontext() if private else _SHARED_CWD:
+        back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.chdir(path)
+            yield
+        finally:
+            os.fchdir(back)
+            os.close(back)
 
 
 def mount_overlay(plan: OverlayPlan) -> None:

@@ -263,3 +263,20 @@ def test_a_root_bind_mounted_onto_itself_after_open_still_mounts_and_verifies(ro
         assert mountinfo.mount_at(path) is None
     finally:
         syscalls.umount2(root, syscalls.MNT_DETACH)
+
+
+def test_relative_lowers_mount_where_unshare_is_refused(root: str, monkeypatch) -> None:
+    import errno
+
+    def refused(flags: int) -> None:
+        raise OSError(errno.EPERM, "unshare: Operation not permitted")
+
+    monkeypatch.setattr(syscalls, "unshare", refused)  # as under a seccomp profile that blocks it
+    d = open_driver(root, "overlay2", {"overlay2.mount_api": "mount"})
+    ids = chain(d, 130)
+    assert d.plan(ids[-1]).cwd == d.home
+    here = os.getcwd()
+    path = d.get(ids[-1])
+    assert len(mountinfo.mount_at(path).option_values("lowerdir")[0].split(":")) == 129
+    assert os.getcwd() == here
+    d.put(ids[-1])
