@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 
 from . import syscalls
@@ -118,7 +118,10 @@ def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntr
                           option_blob=sm.option_blob)
     real = os.path.realpath(path)
     found = [e for e in read_mountinfo() if e.mount_point == real]
-    return found[-1] if found else None
+    if not found:
+        return None
+    # Name the mount as statx does (current_mount_id): on 6.8+ that is the unique id, not mountinfo's.
+    return replace(found[-1], mnt_id=mid.mnt_id) if mid.mnt_id else found[-1]
 
 
 def current_mount_id(path: str) -> int | None:

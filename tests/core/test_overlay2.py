@@ -280,3 +280,21 @@ def test_relative_lowers_mount_where_unshare_is_refused(root: str, monkeypatch) 
     assert len(mountinfo.mount_at(path).option_values("lowerdir")[0].split(":")) == 129
     assert os.getcwd() == here
     d.put(ids[-1])
+
+
+@pytest.mark.parametrize("api", ["auto", "fsconfig"])
+def test_verification_through_mountinfo_where_statmount_is_missing(root: str, api: str, monkeypatch) -> None:
+    # Kernels before 6.8 have no statmount: the same checks run on /proc/self/mountinfo's line.
+    if api == "fsconfig" and not probe.overlay_lowerdir_plus():
+        pytest.skip("kernel has no fsconfig lowerdir+ (needs 6.8+)")
+    monkeypatch.setattr(mountinfo, "_statmount_ok", lambda: False)
+    d = open_driver(root, "overlay2", {"overlay2.mount_api": api})
+    ids = chain(d, 130, prefix=f"{0:060x}")
+    for top in (ids[2], ids[-1]):  # absolute paths, then Docker's short links
+        path = d.get(top)
+        entry = mountinfo.mount_at(path)
+        assert entry is not None and entry.option_blob == b"" and entry.mount_point == os.path.realpath(path)
+        assert check_overlay(d.plan(top), entry) == []
+        assert d.verify() == []
+        d.put(top)
+        assert mountinfo.mount_at(path) is None
