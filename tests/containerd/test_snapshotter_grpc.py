@@ -252,6 +252,33 @@ def test_cleanup_removes_crash_leftovers(served):
     assert served.snapshotter.verify() == [f"snapshot 'kept' (id 1): link {served.root}/l/1 is missing or wrong"]
 
 
+def test_a_cleanup_arriving_mid_prepare_leaves_the_new_snapshot_whole(served, monkeypatch):
+    # containerd's garbage collector calls Cleanup whenever it likes, e.g. right after a `ctr run --rm`
+    # while the next run's Prepare is staging its directories: Cleanup must not take them for debris.
+    import tempfile
+    import threading
+
+    from graphdriver.serve.snapshots import snapshotter as module
+
+    real_mkdtemp = tempfile.mkdtemp
+    cleaners: list[threading.Thread] = []
+
+    def mkdtemp_then_cleanup(*args, **kwargs):
+        path = real_mkdtemp(*args, **kwargs)
+        if kwargs.get("prefix") == ".new-" and not cleaners:
+            cleaners.append(threading.Thread(target=served.snapshotter.cleanup))
+            cleaners[0].start()
+            cleaners[0].join(0.5)  # as long as it takes, unless it has to wait for this Prepare
+        return path
+
+    monkeypatch.setattr(module.tempfile, "mkdtemp", mkdtemp_then_cleanup)
+    mounts = prepare(served.stub, "racing")
+    cleaners[0].join()
+    snap = os.path.join(served.root, "snapshots", "1")
+    assert os.path.isdir(os.path.join(snap, "fs")) and os.path.isdir(os.path.join(snap, "work"))
+    assert mounts and served.snapshotter.verify() == []
+
+
 def test_vfs_mode_copies_parents(served_vfs):
     stub, root = served_vfs.stub, os.path.dirname(served_vfs.root)
     t = _mnt(root, "a")

@@ -73,12 +73,15 @@ class Snapshotter:
         if not key:
             raise InvalidSnapshotRequest("snapshot key must not be empty")
         check_labels(labels)
-        stage = tempfile.mkdtemp(prefix=".new-", dir=self.layout.home)
+        stage = ""
         try:
-            for sub in ("fs", "work"):
-                os.mkdir(os.path.join(stage, sub))
-                os.chmod(os.path.join(stage, sub), 0o755)  # whatever the umask
+            # Staged inside the transaction: a Cleanup (which removes every unrecorded directory, staging
+            # ones included) takes the same transaction lock, so it never sees this one half made.
             with self.store.tx() as st:
+                stage = tempfile.mkdtemp(prefix=".new-", dir=self.layout.home)
+                for sub in ("fs", "work"):
+                    os.mkdir(os.path.join(stage, sub))
+                    os.chmod(os.path.join(stage, sub), 0o755)  # whatever the umask
                 parent_snap = None
                 if parent:
                     parent_snap = st.get(parent)
@@ -204,7 +207,6 @@ class Snapshotter:
                     os.unlink(os.path.join(self.layout.link_dir, name))
                     removed.append(f"l/{name}")
         return removed
-
 
     def verify(self) -> list[str]:
         """Differences between the metadata and the directories: one line each (empty when consistent)."""
