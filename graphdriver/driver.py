@@ -14,7 +14,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from .archive.driver_diff import DiffMixin
 from .errors import (
@@ -41,6 +41,15 @@ def register(cls: type[Driver]) -> type[Driver]:
     """Class decorator: make a backend available under ``cls.name``."""
     _REGISTRY[cls.name] = cls
     return cls
+
+
+class MountState(NamedTuple):
+    """Whether ``get`` mounts a union for a layer, the kernel's mount id at its mount point (None: nothing
+    mounted) and, when the backend planned the mount while looking, that plan."""
+
+    mounts: bool
+    mnt_id: int | None
+    plan: object | None = None
 
 
 @dataclass(frozen=True)
@@ -163,14 +172,15 @@ class Driver(DiffMixin, ABC):
         """The path of the layer's root filesystem, mounting it on first use (reference counted)."""
         check_id(layer_id)
         with self.lock.held():
-            mounts, current = self.mount_state(layer_id)
-            if not mounts:
+            state = self.mount_state(layer_id)
+            if not state.mounts:
                 with self.refs.record(layer_id) as rec:
                     rec.set(Ref(rec.ref.count + 1, 0))
                 return self.rootfs_path(layer_id)
             target = self.mount_point(layer_id)
+            current = state.mnt_id
             if current is None:
-                self.refs.write(layer_id, Ref(1, self.mount_layer(layer_id)))
+                self.refs.write(layer_id, Ref(1, self.mount_layer(layer_id, state.plan)))
                 return target
             with self.refs.record(layer_id) as rec:
                 ref = rec.ref
@@ -396,12 +406,12 @@ class Driver(DiffMixin, ABC):
         """True when ``get`` must mount a union."""
         return False
 
-    def mount_state(self, layer_id: str) -> tuple[bool, int | None]:
-        """(whether ``get`` mounts a union for this layer, the kernel's mount id at its mount point or
-        None); :class:`LayerNotFound` when the layer is absent. The id is checked."""
+    def mount_state(self, layer_id: str) -> MountState:
+        """What ``get`` needs to know first (:class:`MountState`); :class:`LayerNotFound` when the layer
+        is absent. The id is checked."""
         if not self.locate(layer_id):
-            return False, None
-        return True, mountinfo.current_mount_id(self.mount_point(layer_id))
+            return MountState(False, None)
+        return MountState(True, mountinfo.current_mount_id(self.mount_point(layer_id)))
 
     def locate(self, layer_id: str) -> bool:
         """:meth:`needs_mount` of a layer that must exist (:class:`LayerNotFound` if not); the id is checked.
@@ -416,8 +426,9 @@ class Driver(DiffMixin, ABC):
         """Where the union is mounted."""
         return self.rootfs_path(layer_id)
 
-    def mount_layer(self, layer_id: str) -> int:
-        """Plan, execute and verify the union mount; returns the kernel's mount id."""
+    def mount_layer(self, layer_id: str, plan: object | None = None) -> int:
+        """Plan (unless :meth:`mount_state` just did: ``plan``), execute and verify the union mount;
+        returns the kernel's mount id."""
         raise NotImplementedError(f"{self.name} does not mount")
 
     def unmount_layer(self, layer_id: str) -> bool:

@@ -237,8 +237,8 @@ class Aufs(Driver):
                          read_only=self.read_only(layer_id), page_size=probe.page_size(),
                          branch_max=self.branch_max)
 
-    def mount_layer(self, layer_id: str) -> int:
-        plan = self.plan(layer_id)
+    def mount_layer(self, layer_id: str, plan: object | None = None) -> int:
+        plan = plan if isinstance(plan, AufsPlan) else self.plan(layer_id)
         os.makedirs(plan.target, mode=0o755, exist_ok=True)
         ro = syscalls.MS_RDONLY if plan.read_only else 0
         _clear_stale_xino(plan.options.xino)

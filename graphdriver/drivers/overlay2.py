@@ -17,7 +17,7 @@ import os
 from functools import cached_property
 from typing import ClassVar
 
-from ..driver import Driver, register
+from ..driver import Driver, MountState, register
 from ..errors import MountFailed
 from ..ids import short_link_id
 from ..kernel import mountinfo, probe, syscalls
@@ -57,7 +57,6 @@ class Overlay2(Driver):
         #: layer id -> (identity of its ``merged/`` dir, plan or None for a base layer). A layer's lowers
         #: never change while it exists; a layer removed and made again has another ``merged/``.
         self._plans: dict[str, tuple[tuple[int, int], OverlayPlan | None]] = {}
-        self._located: tuple[str, OverlayPlan | None] | None = None
 
     # -- layout ---------------------------------------------------------------------------------
     @property
@@ -93,7 +92,7 @@ class Overlay2(Driver):
         except (FileNotFoundError, NotADirectoryError):
             return super().locate(layer_id)
 
-    def mount_state(self, layer_id: str) -> tuple[bool, int | None]:
+    def mount_state(self, layer_id: str) -> MountState:
         """One statx of ``merged/`` answers the get path: the layer is there, whether something is
         mounted on it and, when nothing is, which directory it is — the key of the cached plan (a layer
         removed and made again, by any process, has another ``merged/``)."""
@@ -107,8 +106,7 @@ class Overlay2(Driver):
         cached = self._plans.get(layer_id)
         if cached is None or cached[0] != key:
             cached = self._plans[layer_id] = (key, self.plan(layer_id) if self.locate(layer_id) else None)
-        self._located = (layer_id, cached[1])  # for mount_layer, next in this same locked call
-        return cached[1] is not None, None
+        return MountState(cached[1] is not None, None, cached[1])
 
     # -- create / remove ------------------------------------------------------------------------
     def build_layer(self, stage: str, layer_id: str, parent: str | None, rw: bool) -> None:
@@ -189,10 +187,8 @@ class Overlay2(Driver):
                             short_lowers=links, cwd=self.home, page_size=probe.page_size(),
                             extra=self._extra_options)
 
-    def mount_layer(self, layer_id: str) -> int:
-        located, self._located = self._located, None  # set by mount_state() in this same locked call
-        fresh = located is not None and located[0] == layer_id and located[1] is not None
-        plan = located[1] if fresh and located[1] is not None else self.plan(layer_id)
+    def mount_layer(self, layer_id: str, plan: object | None = None) -> int:
+        plan = plan if isinstance(plan, OverlayPlan) else self.plan(layer_id)
         mount_overlay(plan)
         entry = mountinfo.mount_at(plan.target, len(plan.shown_lowers), brief=True)
         problems = check_overlay(plan, entry)

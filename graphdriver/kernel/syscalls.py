@@ -238,8 +238,7 @@ def mount_id(path: str) -> MountID:
         buf = _Statx()
         held = _tls.statx = (buf, ctypes.byref(buf))
     buf, ref = held
-    raw = path.encode(_FS_ENCODING, "surrogateescape") if type(path) is str else os.fsencode(path)
-    if _sys(SYS_STATX, AT_FDCWD, raw, AT_SYMLINK_NOFOLLOW, _STATX_WANT, ref) < 0:
+    if _sys(SYS_STATX, AT_FDCWD, _b(path), AT_SYMLINK_NOFOLLOW, _STATX_WANT, ref) < 0:
         _check(-1, "statx", path)
     mask = buf.stx_mask
     if buf.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT:
@@ -293,14 +292,15 @@ def statmount(mnt_id: int, bufsize: int = 1 << 12, *, brief: bool = False) -> St
     cheaper); on EOVERFLOW the call is repeated with four times the room. ``brief``: type, read-only
     and options only (mount point and source come back empty): what a check after a mount compares.
     """
-    if brief:
-        return _statmount_brief(mnt_id, bufsize)
-    buf = _statmount_buffer(_SM_REQ.pack(24, 0, mnt_id, _SM_MASK), max(bufsize, _SM_SIZE + 1024), "statmount")
+    buf = _statmount_buffer(_SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF if brief else _SM_MASK),
+                            max(bufsize, _SM_SIZE + 512), mnt_id)
     (used, got, sb_flags, fs_type, got_id, mnt_attr, mnt_point, sb_source,
      opt_num, opt_array) = _SM_READ.unpack_from(buf, 0)
-    raw = ctypes.string_at(buf, used if _SM_SIZE <= used <= len(buf) else len(buf))
+    raw = ctypes.string_at(buf, used if _SM_SIZE <= used <= len(buf) else len(buf))  # only what was filled
 
-    def s(off: int) -> str:
+    def s(flag: int, off: int) -> str:
+        if not got & flag:
+            return ""
         start = _SM_SIZE + off
         return raw[start:raw.index(b"\0", start)].decode(_FS_ENCODING, "surrogateescape")
 
@@ -309,20 +309,15 @@ def statmount(mnt_id: int, bufsize: int = 1 << 12, *, brief: bool = False) -> St
         # The kernel lays the strings out one after another: the array ends where the next one starts.
         others = [off for flag, off in ((STATMOUNT_FS_TYPE, fs_type), (STATMOUNT_MNT_POINT, mnt_point),
                                         (STATMOUNT_SB_SOURCE, sb_source)) if got & flag and off > opt_array]
-        start = _SM_SIZE + opt_array
-        blob = raw[start:_SM_SIZE + min(others) if others else len(raw)]
-        if blob.count(b"\0") != opt_num:  # some other layout: walk the strings
-            end = start
-            for _ in range(opt_num):
-                end = raw.index(b"\0", end) + 1
-            blob = raw[start:end]
-    return StatMount(got_id, s(fs_type) if got & STATMOUNT_FS_TYPE else "",
-                     s(mnt_point) if got & STATMOUNT_MNT_POINT else "",
-                     s(sb_source) if got & STATMOUNT_SB_SOURCE else "",
+        blob = raw[_SM_SIZE + opt_array:_SM_SIZE + min(others) if others else len(raw)]
+        if blob.count(b"\0") != opt_num:  # some other layout: keep exactly opt_num strings
+            blob = b"".join(p + b"\0" for p in blob.split(b"\0")[:opt_num])
+    return StatMount(got_id, s(STATMOUNT_FS_TYPE, fs_type), s(STATMOUNT_MNT_POINT, mnt_point),
+                     s(STATMOUNT_SB_SOURCE, sb_source),
                      bool(sb_flags & SB_RDONLY) or bool(mnt_attr & MOUNT_ATTR_RDONLY), blob)
 
 
-def _statmount_buffer(req: bytes, bufsize: int, what: str) -> ctypes.Array[ctypes.c_char]:
+def _statmount_buffer(req: bytes, bufsize: int, mnt_id: int) -> ctypes.Array[ctypes.c_char]:
     """The calling thread's statmount buffer, filled for ``req`` (grown on EOVERFLOW)."""
     while True:
         buf = getattr(_tls, "statmount", None)
@@ -331,27 +326,8 @@ def _statmount_buffer(req: bytes, bufsize: int, what: str) -> ctypes.Array[ctype
         if _sys(SYS_STATMOUNT, req, buf, len(buf), 0) >= 0:
             return buf
         if ctypes.get_errno() != 75 or bufsize >= (1 << 24):  # EOVERFLOW: grow, else fail
-            _check(-1, f"{what} {_SM_REQ.unpack(req)[2]}")
+            _check(-1, f"statmount {mnt_id}")
         bufsize = len(buf) * 4
-
-
-def _statmount_brief(mnt_id: int, bufsize: int) -> StatMount:
-    req = _SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF)
-    buf = getattr(_tls, "statmount", None)
-    if buf is None or len(buf) < bufsize or _sys(SYS_STATMOUNT, req, buf, len(buf), 0) < 0:
-        buf = _statmount_buffer(req, max(bufsize, _SM_SIZE + 512), "statmount")
-    (used, got, sb_flags, fs_type, got_id, mnt_attr, _point, _source,
-     opt_num, opt_array) = _SM_READ.unpack_from(buf, 0)
-    raw = buf.raw[:used] if _SM_SIZE <= used <= len(buf) else buf.raw
-    fs = ""
-    if got & STATMOUNT_FS_TYPE:
-        fs = raw[_SM_SIZE + fs_type:raw.index(b"\0", _SM_SIZE + fs_type)].decode()
-    blob = b""
-    if got & STATMOUNT_OPT_ARRAY and opt_num:  # the last strings the kernel wrote, with this mask
-        blob = raw[_SM_SIZE + opt_array:]
-        if blob.count(b"\0") != opt_num:  # some other layout: keep exactly opt_num strings
-            blob = b"".join(p + b"\0" for p in blob.split(b"\0")[:opt_num])
-    return StatMount(got_id, fs, "", "", bool(sb_flags & SB_RDONLY) or bool(mnt_attr & MOUNT_ATTR_RDONLY), blob)
 
 
 def statmount_supported() -> bool:

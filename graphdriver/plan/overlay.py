@@ -43,10 +43,6 @@ class OverlayPlan:
             parts += [f"upperdir={self.upper}", f"workdir={self.work}"]
         return ",".join(parts + list(self.extra))
 
-    def by_fd(self, path: str) -> bool:
-        """True when ``path`` is too long for an fsconfig string and goes by file descriptor."""
-        return len(os.fsencode(path)) > FSCONFIG_VALUE_MAX
-
     @cached_property
     def mount_args(self) -> tuple[bytes, bytes]:
         """(target, option data) as mount(2) takes them."""
@@ -70,16 +66,11 @@ class OverlayPlan:
 
     @cached_property
     def shown_lowers(self) -> bytes:
-        """The lowers as statmount's option array shows them when the kernel took them as planned."""
+        """The lowers as statmount's option array shows them when the kernel took them as planned, each
+        option after a NUL (the one ending the option before it)."""
         if self.api == "fsconfig":
-            return b"".join(b"lowerdir+=" + os.fsencode(p) + b"\0" for p in self.lowers)
-        return b"lowerdir=" + os.fsencode(":".join(self.lowers)) + b"\0"
-
-    @cached_property
-    def shown_lowers_key(self) -> tuple[bytes, bytes]:
-        """(``shown_lowers`` after a NUL, its key after a NUL: ``\\0lowerdir+=`` or ``\\0lowerdir=``)."""
-        want = b"\0" + self.shown_lowers
-        return want, want[:want.index(b"=") + 1]
+            return b"".join(b"\0lowerdir+=" + os.fsencode(p) for p in self.lowers) + b"\0"
+        return b"\0lowerdir=" + os.fsencode(":".join(self.lowers)) + b"\0"
 
     @cached_property
     def shown_dirs(self) -> tuple[tuple[bytes, bytes | None], ...]:
@@ -193,7 +184,8 @@ def _shown_as_planned(plan: OverlayPlan, blob: bytes) -> bool:
     "look closer" (the option-by-option comparison decides), never "they differ".
     """
     blob = b"\0" + blob  # every option now starts after a NUL
-    want, key = plan.shown_lowers_key
+    want = plan.shown_lowers
+    key = want[:want.index(b"=") + 1]  # \0lowerdir+= or \0lowerdir=
     at = blob.find(want)
     if at < 0 or blob.find(key) != at or blob.find(key, at + len(want) - 1) >= 0:
         return False

@@ -6,19 +6,7 @@ import fcntl
 import os
 import threading
 
-
-class _Descriptor:
-    """One thread's open lock file; closed when the thread (or the lock) goes away."""
-
-    fd = -1
-
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self.pid = os.getpid()
-
-    def __del__(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
+from .files import KeptFd
 
 
 class RootLock:
@@ -42,7 +30,7 @@ class RootLock:
         local = self._local
         d = getattr(local, "d", None)
         if d is None or d.pid != _pid:  # first use in this thread, or a forked child: not held here yet
-            d = local.d = _Descriptor(self.path)
+            d = local.d = KeptFd(self.path, os.O_RDWR | os.O_CREAT)
             local.depth = 0
         depth = local.depth
         if not depth:

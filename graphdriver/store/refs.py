@@ -18,6 +18,8 @@ import shutil
 from functools import lru_cache
 from typing import NamedTuple
 
+from .files import KeptFd
+
 
 def _on_tmpfs(path: str) -> bool:
     from ..kernel.probe import backing_fs
@@ -87,19 +89,6 @@ def _parse(raw: bytes) -> Ref:
         return Ref()
 
 
-class _DirFd:
-    """A directory kept open (O_PATH), closed with its last reference."""
-
-    fd = -1
-
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-
-    def __del__(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-
-
 class RefRecord:
     """One layer's record: ``ref`` as read, :meth:`set` rewrites it in place (one descriptor for both)."""
 
@@ -135,7 +124,7 @@ class RefStore:
     def __init__(self, directory: str, home: str = "") -> None:
         self.dir = directory
         self.home = home
-        self._dir_fd: _DirFd | None = None
+        self._dir_fd: KeptFd | None = None
 
     def open(self, layer_id: str, flags: int) -> int:
         """os.open of ``layer_id``'s record, looked up from a kept descriptor of the directory.
@@ -145,14 +134,14 @@ class RefStore:
         """
         held = self._dir_fd
         if held is None:
-            held = self._dir_fd = _DirFd(self.dir)
+            held = self._dir_fd = KeptFd(self.dir, os.O_PATH | os.O_DIRECTORY)
         try:
             return os.open(layer_id, flags, 0o600, dir_fd=held.fd)
         except FileNotFoundError:
             if os.fstat(held.fd).st_nlink:
                 raise
         self._dir_fd = None  # gone: look the directory up again (FileNotFoundError when still absent)
-        held = self._dir_fd = _DirFd(self.dir)
+        held = self._dir_fd = KeptFd(self.dir, os.O_PATH | os.O_DIRECTORY)
         return os.open(layer_id, flags, 0o600, dir_fd=held.fd)
 
     def _make_dir(self) -> None:
@@ -167,14 +156,8 @@ class RefStore:
 
     def read(self, layer_id: str) -> Ref:
         """The stored reference, or an empty one (absent, unreadable, or from an earlier boot)."""
-        try:
-            fd = self.open(layer_id, os.O_RDONLY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            return Ref()
-        try:
-            return _parse(os.read(fd, _READ))
-        finally:
-            os.close(fd)
+        with self.record(layer_id) as rec:
+            return rec.ref
 
     def write(self, layer_id: str, ref: Ref) -> None:
         """Store ``ref`` in place; a zero count zeroes an existing record (and creates none)."""

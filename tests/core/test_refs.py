@@ -101,3 +101,17 @@ def test_a_forked_child_takes_the_lock_on_its_own_descriptor(root: str) -> None:
         assert not os.path.exists(marker)  # the child waits: it does not share the parent's lock
     os.waitpid(pid, 0)
     assert os.path.exists(marker)
+
+
+def test_put_of_a_recorded_mount_whose_layer_vanished_says_not_mounted(root: str) -> None:
+    import shutil
+
+    d = open_driver(root, "overlay2")
+    d.create("a")
+    d.create("b", "a")
+    path = d.get("b")  # the record now names a mount
+    syscalls.umount2(path)
+    shutil.rmtree(d.layer_path("b"))  # behind the driver's back: no mount point left to unmount
+    with pytest.raises(LayerNotMounted, match="layer b is not mounted"):
+        d.put("b")
+    assert d.refs.read("b").count == 0
