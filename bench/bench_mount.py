@@ -46,8 +46,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from graphdriver import open_driver  # noqa: E402
 from graphdriver.driver import Driver  # noqa: E402
+from graphdriver.drivers.overlay2 import Overlay2  # noqa: E402
 from graphdriver.kernel import mountinfo, syscalls  # noqa: E402
-from graphdriver.plan.overlay import plan_overlay  # noqa: E402
+from graphdriver.plan.overlay import OverlayPlan, plan_overlay  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 C_SOURCE = os.path.join(HERE, "mount_baseline.c")
@@ -73,6 +74,13 @@ def compile_baseline(tmp: str) -> str:
     return exe
 
 
+def c_cwd(driver: Overlay2, plan: OverlayPlan) -> str:
+    """Where the C program resolves the plan's relative paths from, as the driver does."""
+    if not plan.cwd:
+        return "-"
+    return f"view:{plan.cwd}" if driver.layer_view_in_use else plan.cwd
+
+
 class Baseline:
     """The C program's command lines for one layer: the driver's own plan, and fsconfig for comparison."""
 
@@ -84,11 +92,11 @@ class Baseline:
         layer = driver.layer_path(top)
         fsplan = plan_overlay(plan.target, dirs, os.path.join(layer, "diff"), os.path.join(layer, "work"),
                               api="fsconfig", short_lowers=links, cwd=driver.home, extra=plan.extra,
-                              page_size=os.sysconf("SC_PAGE_SIZE"))
+                              page_size=os.sysconf("SC_PAGE_SIZE"), relative=driver.layer_view_in_use)
         lowers_file = os.path.join(tmp, f"lowers-{self.lowers}")
         with open(lowers_file, "w") as f:
             f.write("".join(p + "\n" for p in fsplan.lowers))
-        self._fsconfig = [exe, "fsconfig", "{iters}", "{verify}", fsplan.target, fsplan.cwd or "-",
+        self._fsconfig = [exe, "fsconfig", "{iters}", "{verify}", fsplan.target, c_cwd(driver, fsplan),
                           fsplan.upper or "", fsplan.work or "", lowers_file, *fsplan.extra]
         self._mount: list[str] | None = None
         self.mount_paths = ""
@@ -97,8 +105,8 @@ class Baseline:
         data_file = os.path.join(tmp, f"data-{self.lowers}")
         with open(data_file, "w") as f:
             f.write(plan.mount_data())
-        self._mount = [exe, "mount", "{iters}", "{verify}", plan.target, plan.cwd or "-", data_file]
-        self.mount_paths = "short l/" if plan.cwd else "absolute"
+        self._mount = [exe, "mount", "{iters}", "{verify}", plan.target, c_cwd(driver, plan), data_file]
+        self.mount_paths = ("relative, view" if driver.layer_view_in_use else "short l/") if plan.cwd else "absolute"
 
     def fsconfig(self, verify: bool = False) -> list[str]:
         """fsopen/fsconfig lowerdir+/fsmount/move_mount of the same lowers."""
@@ -153,9 +161,10 @@ def interleave(rounds: int, pair: tuple[Callable[[], float], Callable[[], float]
     return first, second, more
 
 
-def bench_lowers(root: str, exe: str, tmp: str, rounds: int, lowers: tuple[int, ...]) -> list[dict]:
+def bench_lowers(root: str, exe: str, tmp: str, rounds: int, lowers: tuple[int, ...],
+                 options: dict[str, str] | None = None) -> list[dict]:
     """Part 1. Returns one row per lower count."""
-    driver = open_driver(root, "overlay2")
+    driver = open_driver(root, "overlay2", options)
     top_n = max(lowers)
     t0 = time.perf_counter()
     for i in range(top_n + 1):
@@ -203,16 +212,17 @@ def c_many_pass(exe: str, driver: Driver, containers: list[str], tmp: str) -> li
     plans = [driver.plan(cid) for cid in containers]
     lowers_file = os.path.join(tmp, "many-lowers")
     targets_file = os.path.join(tmp, "many-targets")
-    if plans[0].api == "mount" and plans[0].cwd is None:  # what the driver does: mount(2), absolute paths
+    cwd = c_cwd(driver, plans[0])
+    if plans[0].api == "mount":  # what the driver does: mount(2)
         with open(targets_file, "w") as f:
             f.write("".join(f"{p.target}\t{p.mount_data()}\n" for p in plans))
-        cmd = [exe, "many-mount", "1", targets_file]
+        cmd = [exe, "many-mount", "1", cwd, targets_file]
     else:
         with open(lowers_file, "w") as f:
             f.write("".join(p + "\n" for p in plans[0].lowers))
         with open(targets_file, "w") as f:
             f.write("".join(f"{p.target}\t{p.upper}\t{p.work}\n" for p in plans))
-        cmd = [exe, "many", "1", lowers_file, targets_file, *plans[0].extra]
+        cmd = [exe, "many", "1", cwd, lowers_file, targets_file, *plans[0].extra]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return [float(x) for x in out.stdout.split()]
 
@@ -236,6 +246,7 @@ def python_pass(driver: Driver, containers: list[str]) -> tuple[list[float], flo
 def bench_containers(root: str, exe: str, tmp: str, count: int, passes: int, window: int = 20) -> dict:
     """Part 2. Python passes alternate with C passes over the same overlays; ratios per pass."""
     driver = open_driver(root, "overlay2")
+    plain = open_driver(root, "overlay2", {"overlay2.layer_view": "false"})  # Docker's absolute paths
     image = [f"image-{i}" for i in range(5)]
     for i, lid in enumerate(image):
         driver.create(lid, image[i - 1] if i else None)
@@ -250,6 +261,7 @@ def bench_containers(root: str, exe: str, tmp: str, count: int, passes: int, win
 
     py: list[list[float]] = []
     c: list[list[float]] = []
+    c_abs: list[list[float]] = []
     put_s: list[float] = []
     try:
         for cid in containers[:window]:  # warm-up, so the first gets are not the coldest
@@ -264,10 +276,15 @@ def bench_containers(root: str, exe: str, tmp: str, count: int, passes: int, win
                     put_s.append(put_all)
                 else:
                     c.append(c_many_pass(exe, driver, containers, tmp))
+                    if driver.layer_view_in_use:
+                        time.sleep(0.3)
+                        c_abs.append(c_many_pass(exe, plain, containers, tmp))
             print(f"# {count} containers, pass {n + 1}: Python first {window} gets "
                   f"{statistics.fmean(py[-1][:window]) * 1e3:.3f} ms, last {window} "
                   f"{statistics.fmean(py[-1][-window:]) * 1e3:.3f} ms, ratio {ratio(py[-1], statistics.fmean):.2f}; "
-                  f"C ratio {ratio(c[-1], statistics.fmean):.2f}", flush=True)
+                  f"C ratio {ratio(c[-1], statistics.fmean):.2f}"
+                  + (f", C with absolute paths {ratio(c_abs[-1], statistics.fmean):.2f}" if c_abs else ""),
+                  flush=True)
     finally:
         driver.cleanup()  # unmounts whatever is left; the temporary root goes with the run
     med = statistics.median
@@ -286,6 +303,11 @@ def bench_containers(root: str, exe: str, tmp: str, count: int, passes: int, win
                                 for p, q in zip(py, c, strict=True)) * 1e3,
             "own_last_ms": med(statistics.fmean(p[-window:]) - statistics.fmean(q[-window:])
                                for p, q in zip(py, c, strict=True)) * 1e3,
+            "c_abs": {"first_ms": med(statistics.fmean(t[:window]) for t in c_abs) * 1e3,
+                      "last_ms": med(statistics.fmean(t[-window:]) for t in c_abs) * 1e3,
+                      "ratio": med(ratio(t, statistics.fmean) for t in c_abs),
+                      "ratio_medians": med(ratio(t, statistics.median) for t in c_abs)} if c_abs else None,
+            "view": driver.layer_view_in_use,
             "put_all_s": med(put_s)}
 
 
@@ -323,9 +345,13 @@ def report(rows: list[dict], cont: dict | None, namespace: str) -> str:
                   f"| Python get | {cont['first_ms']:.3f} ms | {cont['last_ms']:.3f} ms | "
                   f"**{cont['ratio']:.2f}** {ok} | {cont['ratio_medians']:.2f} | "
                   f"{', '.join(f'{x:.2f}' for x in cont['ratios'])} | {cont['put_all_s']:.2f} s |",
-                  f"| C mount | {cont['c_first_ms']:.3f} ms | {cont['c_last_ms']:.3f} ms | {cont['c_ratio']:.2f} | "
-                  f"{cont['c_ratio_medians']:.2f} | | |",
-                  f"| driver's own share (Python - C) | {cont['own_first_ms']:.3f} ms | {cont['own_last_ms']:.3f} ms | "
+                  f"| C mount{', same paths (view)' if cont['view'] else ''} | {cont['c_first_ms']:.3f} ms | "
+                  f"{cont['c_last_ms']:.3f} ms | {cont['c_ratio']:.2f} | {cont['c_ratio_medians']:.2f} | | |"]
+        if cont["c_abs"]:
+            a = cont["c_abs"]
+            lines.append(f"| C mount, absolute paths (no view) | {a['first_ms']:.3f} ms | {a['last_ms']:.3f} ms | "
+                         f"{a['ratio']:.2f} | {a['ratio_medians']:.2f} | | |")
+        lines += [f"| driver's own share (Python - C) | {cont['own_first_ms']:.3f} ms | {cont['own_last_ms']:.3f} ms | "
                   f"{cont['own_last_ms'] / cont['own_first_ms']:.2f} | | | |", ""]
     return "\n".join(lines)
 
@@ -357,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--containers", type=int, default=1000, help="containers for part 2 (0: skip)")
     ap.add_argument("--passes", type=int, default=5, help="get-all/put-all passes in part 2 (default 5)")
     ap.add_argument("--skip-lowers", action="store_true", help="run part 2 only")
+    ap.add_argument("--layer-view", choices=("true", "false"), default="true",
+                    help="the driver's overlay2.layer_view option (part 1; part 2 measures both ways in C)")
     ap.add_argument("--shared-namespace", action="store_true",
                     help="mount in this process's mount namespace instead of a private one")
     args = ap.parse_args(argv)
@@ -376,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exe = compile_baseline(tmp)
         if not args.skip_lowers:
-            rows = bench_lowers(os.path.join(tmp, "chain"), exe, tmp, args.rounds, lowers)
+            rows = bench_lowers(os.path.join(tmp, "chain"), exe, tmp, args.rounds, lowers,
+                                {"overlay2.layer_view": args.layer_view})
         if args.containers:
             cont = bench_containers(os.path.join(tmp, "containers"), exe, tmp, args.containers, args.passes)
     finally:

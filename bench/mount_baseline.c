@@ -11,15 +11,17 @@
  *       upperdir; workdir; the extra options; FSCONFIG_CMD_CREATE; fsmount; move_mount; close;
  *       umount2 }. Raw syscall() numbers: glibc 2.36 has no wrappers.
  *
- *   mount_baseline many VERIFY LOWERSFILE TARGETSFILE [KEY=VALUE | FLAG]...
+ *   mount_baseline many VERIFY CWD LOWERSFILE TARGETSFILE [KEY=VALUE | FLAG]...
  *       For each "TARGET<tab>UPPER<tab>WORK" line of TARGETSFILE in turn, the fsconfig mount above
  *       (all stay mounted); prints each mount's seconds, one a line, then unmounts them all (untimed).
  *
- *   mount_baseline many-mount VERIFY TARGETSFILE
+ *   mount_baseline many-mount VERIFY CWD TARGETSFILE
  *       The same with mount(2), each line of TARGETSFILE being "TARGET<tab>DATA".
  *
- * The first two chdir(CWD) first unless it is "-" (for relative paths). VERIFY 1 adds, after each
- * mount, what the kernel needs to show it: statx(TARGET) for the mount id and one statmount(2) of its
+ * Each mode first enters CWD for relative paths: "-" stays, "view:DIR" enters a detached copy of DIR's
+ * mount (open_tree OPEN_TREE_CLONE), as the driver does by default, else chdir(CWD).
+ *
+ * VERIFY 1 adds, after each mount, what the kernel needs to show it: statx(TARGET) for the mount id and one statmount(2) of its
  * type, point, source and option array (the kernel's share of the driver's verification; nothing is
  * compared).
  *
@@ -38,6 +40,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
 #ifndef SYS_move_mount
 #define SYS_move_mount 429
 #endif
@@ -54,6 +59,7 @@
 #define SYS_statmount 457
 #endif
 
+#define OPEN_TREE_CLONE_ 0x1
 #define FSOPEN_CLOEXEC_ 0x1
 #define FSCONFIG_SET_FLAG_ 0
 #define FSCONFIG_SET_STRING_ 1
@@ -122,8 +128,18 @@ static void look(const char *target)
 	}
 }
 
+/* CWD: "-" (stay), a directory, or "view:DIR": a detached copy of DIR's mount (open_tree with
+ * OPEN_TREE_CLONE, not recursive), as the driver looks its layers up. */
 static void enter(const char *cwd)
 {
+	if (strncmp(cwd, "view:", 5) == 0) {
+		int fd = syscall(SYS_open_tree, AT_FDCWD, cwd + 5, OPEN_TREE_CLONE_ | O_CLOEXEC);
+		if (fd < 0)
+			die("open_tree", cwd + 5);
+		if (fchdir(fd) != 0)
+			die("fchdir", cwd + 5);
+		return;
+	}
 	if (strcmp(cwd, "-") != 0 && chdir(cwd) != 0)
 		die("chdir", cwd);
 }
@@ -222,9 +238,10 @@ static double run_fsconfig(long iters, const char *target, const char *cwd, cons
 
 /* Mount every "target upper work" line of TARGETSFILE in turn, keeping all mounted, printing each mount's
  * seconds; then unmount them all (not timed). */
-static void run_many(const char *lowersfile, const char *targetsfile, int nextra, char **extra)
+static void run_many(const char *cwd, const char *lowersfile, const char *targetsfile, int nextra, char **extra)
 {
 	size_t nlow, n;
+	enter(cwd);
 	char **lowers = read_lines(lowersfile, &nlow);
 	char **targets = read_lines(targetsfile, &n);
 	char **fields = calloc(3 * n, sizeof(char *));
@@ -251,9 +268,10 @@ static void run_many(const char *lowersfile, const char *targetsfile, int nextra
 }
 
 /* The same with mount(2): each line of TARGETSFILE is "TARGET<tab>DATA" (the option data, at most a page). */
-static void run_many_mount(const char *targetsfile)
+static void run_many_mount(const char *cwd, const char *targetsfile)
 {
 	size_t n;
+	enter(cwd);
 	char **lines = read_lines(targetsfile, &n);
 	char **data = calloc(n, sizeof(char *));
 	for (size_t i = 0; i < n; i++) {
@@ -292,19 +310,19 @@ int main(int argc, char **argv)
 		iters = atol(argv[2]);
 		verify = atoi(argv[3]);
 		t = run_fsconfig(iters, argv[4], argv[5], argv[6], argv[7], argv[8], argc - 9, argv + 9);
-	} else if (argc >= 4 && strcmp(argv[1], "many-mount") == 0) {
+	} else if (argc >= 5 && strcmp(argv[1], "many-mount") == 0) {
 		verify = atoi(argv[2]);
-		run_many_mount(argv[3]);
+		run_many_mount(argv[3], argv[4]);
 		return 0;
-	} else if (argc >= 5 && strcmp(argv[1], "many") == 0) {
+	} else if (argc >= 6 && strcmp(argv[1], "many") == 0) {
 		verify = atoi(argv[2]);
-		run_many(argv[3], argv[4], argc - 5, argv + 5);
+		run_many(argv[3], argv[4], argv[5], argc - 6, argv + 6);
 		return 0;
 	} else {
 		fprintf(stderr, "usage: mount_baseline mount ITERS VERIFY TARGET CWD DATAFILE\n"
 				"       mount_baseline fsconfig ITERS VERIFY TARGET CWD UPPER WORK LOWERSFILE [OPT]...\n"
-				"       mount_baseline many VERIFY LOWERSFILE TARGETSFILE [OPT]...\n"
-				"       mount_baseline many-mount VERIFY TARGETSFILE\n");
+				"       mount_baseline many VERIFY CWD LOWERSFILE TARGETSFILE [OPT]...\n"
+				"       mount_baseline many-mount VERIFY CWD TARGETSFILE\n");
 		return 2;
 	}
 	printf("%.9f\n", iters > 0 ? t / iters : 0.0);

@@ -18,10 +18,10 @@ from functools import cached_property
 from typing import ClassVar
 
 from ..driver import Driver, MountState, register
-from ..errors import MountFailed
+from ..errors import MountFailed, StorageOptUnsupported
 from ..ids import short_link_id
 from ..kernel import mountinfo, probe, syscalls
-from ..kernel.overlay import mount_overlay
+from ..kernel.overlay import LayerView, mount_overlay
 from ..kernel.unmount import unmount
 from ..plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, plan_overlay
 from ..store.files import read_text, write_atomic
@@ -57,6 +57,20 @@ class Overlay2(Driver):
         #: layer id -> (identity of its ``merged/`` dir, plan or None for a base layer). A layer's lowers
         #: never change while it exists; a layer removed and made again has another ``merged/``.
         self._plans: dict[str, tuple[tuple[int, int], OverlayPlan | None]] = {}
+        #: Layers are looked up through a detached copy of the root's mount (see LayerView): relative
+        #: paths from the overlay2 directory, as Docker spells mounts too long for a page.
+        self._view = LayerView(self.home) if self._view_wanted() else None
+
+    @property
+    def layer_view_in_use(self) -> bool:
+        """True while layers are looked up through the detached view (relative paths in every mount)."""
+        return self._view is not None and self._view.usable
+
+    def _view_wanted(self) -> bool:
+        wanted = self.options.get("overlay2.layer_view", "true").lower()
+        if wanted not in ("true", "false"):
+            raise StorageOptUnsupported(f"overlay2.layer_view must be true or false, not {wanted!r}")
+        return wanted == "true"
 
     # -- layout ---------------------------------------------------------------------------------
     @property
@@ -185,11 +199,11 @@ class Overlay2(Driver):
         d = self._dir(layer_id)
         return plan_overlay(self.mount_point(layer_id), dirs, f"{d}/diff", f"{d}/work", api=self.mount_api,
                             short_lowers=links, cwd=self.home, page_size=probe.page_size(),
-                            extra=self._extra_options)
+                            extra=self._extra_options, relative=self.layer_view_in_use)
 
     def mount_layer(self, layer_id: str, plan: object | None = None) -> int:
         plan = plan if isinstance(plan, OverlayPlan) else self.plan(layer_id)
-        mount_overlay(plan)
+        mount_overlay(plan, self._view)
         entry = mountinfo.mount_at(plan.target, len(plan.shown_lowers), brief=True)
         problems = check_overlay(plan, entry)
         if problems:
@@ -224,5 +238,8 @@ class Overlay2(Driver):
                "auto": "mount(2) while the options fit a page, else fsconfig lowerdir+"}.get(
                    self.mount_api, "mount(2), one page of options")
         verify = "statmount(2)" if syscalls.statmount_supported() else "/proc/self/mountinfo"
-        return [("Supports d_type", "true"), ("Mount API", api), ("Verified with", verify),
+        view = ("by path" if self._view is None else
+                "relative, through a detached copy of the root's mount" if self._view.usable else
+                "by path (the kernel refused layers on a detached mount)")
+        return [("Supports d_type", "true"), ("Mount API", api), ("Layers looked up", view), ("Verified with", verify),
                 ("Max lower layers", str(OVL_MAX_STACK))]

@@ -1,9 +1,10 @@
 """Execute an overlay mount plan: fsopen/fsconfig/fsmount/move_mount, or mount(2).
 
 Relative paths in a plan (Docker's short ``l/`` links) are resolved by the kernel from the calling
-thread's working directory. Each time, the thread first stops sharing its working directory with any
-other thread (``unshare(CLONE_FS)``: threads it started since the last time shared it again), then
-enters the plan's directory and goes back: no other thread ever sees the change. The one lasting
+thread's working directory: the plan's ``cwd``, or better a :class:`LayerView` of it. Each time, the
+thread first stops sharing its working directory with any other thread (``unshare(CLONE_FS)``: threads
+it started since the last time shared it again), then enters the plan's directory (or the view) and
+goes back: no other thread ever sees the change. The one lasting
 effect: that thread's cwd, root and umask are its own from then on (a later ``chdir`` or ``umask`` in
 another thread no longer reaches it, nor its in theirs).
 """
@@ -22,9 +23,42 @@ from . import syscalls
 _SHARED_CWD = threading.Lock()  # only where unshare(CLONE_FS) is refused (a seccomp profile, say)
 
 
+class LayerView:
+    """A detached copy of the mount holding ``path`` (open_tree OPEN_TREE_CLONE, not recursive), rooted at
+    ``path``: relative paths reach the same directories as from ``path``, through a mount with nothing
+    mounted below it.
+
+    Why: for each layer of a new overlay (every lower, and the upper) the kernel looks at every mount
+    attached below the layer's own mount (``clone_private_mount`` checks them for locked mounts). The
+    driver's overlays are all mounted below the mount holding its layers: with a thousand containers
+    up, that scan was most of a mount's cost, growing with each container. From the view there is
+    nothing to scan. Kernels that take no layers from a detached mount are found out at the first mount
+    (see :func:`mount_overlay`); ``usable`` is False from then on.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.usable = True
+        self._fd = -1
+        self._lock = threading.Lock()
+
+    def fd(self) -> int:
+        """The view's descriptor (made on first use, kept while the object lives)."""
+        if self._fd < 0:
+            with self._lock:
+                if self._fd < 0:
+                    self._fd = syscalls.open_tree_clone(self.path)
+        return self._fd
+
+    def __del__(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+
+
 @contextlib.contextmanager
-def working_dir(path: str | None) -> Iterator[None]:
-    """Run the block in ``path`` (None: where we are), with a working directory private to this thread."""
+def working_dir(path: str | None, fd: int | None = None) -> Iterator[None]:
+    """Run the block in ``path`` (None: where we are), or in the directory open as ``fd``, with a working
+    directory private to this thread."""
     if path is None:
         yield
         return
@@ -36,18 +70,32 @@ def working_dir(path: str | None) -> Iterator[None]:
     with contextlib.nullcontext() if private else _SHARED_CWD:
         back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            os.chdir(path)
+            if fd is None:
+                os.chdir(path)
+            else:
+                os.fchdir(fd)
             yield
         finally:
             os.fchdir(back)
             os.close(back)
 
 
-def mount_overlay(plan: OverlayPlan) -> None:
-    """Ask the kernel for the planned overlay at ``plan.target``. Raises MountFailed with its reason."""
+def mount_overlay(plan: OverlayPlan, view: LayerView | None = None) -> None:
+    """Ask the kernel for the planned overlay at ``plan.target``, resolving relative paths through
+    ``view`` when it is a view of ``plan.cwd``. Raises MountFailed with the kernel's reason."""
     try:
         if plan.cwd is None:
             _mount(plan)
+        elif view is not None and view.usable and view.path == plan.cwd:
+            try:
+                with working_dir(plan.cwd, view.fd()):
+                    _mount(plan)
+            except OSError:
+                # Refused through the view: a kernel that takes no layers from a detached mount, or
+                # without open_tree. By the path; and by the path from now on if that works.
+                with working_dir(plan.cwd):
+                    _mount(plan)
+                view.usable = False
         else:
             with working_dir(plan.cwd):
                 _mount(plan)

@@ -168,6 +168,15 @@ def move_mount(mount_fd: int, target: str) -> None:
         _check(-1, "move_mount", target)
 
 
+OPEN_TREE_CLONE = 0x1
+
+
+def open_tree_clone(path: str) -> int:
+    """open_tree(2) with OPEN_TREE_CLONE: a descriptor of a detached copy of the mount at ``path``, rooted
+    at ``path``, without the mounts below it (not recursive). Close-on-exec."""
+    return _check(_sys(SYS_OPEN_TREE, AT_FDCWD, _b(path), OPEN_TREE_CLONE | os.O_CLOEXEC), "open_tree", path)
+
+
 def context_log(fd: int) -> str:
     """Messages the kernel left in a filesystem context (``e overlay: ...``), as ' (msg; msg)'."""
     msgs = []

@@ -35,6 +35,10 @@ class OverlayPlan:
     api: str
     cwd: str | None = None
     extra: tuple[str, ...] = ()
+    #: The same lower layers spelled the other way (absolute dirs for ``l/`` links and back), or ().
+    same_lowers: tuple[str, ...] = ()
+    #: Where the other spelling's relative paths start (an absolute plan has no ``cwd``).
+    relative_to: str | None = None
 
     def mount_data(self) -> str:
         """The mount(2) option string."""
@@ -81,7 +85,8 @@ class OverlayPlan:
 
     def resolve(self, path: str) -> str:
         """An absolute form of a (possibly relative) planned path."""
-        return path if os.path.isabs(path) or not self.cwd else os.path.join(self.cwd, path)
+        base = self.cwd or self.relative_to
+        return path if os.path.isabs(path) or not base else os.path.join(base, path)
 
 
 def _check_paths(paths: list[str]) -> None:
@@ -96,7 +101,7 @@ def _check_paths(paths: list[str]) -> None:
 
 def plan_overlay(target: str, lowers: list[str], upper: str | None, work: str | None, *, api: str,
                  short_lowers: list[str] | None = None, cwd: str | None = None,
-                 page_size: int = 4096, extra: tuple[str, ...] = ()) -> OverlayPlan:
+                 page_size: int = 4096, extra: tuple[str, ...] = (), relative: bool = False) -> OverlayPlan:
     """Plan an overlay mount of ``lowers`` (absolute, nearest first) under ``upper``/``work``.
 
     ``api``: ``mount`` (mount(2): the whole option data in one page, minus the NUL), ``fsconfig``
@@ -106,6 +111,9 @@ def plan_overlay(target: str, lowers: list[str], upper: str | None, work: str | 
     ``l/`` links), which the kernel parses, looks up and shows back (in every mountinfo read and the
     statmount that verifies the mount) at a third of the length. What cannot be carried raises
     :class:`TooManyLayers` before anything is mounted; so does anything past :data:`OVL_MAX_STACK`.
+    ``relative`` (with ``short_lowers`` and ``cwd``): the short form at any size, upper and work relative
+    to ``cwd`` too — for an executor that resolves them through a detached copy of ``cwd``'s mount
+    (:class:`~graphdriver.kernel.overlay.LayerView`).
     """
     if not lowers:
         raise MountFailed(f"overlay at {target} needs at least one lower layer")
@@ -116,27 +124,36 @@ def plan_overlay(target: str, lowers: list[str], upper: str | None, work: str | 
         raise ValueError(f"unknown mount api {api!r}")
     limit = page_size - 1
     short_ok = short_lowers is not None and cwd is not None
+    relative = relative and short_ok
+    same = tuple(short_lowers or ())  # the same layers spelled the other way, for checking
+
+    def absolute(how: str) -> OverlayPlan:
+        return OverlayPlan(target, tuple(lowers), upper, work, how, None, extra, same, cwd if same else None)
+
+    def short(how: str, *, dirs_too: bool = True) -> OverlayPlan:
+        assert short_lowers is not None and cwd is not None
+
+        def rel(p: str | None) -> str | None:
+            return os.path.relpath(p, cwd) if p and dirs_too else p
+
+        return OverlayPlan(target, tuple(short_lowers), rel(upper), rel(work), how, cwd, extra, tuple(lowers))
+
     if api != "fsconfig":
-        plan = OverlayPlan(target, tuple(lowers), upper, work, "mount", None, extra)
-        size = len(plan.mount_data().encode())
-        if size <= limit:
-            return plan
-        if short_ok:
-            assert short_lowers is not None and cwd is not None
-            rel = (lambda p: os.path.relpath(p, cwd)) if upper else (lambda p: p)
-            plan = OverlayPlan(target, tuple(short_lowers), rel(upper) if upper else None,
-                               rel(work) if work else None, "mount", cwd, extra)
+        size = 0
+        for plan in ((short("mount"),) if relative else
+                     (absolute("mount"), short("mount")) if short_ok else (absolute("mount"),)):
             size = len(plan.mount_data().encode())
             if size <= limit:
                 return plan
         if api == "mount":
             raise TooManyLayers(f"{len(lowers)} lower layers need {size} bytes of mount data; mount(2) takes "
                                 f"{limit} on this kernel (no fsconfig lowerdir+ here)")
+    if relative:
+        return short("fsconfig")
     if not short_ok or sum(len(p) + 1 for p in lowers) <= limit:
-        return OverlayPlan(target, tuple(lowers), upper, work, "fsconfig", None, extra)
-    assert short_lowers is not None
+        return absolute("fsconfig")
     # Only the lowers go short: upper and work stay as docker inspect shows them.
-    return OverlayPlan(target, tuple(short_lowers), upper, work, "fsconfig", cwd, extra)
+    return short("fsconfig", dirs_too=False)
 
 
 def kernel_lowers(entry: MountEntry) -> list[str]:
@@ -162,8 +179,7 @@ def check_overlay(plan: OverlayPlan, entry: MountEntry | None) -> list[str]:
         return problems
     got = kernel_lowers(entry)
     want = list(plan.lowers)
-    if got != want and [os.path.normpath(plan.resolve(p)) for p in got] \
-            != [os.path.normpath(plan.resolve(p)) for p in want]:
+    if got != want and not _same_layers(plan, got):
         problems.append(f"lower layers differ: planned {len(want)}, kernel shows {len(got)}"
                         + (f" (first difference at #{_first_diff(want, got)})" if got else ""))
     for key, value in (("upperdir", plan.upper), ("workdir", plan.work)):
@@ -193,6 +209,13 @@ def _shown_as_planned(plan: OverlayPlan, blob: bytes) -> bool:
         if blob.count(name) != (option is not None) or option is not None and option not in blob:
             return False
     return True
+
+
+def _same_layers(plan: OverlayPlan, got: list[str]) -> bool:
+    """``got`` names the planned lowers, spelled either way (a process with the other setting mounted it)."""
+    shown = [os.path.normpath(plan.resolve(p)) for p in got]
+    return any(shown == [os.path.normpath(plan.resolve(p)) for p in want]
+               for want in (plan.lowers, plan.same_lowers) if want)
 
 
 def _first_diff(a: list[str], b: list[str]) -> int:

@@ -24,6 +24,15 @@ def chain(d, n: int, prefix: str = "L") -> list[str]:
     return ids
 
 
+def shown_dirs(d, entry, key: str) -> list[str]:
+    """The directories the kernel shows for ``key`` (lowers split), whichever way they are spelled:
+    relative paths are from the overlay2 directory, ``l/`` links resolved."""
+    values = entry.option_values(key)
+    if key == "lowerdir" and values:
+        values = values[0].split(":")
+    return [os.path.realpath(os.path.join(d.home, v)) for v in values]
+
+
 def test_layout_matches_docker(root: str) -> None:
     d = open_driver(root, "overlay2")
     d.create("base")
@@ -54,20 +63,28 @@ def test_lower_file_lists_nearest_parent_first(root: str) -> None:
     assert open(os.path.join(home, "L3", "lower")).read() == ":".join(f"l/{x}" for x in reversed(links[:3]))
 
 
+@pytest.mark.parametrize("view", ["true", "false"])
 @pytest.mark.parametrize("api", ["fsconfig", "mount"])
-def test_mount_shows_in_the_kernel_exactly_as_planned(root: str, api: str) -> None:
+def test_mount_shows_in_the_kernel_exactly_as_planned(root: str, api: str, view: str) -> None:
     if api == "fsconfig" and not probe.overlay_lowerdir_plus():
         pytest.skip("kernel has no fsconfig lowerdir+ (needs 6.8+)")
-    d = open_driver(root, "overlay2", {"overlay2.mount_api": api})
+    d = open_driver(root, "overlay2", {"overlay2.mount_api": api, "overlay2.layer_view": view})
     chain(d, 3)
     with open(os.path.join(d.diff_path("L0"), "f"), "w") as f:
         f.write("from L0")
     path = d.get("L2")
     entry = mountinfo.mount_at(path)
     assert entry is not None and entry.fs_type == "overlay" and not entry.read_only
-    shown = entry.option_values("lowerdir+") if api == "fsconfig" else entry.option_values("lowerdir")[0].split(":")
-    assert shown == [d.diff_path("L1"), d.diff_path("L0")]
-    assert entry.option_values("upperdir") == [d.diff_path("L2")]
+    key = "lowerdir+" if api == "fsconfig" else "lowerdir"
+    links = [f"l/{open(os.path.join(d.layer_path(x), 'link')).read()}" for x in ("L1", "L0")]
+    shown = entry.option_values(key) if api == "fsconfig" else entry.option_values(key)[0].split(":")
+    if view == "true":  # Docker's short links and relative dirs, looked up through the detached view
+        assert shown == links
+        assert (entry.option_values("upperdir"), entry.option_values("workdir")) == (["L2/diff"], ["L2/work"])
+    else:
+        assert shown == [d.diff_path("L1"), d.diff_path("L0")]
+        assert entry.option_values("upperdir") == [d.diff_path("L2")]
+    assert shown_dirs(d, entry, key) == [os.path.realpath(d.diff_path(x)) for x in ("L1", "L0")]
     assert open(os.path.join(path, "f")).read() == "from L0"
     d.put("L2")
     assert mountinfo.mount_at(path) is None
@@ -173,8 +190,8 @@ def test_the_links_directory_name_is_not_a_layer_id(root: str) -> None:
     assert d.layers() == []
 
 
-def test_default_api_is_mount_while_it_fits_then_short_links(root: str) -> None:
-    d = open_driver(root, "overlay2")
+def test_without_the_view_mount_is_absolute_while_it_fits_then_short_links(root: str) -> None:
+    d = open_driver(root, "overlay2", {"overlay2.layer_view": "false"})
     ids = chain(d, 129, prefix=f"{0:060x}")
     few, many = d.plan(ids[3]), d.plan(ids[128])
     assert (few.api, few.cwd) == ("mount", None)
@@ -201,7 +218,7 @@ def test_a_layer_made_again_by_another_process_gets_its_new_lowers(root: str) ->
     with open(os.path.join(other.diff_path("L2"), "only-in-L2"), "w") as f:
         f.write("x")
     path = first.get("top")
-    assert mountinfo.mount_at(path).option_values("lowerdir") == [other.diff_path("L0")]
+    assert shown_dirs(first, mountinfo.mount_at(path), "lowerdir") == [os.path.realpath(other.diff_path("L0"))]
     assert not os.path.exists(os.path.join(path, "only-in-L2"))
     first.put("top")
 
@@ -245,7 +262,7 @@ def test_brief_statmount_agrees_with_the_full_one(root: str) -> None:
     assert (brief.mnt_id, brief.fs_type, brief.read_only, brief.options) \
         == (full.mnt_id, full.fs_type, full.read_only, full.options)
     assert full.mount_point == path and brief.mount_point == ""
-    assert f"upperdir={d.diff_path('L2')}" in brief.options
+    assert "upperdir=L2/diff" in brief.options
     d.put("L2")
 
 
@@ -298,3 +315,44 @@ def test_verification_through_mountinfo_where_statmount_is_missing(root: str, ap
         assert d.verify() == []
         d.put(top)
         assert mountinfo.mount_at(path) is None
+
+
+@pytest.mark.parametrize("first, second", [("true", "false"), ("false", "true")])
+def test_processes_with_and_without_the_view_share_one_mount_and_see_no_drift(root: str, first: str,
+                                                                               second: str) -> None:
+    a = open_driver(root, "overlay2", {"overlay2.layer_view": first})
+    b = open_driver(root, "overlay2", {"overlay2.layer_view": second})
+    chain(a, 3)
+    path = a.get("L2")
+    mid = mountinfo.current_mount_id(path)
+    assert b.verify() == []  # the same layers, spelled the other way
+    assert b.get("L2") == path and mountinfo.current_mount_id(path) == mid and b.mount_count("L2") == 2
+    b.put("L2")
+    a.put("L2")
+    assert mountinfo.mount_at(path) is None
+
+
+def test_a_view_that_cannot_serve_falls_back_to_the_path_and_is_dropped(root: str, tmp_path) -> None:
+    d = open_driver(root, "overlay2")
+    chain(d, 3)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    stale = overlay.LayerView(str(elsewhere))  # a detached copy of another tree: no layer is found there
+    stale.fd()
+    stale.path = d.home
+    d._view = stale
+    path = d.get("L2")  # refused through the view, mounted by the path
+    assert stale.usable is False
+    entry = mountinfo.mount_at(path)
+    assert shown_dirs(d, entry, "lowerdir") == [os.path.realpath(d.diff_path(x)) for x in ("L1", "L0")]
+    assert d.verify() == []
+    d.put("L2")
+    assert "refused" in dict(d.status())["Layers looked up"]
+
+
+def test_the_layer_view_setting_is_checked(root: str) -> None:
+    from graphdriver.errors import StorageOptUnsupported
+
+    with pytest.raises(StorageOptUnsupported, match="overlay2.layer_view must be true or false, not 'maybe'"):
+        open_driver(root, "overlay2", {"overlay2.layer_view": "maybe"})
+    assert dict(open_driver(root, "overlay2").status())["Layers looked up"].startswith("relative, through")

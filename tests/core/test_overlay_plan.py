@@ -108,6 +108,38 @@ def test_fsconfig_plan_goes_short_only_past_a_page() -> None:
     assert plan.cwd == "/h" and plan.lowers == tuple(short)
 
 
+def test_relative_plan_is_short_at_every_size_with_upper_and_work_relative_too() -> None:
+    short = [f"l/{i:026d}" for i in range(500)]
+
+    def rel(n: int, api: str = "auto") -> OverlayPlan:
+        return plan_overlay("/h/x/merged", lowers(n), "/h/x/diff", "/h/x/work", api=api,
+                            short_lowers=short[:n], cwd="/h", relative=True)
+
+    for plan, api in ((rel(1), "mount"), (rel(128), "mount"), (rel(500), "fsconfig"), (rel(3, "fsconfig"), "fsconfig")):
+        assert (plan.api, plan.cwd, plan.upper, plan.work) == (api, "/h", "x/diff", "x/work")
+        assert plan.lowers == tuple(short[:len(plan.lowers)])
+        assert plan.same_lowers == tuple(lowers(len(plan.lowers)))  # the other spelling, for checks
+    assert rel(1).mount_data() == f"lowerdir={short[0]},upperdir=x/diff,workdir=x/work"
+    # Without short links to offer, relative has nothing to work with: absolute, as before.
+    assert plan_overlay("/m", lowers(3), "/u", "/w", api="auto", relative=True).cwd is None
+
+
+def test_check_accepts_the_same_layers_spelled_the_other_way() -> None:
+    # A mount made by a process with the other setting (view on: l/ links; off: absolute dirs).
+    short = ["l/A", "l/B"]
+    absolute = plan_overlay("/h/x/merged", ["/h/a/diff", "/h/b/diff"], "/h/x/diff", "/h/x/work", api="mount",
+                            short_lowers=short, cwd="/h")
+    relative = plan_overlay("/h/x/merged", ["/h/a/diff", "/h/b/diff"], "/h/x/diff", "/h/x/work", api="mount",
+                            short_lowers=short, cwd="/h", relative=True)
+    shown_short = blob_entry(["lowerdir=l/A:l/B", "upperdir=x/diff", "workdir=x/work"])
+    shown_abs = blob_entry(["lowerdir=/h/a/diff:/h/b/diff", "upperdir=/h/x/diff", "workdir=/h/x/work"])
+    for plan in (absolute, relative):
+        assert check_overlay(plan, shown_short) == [] and check_overlay(plan, shown_abs) == []
+    wrong = blob_entry(["lowerdir=l/B:l/A", "upperdir=x/diff", "workdir=x/work"])
+    assert any("lower layers differ" in p for p in check_overlay(absolute, wrong))
+    assert any("lower layers differ" in p for p in check_overlay(relative, wrong))
+
+
 def blob_entry(options: list[str], ro: bool = False) -> MountEntry:
     """A MountEntry as statmount's option array gives it (NUL-terminated strings, decoded lazily)."""
     return MountEntry(9, "", "overlay", "", ro, option_blob=b"".join(o.encode() + b"\0" for o in options))
