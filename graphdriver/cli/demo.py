@@ -38,6 +38,14 @@ def _proc_mounts_line(path: str) -> str:
     return lines[-1] if lines else f"(no mount at {path}: this driver does not mount)"
 
 
+def _relative_names(line: str) -> list[str]:
+    """The ``l/`` links in a /proc/mounts line's lowerdir, in order."""
+    fields = line.split(" ")
+    options = fields[3].split(",") if len(fields) > 3 else []
+    lowers = [o.partition("=")[2] for o in options if o.startswith(("lowerdir=", "lowerdir+="))]
+    return [p for value in lowers for p in value.split(":") if p.startswith("l/")]
+
+
 def layer_story(driver_name: str | None, say=print) -> None:
     """Two image layers, a container layer on top, copy-on-write and a whiteout, shown from the kernel."""
     root = tempfile.mkdtemp(prefix="graphdriver-demo-")
@@ -73,7 +81,13 @@ def layer_story(driver_name: str | None, say=print) -> None:
         say("GraphDriver:")
         say(json.dumps({"Name": d.name, "Data": d.metadata("C")}, indent=2))
         say("kernel /proc/mounts:")
-        say(_proc_mounts_line(merged))
+        line = _proc_mounts_line(merged)
+        say(line)
+        relative = _relative_names(line)
+        if relative:  # overlay2 looks layers up from its directory (through a detached copy of its mount)
+            home = os.path.dirname(os.path.dirname(merged))
+            say(f"  relative to {home}: " + ", ".join(
+                f"{name} = {os.path.relpath(os.path.realpath(os.path.join(home, name)), home)}" for name in relative))
         drift = d.verify()
         say("verify: " + ("no drift" if not drift else "; ".join(map(str, drift))))
         d.put("C")

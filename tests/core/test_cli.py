@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -184,6 +185,8 @@ def test_demo_runs_and_cleans_up() -> None:
     assert "character device 0:0" in out
     assert "layer A still holds a: True" in out
     assert '"LowerDir"' in out and " overlay rw," in out
+    # The kernel's line names the layers relative to the overlay2 directory; the demo says which is which.
+    assert re.search(r"relative to \S+/overlay2: l/[A-Z2-7]{26} = B/diff, l/[A-Z2-7]{26} = A/diff\n", out)
     assert "cleaned up" in out
     assert not [e for e in mountinfo.read_mountinfo() if "graphdriver-demo-" in e.mount_point]
     assert not [d for d in os.listdir(tempfile.gettempdir()) if d.startswith("graphdriver-demo-")]
