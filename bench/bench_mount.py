@@ -84,7 +84,7 @@ def c_cwd(driver: Overlay2, plan: OverlayPlan) -> str:
 class Baseline:
     """The C program's command lines for one layer: the driver's own plan, and fsconfig for comparison."""
 
-    def __init__(self, exe: str, driver: Driver, top: str, tmp: str) -> None:
+    def __init__(self, exe: str, driver: Overlay2, top: str, tmp: str) -> None:
         plan = driver.plan(top)  # what the driver asks the kernel for: mount(2) while it fits a page
         self.lowers = len(plan.lowers)
         self.api = plan.api
@@ -206,7 +206,7 @@ def bench_lowers(root: str, exe: str, tmp: str, rounds: int, lowers: tuple[int, 
     return rows
 
 
-def c_many_pass(exe: str, driver: Driver, containers: list[str], tmp: str) -> list[float]:
+def c_many_pass(exe: str, driver: Overlay2, containers: list[str], tmp: str) -> list[float]:
     """The C program mounts every container's planned overlay in turn (the plan's API + statx + statmount,
     all kept mounted) and unmounts them; seconds per mount, in order. The kernel's own cost growth."""
     plans = [driver.plan(cid) for cid in containers]

@@ -50,9 +50,9 @@ class LayerView:
                     self._fd = syscalls.open_tree_clone(self.path)
         return self._fd
 
-    def __del__(self) -> None:
+    def __del__(self, _close=os.close) -> None:  # os.close kept: module globals may be gone at exit
         if self._fd >= 0:
-            os.close(self._fd)
+            _close(self._fd)
 
 
 @contextlib.contextmanager
