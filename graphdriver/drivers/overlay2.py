@@ -119,6 +119,8 @@ class Overlay2(Driver):
         key = (mid.ino, mid.born)
         cached = self._plans.get(layer_id)
         if cached is None or cached[0] != key:
+            if self._view is not None:  # a layer new to this object: is the view still of this root?
+                self._view.follow()
             cached = self._plans[layer_id] = (key, self.plan(layer_id) if self.locate(layer_id) else None)
         return MountState(cached[1] is not None, None, cached[1])
 

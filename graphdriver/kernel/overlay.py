@@ -40,6 +40,7 @@ class LayerView:
         self.path = path
         self.usable = True
         self._fd = -1
+        self._replaced: list[int] = []  # earlier views: another thread may be inside one right now
         self._lock = threading.Lock()
 
     def fd(self) -> int:
@@ -50,9 +51,27 @@ class LayerView:
                     self._fd = syscalls.open_tree_clone(self.path)
         return self._fd
 
+    def follow(self) -> bool:
+        """Make the view again if ``path`` is now another directory than the one it was made of (the
+        root removed or moved away and made again). Two stat calls; True when it was made again."""
+        with self._lock:
+            if self._fd < 0:
+                return False
+            try:
+                now = os.stat(self.path)
+            except OSError:
+                return False  # nothing there to follow: mounts fail by either way and say so
+            then = os.fstat(self._fd)
+            if (then.st_dev, then.st_ino) == (now.st_dev, now.st_ino):
+                return False
+            self._replaced.append(self._fd)
+            self._fd = syscalls.open_tree_clone(self.path)
+            return True
+
     def __del__(self, _close=os.close) -> None:  # os.close kept: module globals may be gone at exit
-        if self._fd >= 0:
-            _close(self._fd)
+        for fd in (*self._replaced, self._fd):
+            if fd >= 0:
+                _close(fd)
 
 
 @contextlib.contextmanager

@@ -356,3 +356,27 @@ def test_the_layer_view_setting_is_checked(root: str) -> None:
     with pytest.raises(StorageOptUnsupported, match="overlay2.layer_view must be true or false, not 'maybe'"):
         open_driver(root, "overlay2", {"overlay2.layer_view": "maybe"})
     assert dict(open_driver(root, "overlay2").status())["Layers looked up"].startswith("relative, through")
+
+
+def test_the_view_follows_a_root_copied_and_swapped_in_under_a_live_driver(root: str) -> None:
+    import shutil
+
+    d = open_driver(root, "overlay2")
+    chain(d, 2)
+    with open(os.path.join(d.diff_path("L0"), "f"), "w") as f:
+        f.write("old root")
+    path = d.get("L1")  # the view is made of the first root
+    d.put("L1")
+    shutil.copytree(root, root + ".new", symlinks=True)  # the same layers, the same l/ links ...
+    with open(os.path.join(root + ".new", "overlay2", "L0", "diff", "f"), "w") as f:
+        f.write("new root")
+    os.rename(root, root + ".old")  # ... swapped in while the driver lives (the old view still reaches
+    os.rename(root + ".new", root)  # the old root, where every relative path would resolve too)
+    try:
+        assert d.get("L1") == path
+        assert open(os.path.join(path, "f")).read() == "new root"
+        assert d.layer_view_in_use  # followed, not dropped
+        assert d.verify() == []
+        d.put("L1")
+    finally:
+        shutil.rmtree(root + ".old")
