@@ -335,6 +335,8 @@ def test_processes_with_and_without_the_view_share_one_mount_and_see_no_drift(ro
 def test_a_view_that_cannot_serve_falls_back_to_the_path_and_is_dropped(root: str, tmp_path) -> None:
     d = open_driver(root, "overlay2")
     chain(d, 3)
+    d.get("L2")
+    d.put("L2")  # the plan is cached: the next get mounts at once
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     stale = overlay.LayerView(str(elsewhere))  # a detached copy of another tree: no layer is found there
