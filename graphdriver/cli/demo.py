@@ -11,6 +11,7 @@ import tempfile
 from plumbum import cli
 
 from ..kernel import mountinfo, syscalls
+from ..plan.overlay import kernel_lowers
 from ..registry import open_driver
 from .app import GraphDriverApp, top
 
@@ -36,14 +37,6 @@ def _proc_mounts_line(path: str) -> str:
     with open("/proc/mounts") as f:
         lines = [line.rstrip() for line in f if line.split(" ")[1] == path]
     return lines[-1] if lines else f"(no mount at {path}: this driver does not mount)"
-
-
-def _relative_names(line: str) -> list[str]:
-    """The ``l/`` links in a /proc/mounts line's lowerdir, in order."""
-    fields = line.split(" ")
-    options = fields[3].split(",") if len(fields) > 3 else []
-    lowers = [o.partition("=")[2] for o in options if o.startswith(("lowerdir=", "lowerdir+="))]
-    return [p for value in lowers for p in value.split(":") if p.startswith("l/")]
 
 
 def layer_story(driver_name: str | None, say=print) -> None:
@@ -81,9 +74,10 @@ def layer_story(driver_name: str | None, say=print) -> None:
         say("GraphDriver:")
         say(json.dumps({"Name": d.name, "Data": d.metadata("C")}, indent=2))
         say("kernel /proc/mounts:")
-        line = _proc_mounts_line(merged)
-        say(line)
-        relative = _relative_names(line)
+        say(_proc_mounts_line(merged))
+        entry = mountinfo.mount_at(merged)
+        lowers = kernel_lowers(entry) if entry is not None and entry.fs_type == "overlay" else []
+        relative = [p for p in lowers if not os.path.isabs(p)]
         if relative:  # overlay2 looks layers up from its directory (through a detached copy of its mount)
             home = os.path.dirname(os.path.dirname(merged))
             say(f"  relative to {home}: " + ", ".join(

@@ -140,8 +140,9 @@ def plan_overlay(target: str, lowers: list[str], upper: str | None, work: str | 
 
     if api != "fsconfig":
         size = 0
-        for plan in ((short("mount"),) if relative else
-                     (absolute("mount"), short("mount")) if short_ok else (absolute("mount"),)):
+        spellings = ([] if relative else [absolute]) + ([short] if short_ok else [])
+        for spell in spellings:  # the first that fits a page
+            plan = spell("mount")
             size = len(plan.mount_data().encode())
             if size <= limit:
                 return plan
