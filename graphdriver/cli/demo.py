@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import tempfile
 
 from plumbum import cli
 
-from ..kernel import mountinfo, syscalls
+from ..kernel import mountinfo
 from ..plan.overlay import kernel_lowers
 from ..registry import open_driver
 from .app import GraphDriverApp, top
+from .demo_images import discard_root
 
 
 def _write(path: str, text: str) -> None:
@@ -88,9 +88,7 @@ def layer_story(driver_name: str | None, say=print) -> None:
         say(f"unmounted; mounts left under the root: {len(mountinfo.mounts_under(root))}")
         d.cleanup()
     finally:
-        for entry in reversed(mountinfo.mounts_under(root)):  # only after a failure part-way
-            syscalls.umount2(entry.mount_point, syscalls.MNT_DETACH)
-        shutil.rmtree(root, ignore_errors=True)
+        discard_root(root)
     say("cleaned up")
 
 

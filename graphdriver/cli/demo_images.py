@@ -14,7 +14,16 @@ from ..kernel import mountinfo, syscalls
 from ..registry import open_driver
 from ..store.containers import ContainerStore
 from ..store.images import ImageStore
+from ..store.refs import prune_runtime
 
+
+def discard_root(root: str) -> None:
+    """Remove a demo's temporary root: what is still mounted there (only after a failure part-way),
+    the directory, and its reference records on the tmpfs."""
+    for entry in reversed(mountinfo.mounts_under(root)):
+        syscalls.umount2(entry.mount_point, syscalls.MNT_DETACH)
+    shutil.rmtree(root, ignore_errors=True)
+    prune_runtime()
 
 def _layer(files: dict[str, bytes | None]) -> bytes:
     buf = io.BytesIO()
@@ -108,7 +117,5 @@ def image_story(driver_name: str | None, say=print) -> None:
         say(f"removed containers and images: layers left {len(d.layers())}, "
             f"mounts left {len(mountinfo.mounts_under(root))}")
     finally:
-        for entry in reversed(mountinfo.mounts_under(root)):  # only after a failure part-way
-            syscalls.umount2(entry.mount_point, syscalls.MNT_DETACH)
-        shutil.rmtree(root, ignore_errors=True)
+        discard_root(root)
     say("cleaned up")

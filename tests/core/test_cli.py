@@ -190,6 +190,18 @@ def test_demo_runs_and_cleans_up() -> None:
     assert "cleaned up" in out
     assert not [e for e in mountinfo.read_mountinfo() if "graphdriver-demo-" in e.mount_point]
     assert not [d for d in os.listdir(tempfile.gettempdir()) if d.startswith("graphdriver-demo-")]
+    # Nor reference records on the tmpfs for the roots it made (each directory names its root).
+    from graphdriver.store.refs import runtime_dir
+
+    base = os.path.dirname(runtime_dir("/nonexistent/graphdriver-demo-x"))
+    homes = []
+    for name in os.listdir(base) if os.path.isdir(base) else []:
+        try:
+            with open(os.path.join(base, name, ".home")) as f:
+                homes.append(f.read())
+        except OSError:  # another test's directory, going or not yet named
+            pass
+    assert not [h for h in homes if "/graphdriver-demo-" in h]
 
 
 def test_a_refused_open_leaves_no_root_behind() -> None:
