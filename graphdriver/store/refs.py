@@ -1,24 +1,44 @@
-"""Mount reference counts that survive across processes and restarts.
+"""Mount reference counts that survive across processes and restarts: one shared table per root.
 
-A count lives in ``<runtime dir>/<id>`` (see :func:`runtime_dir`) as ``<count> <mount id> <boot id>``.
-The kernel's mount table is the truth: a count whose mount is gone, or that was written in an earlier
-boot, reads as zero.
+The table is the file ``refs`` in the root's runtime directory (see :func:`runtime_dir`), mapped into
+every process that uses the root (``mmap``, shared): reading or changing a count is a memory access, not
+a syscall — ``get`` and ``put`` pay for no file I/O at all. Writers hold the root lock.
 
-The record has a fixed width (zero-padded numbers) and is rewritten in place with one ``pwrite``: no
-temporary file, no rename (on ext4 a rename over a file forces its data out, which cost more than the
-mount itself). Writers hold the root lock; a process dying mid-call cannot leave half a record, and a
-crash of the machine starts a new boot, which voids every record anyway.
+Layout (little-endian)::
+
+    header, 128 bytes   magic (8) | boot id (40, NUL padded) | capacity in slots (u32) | retired (u32)
+                        | slots ever assigned (u32)
+    slot i, 144 bytes   layer id (128, NUL padded) | count (u64) | mount id (u64)
+
+The kernel's mount table is the truth: the driver checks a count's mount id against it on every use, and
+a table written in an earlier boot reads as empty (a tmpfs empties at reboot anyway). A layer keeps its
+slot while its count is zero (its next ``get`` finds it again); a full table reuses such slots, else
+doubles. Growing reserves the space first (``posix_fallocate``): a full tmpfs fails that call with ENOSPC
+instead of killing a later write with SIGBUS. A table being removed (``cleanup``) is first marked retired
+in place, so every process that has it mapped maps the new one at its next use.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import shutil
+import struct
 from functools import lru_cache
 from typing import NamedTuple
 
-from .files import KeptFd
+MAGIC = b"GDREFS1\n"
+HEADER = 128
+SLOT = 144
+ID_SIZE = 128
+FIRST_CAPACITY = 64
+_BOOT = slice(8, 48)
+_HEAD = struct.Struct("<III")  # capacity, retired, assigned
+_HEAD_AT = 48
+_RETIRED = struct.Struct("<I")
+_RETIRED_AT = _HEAD_AT + 4
+_REF = struct.Struct("<QQ")  # count, mount id
 
 
 def _on_tmpfs(path: str) -> bool:
@@ -58,6 +78,11 @@ def boot_id() -> str:
         return f.read().strip()
 
 
+@lru_cache(maxsize=1)
+def _boot_field() -> bytes:
+    return boot_id().encode().ljust(_BOOT.stop - _BOOT.start, b"\0")
+
+
 class Ref(NamedTuple):
     """A layer's mount references: how many, and which kernel mount they share (0: none needed)."""
 
@@ -65,84 +90,114 @@ class Ref(NamedTuple):
     mnt_id: int = 0
 
 
-_READ = 256  # more than a record: a longer file is not ours to trust
-
-
-def _record(ref: Ref) -> bytes:
-    """The fixed-width line for ``ref`` (a line: whatever follows the newline is never read)."""
-    count = max(ref.count, 0)
-    return b"%010d %020d %s\n" % (count, ref.mnt_id if count else 0, _boot_id_bytes())
-
-
-@lru_cache(maxsize=1)
-def _boot_id_bytes() -> bytes:
-    return boot_id().encode()
-
-
-def _parse(raw: bytes) -> Ref:
-    fields = raw.split(b"\n", 1)[0].split()
-    if len(fields) != 3 or fields[2] != _boot_id_bytes():
-        return Ref()
-    try:
-        return Ref(int(fields[0]), int(fields[1]))
-    except ValueError:
-        return Ref()
-
-
 class RefRecord:
-    """One layer's record: ``ref`` as read, :meth:`set` rewrites it in place (one descriptor for both)."""
+    """One layer's slot: ``ref`` as read, :meth:`set` stores another (use ``with``, as for a file)."""
 
-    def __init__(self, store: RefStore, layer_id: str) -> None:
+    __slots__ = ("_store", "_id", "ref")
+
+    def __init__(self, store: RefStore, layer_id: str, ref: Ref) -> None:
         self._store = store
         self._id = layer_id
-        try:
-            self._fd = store.open(layer_id, os.O_RDWR | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            self._fd = -1
-        self.ref = _parse(os.pread(self._fd, _READ, 0)) if self._fd >= 0 else Ref()
+        self.ref = ref
 
     def set(self, ref: Ref) -> None:
-        """Store ``ref`` (creating the record when there was none)."""
-        if self._fd < 0:
-            self._store.write(self._id, ref)
-        else:
-            os.pwrite(self._fd, _record(ref), 0)
+        """Store ``ref`` (the layer gets a slot when it had none)."""
+        self._store._put(self._id, ref)
         self.ref = ref
 
     def __enter__(self) -> RefRecord:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        pass
 
 
 class RefStore:
-    """Reads and writes reference counts under a directory. Callers hold the root lock."""
+    """The reference table of one root. Callers that change it hold the root lock; reads need none."""
 
     def __init__(self, directory: str, home: str = "") -> None:
         self.dir = directory
         self.home = home
-        self._dir_fd: KeptFd | None = None
+        self.table = os.path.join(directory, "refs")
+        self._fd = -1
+        self._mm: mmap.mmap | None = None
+        self._slots: dict[str, tuple[int, bytes]] = {}  # layer id -> (offset of its slot, padded id)
 
-    def open(self, layer_id: str, flags: int) -> int:
-        """os.open of ``layer_id``'s record, looked up from a kept descriptor of the directory.
+    # -- the mapping ---------------------------------------------------------------------------
+    def _mapped(self, create: bool) -> mmap.mmap | None:
+        """The live table, mapped (None: there is none and ``create`` is False).
 
-        FileNotFoundError when the directory or the record is not there. A directory removed and made
-        again by another process (the kept one then has no links) is opened afresh.
+        A retired table (removed by another process) is dropped for the current one; a table another
+        process grew is mapped again at its new size. ``create`` (writers, under the lock): make the
+        table, or start it afresh when it is not ours or from an earlier boot.
         """
-        held = self._dir_fd
-        if held is None:
-            held = self._dir_fd = KeptFd(self.dir, os.O_PATH | os.O_DIRECTORY)
+        mm = self._mm
+        if mm is not None:
+            capacity, retired, _ = _HEAD.unpack_from(mm, _HEAD_AT)
+            if not retired:
+                if HEADER + capacity * SLOT <= len(mm):
+                    return mm
+                return self._map(HEADER + capacity * SLOT)
+        self._forget()
         try:
-            return os.open(layer_id, flags, 0o600, dir_fd=held.fd)
+            self._fd = os.open(self.table, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
-            if os.fstat(held.fd).st_nlink:
-                raise
-        self._dir_fd = None  # gone: look the directory up again (FileNotFoundError when still absent)
-        held = self._dir_fd = KeptFd(self.dir, os.O_PATH | os.O_DIRECTORY)
-        return os.open(layer_id, flags, 0o600, dir_fd=held.fd)
+            if not create:
+                return None
+            self._make_dir()
+            return self._start(FIRST_CAPACITY)
+        size = os.fstat(self._fd).st_size
+        if size >= HEADER:
+            mm = self._map(size)
+            capacity, retired, _ = _HEAD.unpack_from(mm, _HEAD_AT)
+            if mm[:8] == MAGIC and mm[_BOOT] == _boot_field() and not retired and HEADER + capacity * SLOT <= size:
+                return mm
+        if not create:  # not a table of this boot: it reads as empty until a writer replaces it
+            self._forget()
+            return None
+        return self._start(FIRST_CAPACITY)
+
+    def _map(self, size: int) -> mmap.mmap:
+        # An earlier mapping is not closed: a reader in another thread may be using it (it goes when
+        # the last reference does).
+        self._mm = mmap.mmap(self._fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._slots.clear()
+        return self._mm
+
+    def _start(self, capacity: int) -> mmap.mmap:
+        """A fresh, empty table of ``capacity`` slots, made aside and renamed into place (a process
+        reading the one it replaces never sees it change size under its mapping)."""
+        old = self._mm
+        if old is not None and old[:8] == MAGIC:
+            _RETIRED.pack_into(old, _RETIRED_AT, 1)  # retired: its mappers move to the new one
+        self._forget()
+        size = HEADER + capacity * SLOT
+        stage = f"{self.table}.tmp-{os.getpid()}"
+        fd = os.open(stage, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)  # ENOSPC here, not SIGBUS later
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            mm[:8] = MAGIC
+            mm[_BOOT] = _boot_field()
+            _HEAD.pack_into(mm, _HEAD_AT, capacity, 0, 0)
+            os.rename(stage, self.table)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(stage)
+            except FileNotFoundError:
+                pass
+            raise
+        self._fd = fd
+        self._mm = mm
+        return mm
+
+    def _forget(self) -> None:
+        self._mm = None
+        self._slots.clear()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def _make_dir(self) -> None:
         """Create the directory on first use, naming the root it belongs to (see :func:`prune_runtime`)."""
@@ -150,60 +205,109 @@ class RefStore:
         with open(os.path.join(self.dir, ".home"), "w") as f:
             f.write(self.home)
 
-    def path(self, layer_id: str) -> str:
-        """The file holding ``layer_id``'s count."""
-        return f"{self.dir}/{layer_id}"  # ids are checked: no slash, no '..'
+    # -- slots ---------------------------------------------------------------------------------
+    def _find(self, mm: mmap.mmap, layer_id: str) -> int:
+        """The offset of ``layer_id``'s slot, or -1."""
+        held = self._slots.get(layer_id)
+        if held is not None:
+            at, key = held
+            if mm[at:at + ID_SIZE] == key:
+                return at
+        else:
+            key = layer_id.encode().ljust(ID_SIZE, b"\0")
+        _, _, assigned = _HEAD.unpack_from(mm, _HEAD_AT)
+        end = HEADER + assigned * SLOT
+        at = mm.find(key, HEADER, end)
+        while at >= 0 and (at - HEADER) % SLOT:
+            at = mm.find(key, at + 1, end)
+        if at >= 0:
+            self._slots[layer_id] = (at, key)
+        return at
 
-    def read(self, layer_id: str) -> Ref:
-        """The stored reference, or an empty one (absent, unreadable, or from an earlier boot)."""
-        with self.record(layer_id) as rec:
-            return rec.ref
+    def _claim(self, mm: mmap.mmap, layer_id: str) -> int:
+        """A slot for ``layer_id``: the next never used, else one whose count is zero, else a doubled table."""
+        capacity, _, assigned = _HEAD.unpack_from(mm, _HEAD_AT)
+        if assigned < capacity:
+            at = HEADER + assigned * SLOT
+            _HEAD.pack_into(mm, _HEAD_AT, capacity, 0, assigned + 1)
+        else:
+            at = next((a for a in range(HEADER, HEADER + capacity * SLOT, SLOT)
+                       if not _REF.unpack_from(mm, a + ID_SIZE)[0]), -1)
+            if at < 0:
+                mm = self._grow(capacity * 2)
+                at = HEADER + capacity * SLOT
+                _HEAD.pack_into(mm, _HEAD_AT, capacity * 2, 0, capacity + 1)
+        key = layer_id.encode().ljust(ID_SIZE, b"\0")
+        _REF.pack_into(mm, at + ID_SIZE, 0, 0)
+        mm[at:at + ID_SIZE] = key
+        self._slots[layer_id] = (at, key)
+        return at
 
-    def write(self, layer_id: str, ref: Ref) -> None:
-        """Store ``ref`` in place; a zero count zeroes an existing record (and creates none)."""
-        flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT if ref.count > 0 else 0)
-        try:
-            fd = self.open(layer_id, flags)
-        except FileNotFoundError:
+    def _grow(self, capacity: int) -> mmap.mmap:
+        os.posix_fallocate(self._fd, 0, HEADER + capacity * SLOT)
+        return self._map(HEADER + capacity * SLOT)
+
+    def _put(self, layer_id: str, ref: Ref) -> None:
+        """Store ``ref`` in ``layer_id``'s slot (claimed when it has none and the count is not zero)."""
+        mm = self._mapped(create=True)
+        assert mm is not None
+        at = self._find(mm, layer_id)
+        if at < 0:
             if ref.count <= 0:
                 return
-            self._make_dir()
-            fd = self.open(layer_id, flags)
-        try:
-            os.pwrite(fd, _record(ref), 0)
-        finally:
-            os.close(fd)
+            at = self._claim(mm, layer_id)
+            mm = self._mm  # grown, perhaps: mapped again
+            assert mm is not None
+        count = max(ref.count, 0)
+        _REF.pack_into(mm, at + ID_SIZE, count, ref.mnt_id if count else 0)
 
+    # -- the interface -------------------------------------------------------------------------
     def record(self, layer_id: str) -> RefRecord:
-        """``layer_id``'s record open for reading and rewriting with one descriptor (use ``with``)."""
-        return RefRecord(self, layer_id)
+        """``layer_id``'s slot, read now, to rewrite with :meth:`RefRecord.set` (use ``with``)."""
+        mm = self._mapped(create=False)
+        at = self._find(mm, layer_id) if mm is not None else -1
+        return RefRecord(self, layer_id, Ref._make(_REF.unpack_from(mm, at + ID_SIZE)) if at >= 0 else Ref())
+
+    def read(self, layer_id: str) -> Ref:
+        """The stored reference, or an empty one (no slot, no table, or a table of an earlier boot)."""
+        return self.record(layer_id).ref
+
+    def write(self, layer_id: str, ref: Ref) -> None:
+        """Store ``ref``; a zero count zeroes an existing slot (and claims none)."""
+        self._put(layer_id, ref)
 
     def drop(self, layer_id: str) -> None:
-        """Forget ``layer_id``'s references."""
-        try:
-            os.unlink(self.path(layer_id))
-        except FileNotFoundError:
-            pass
+        """Forget ``layer_id``'s references (its slot is free for another layer)."""
+        mm = self._mapped(create=False)
+        at = self._find(mm, layer_id) if mm is not None else -1
+        if mm is not None and at >= 0:
+            _REF.pack_into(mm, at + ID_SIZE, 0, 0)
+            mm[at:at + ID_SIZE] = bytes(ID_SIZE)
+            self._slots.pop(layer_id, None)
 
     def all(self) -> dict[str, Ref]:
         """Every layer with a live reference."""
-        try:
-            names = os.listdir(self.dir)
-        except FileNotFoundError:
+        mm = self._mapped(create=False)
+        if mm is None:
             return {}
+        _, _, assigned = _HEAD.unpack_from(mm, _HEAD_AT)
         out = {}
-        for name in names:
-            if ".tmp-" in name or name.startswith("."):
-                continue
-            ref = self.read(name)
-            if ref.count:
-                out[name] = ref
+        for at in range(HEADER, HEADER + assigned * SLOT, SLOT):
+            count, mnt_id = _REF.unpack_from(mm, at + ID_SIZE)
+            if count:
+                name = mm[at:at + ID_SIZE].rstrip(b"\0").decode()
+                if name:
+                    out[name] = Ref(count, mnt_id)
         return out
 
     def remove(self) -> None:
-        """Forget every reference of this root (its runtime directory goes too)."""
+        """Forget every reference of this root (its runtime directory goes too). Processes that have
+        the table mapped see it retired and map the next one."""
+        mm = self._mapped(create=False)
+        if mm is not None:
+            _RETIRED.pack_into(mm, _RETIRED_AT, 1)
+        self._forget()
         shutil.rmtree(self.dir, ignore_errors=True)
-        self._dir_fd = None
 
 
 def prune_runtime() -> list[str]:

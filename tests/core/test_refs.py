@@ -1,4 +1,4 @@
-"""Reference counts: the kernel's mount table and the boot id are the truth, not the count file."""
+"""Reference counts: the kernel's mount table and the boot id are the truth, not the count table."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from graphdriver import open_driver
 from graphdriver.errors import LayerNotMounted
 from graphdriver.kernel import mountinfo, syscalls
+from graphdriver.store.refs import Ref
 
 
 def test_a_count_from_an_earlier_boot_reads_as_zero(root: str) -> None:
@@ -16,13 +17,15 @@ def test_a_count_from_an_earlier_boot_reads_as_zero(root: str) -> None:
     d.create("base")
     assert d.get("base") == d.diff_path("base")  # a base layer needs no mount
     assert d.mount_count("base") == 1
-    ref = d.refs.path("base")
-    count, mnt, _boot = open(ref).read().split()
-    with open(ref, "w") as f:
-        f.write(f"{count} {mnt} 00000000-0000-0000-0000-000000000000\n")
-    assert d.mount_count("base") == 0
+    with open(d.refs.table, "r+b") as f:  # the table as an earlier boot left it
+        f.seek(8)
+        f.write(b"00000000-0000-0000-0000-000000000000")
+    after = open_driver(root, "overlay2")  # a process of this boot (the one that counted is gone)
+    assert after.mount_count("base") == 0
     with pytest.raises(LayerNotMounted):
-        d.put("base")
+        after.put("base")
+    assert after.get("base") == after.diff_path("base")  # a fresh table, counting from one
+    assert after.mount_count("base") == 1
 
 
 def test_a_count_whose_mount_is_gone_reads_as_zero_and_remount_works(root: str) -> None:
@@ -46,7 +49,7 @@ def test_a_matching_mount_made_elsewhere_is_adopted(root: str) -> None:
     d.create("a")
     d.create("b", "a")
     path = d.get("b")
-    os.unlink(d.refs.path("b"))  # the count is lost, the mount is not
+    d.refs.drop("b")  # the count is lost, the mount is not
     assert d.get("b") == path
     assert d.mount_count("b") == 2
     d.put("b")
@@ -68,17 +71,16 @@ def test_a_foreign_mount_at_the_mount_point_is_refused(root: str) -> None:
         syscalls.umount2(target)
 
 
-def test_records_follow_a_runtime_directory_made_again_by_another_process(root: str) -> None:
-    import shutil
-
+def test_a_table_removed_by_another_process_is_followed(root: str) -> None:
     d = open_driver(root, "overlay2")
     d.create("a")
     d.create("b", "a")
-    path = d.get("b")  # the store now keeps its directory open
+    path = d.get("b")  # the store now has the table mapped
     other = open_driver(root, "overlay2")
-    shutil.rmtree(other.refs.dir)  # gone, then made again with a record in it (as by another process)
-    other.refs.write("b", other.refs.read("b")._replace(count=1, mnt_id=mountinfo.current_mount_id(path)))
-    assert d.mount_count("b") == 1  # read through the new directory, not the removed one
+    other.refs.remove()  # as another process's cleanup does: retired in place, then removed
+    assert not os.path.exists(other.refs.table)
+    other.refs.write("b", Ref(1, mountinfo.current_mount_id(path)))  # a new table, with a record in it
+    assert d.mount_count("b") == 1  # read through the new table, not the removed one
     d.put("b")
     assert mountinfo.mount_at(path) is None
     assert other.mount_count("b") == 0
@@ -115,3 +117,67 @@ def test_put_of_a_recorded_mount_whose_layer_vanished_says_not_mounted(root: str
     with pytest.raises(LayerNotMounted, match="layer b is not mounted"):
         d.put("b")
     assert d.refs.read("b").count == 0
+
+
+def test_the_table_is_shared_by_processes_and_grows_under_their_mappings(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from graphdriver.store.refs import FIRST_CAPACITY, RefStore
+
+    mine = RefStore(str(tmp_path / "run"), str(tmp_path))
+    mine.write("first", Ref(2, 7))
+    assert mine.read("first") == Ref(2, 7)  # mapped here now
+    count = FIRST_CAPACITY * 3  # two growths, made by another process
+    code = ("import sys; from graphdriver.store.refs import Ref, RefStore\n"
+            "s = RefStore(sys.argv[1], sys.argv[2])\n"
+            "assert s.read('first') == Ref(2, 7)\n"
+            f"for i in range({count}): s.write(f'layer-{{i}}', Ref(i + 1, 1000 + i))\n"
+            "s.write('first', Ref(3, 7))\n")
+    subprocess.run([sys.executable, "-c", code, mine.dir, mine.home], check=True,
+                   cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert mine.read("first") == Ref(3, 7)  # the same table: no reopening needed to see it
+    assert mine.read(f"layer-{count - 1}") == Ref(count, 1000 + count - 1)  # past this process's mapping
+    assert len(mine.all()) == count + 1
+
+
+def test_slots_of_zero_counts_are_reused_before_the_table_grows(tmp_path) -> None:
+    from graphdriver.store.refs import FIRST_CAPACITY, RefStore
+
+    s = RefStore(str(tmp_path / "run"), str(tmp_path))
+    for i in range(FIRST_CAPACITY):
+        s.write(f"a{i}", Ref(1, i + 1))
+    size = os.path.getsize(s.table)
+    s.write("a3", Ref())  # a count back to zero: its slot may go to another layer
+    s.drop("a4")
+    s.write("b", Ref(1, 99))
+    s.write("c", Ref(1, 98))
+    assert os.path.getsize(s.table) == size
+    assert (s.read("b"), s.read("c"), s.read("a3"), s.read("a4")) == (Ref(1, 99), Ref(1, 98), Ref(), Ref())
+    s.write("d", Ref(1, 97))  # no zero count left: the table doubles
+    assert os.path.getsize(s.table) > size and s.read("d") == Ref(1, 97) and s.read("a63") == Ref(1, 64)
+
+
+def test_a_full_runtime_filesystem_fails_the_write_with_enospc_and_keeps_the_counts(tmp_path) -> None:
+    import errno
+
+    from graphdriver.store.refs import FIRST_CAPACITY, RefStore
+
+    run = tmp_path / "run"
+    run.mkdir()
+    syscalls.mount("tmpfs", str(run), "tmpfs", 0, "size=16k")
+    try:
+        s = RefStore(str(run / "root"), str(tmp_path))
+        for i in range(FIRST_CAPACITY):
+            s.write(f"a{i}", Ref(1, i + 1))
+        with open(run / "filler", "wb") as f:  # the rest of the tmpfs
+            try:
+                f.write(b"x" * 16384)
+            except OSError:
+                pass
+        with pytest.raises(OSError) as err:
+            s.write("one-more", Ref(1, 1))  # needs a bigger table: refused up front, not a SIGBUS later
+        assert err.value.errno == errno.ENOSPC
+        assert s.read("a63") == Ref(1, 64) and s.read("one-more") == Ref()
+    finally:
+        syscalls.umount2(str(run), syscalls.MNT_DETACH)
