@@ -75,10 +75,13 @@ def compile_baseline(tmp: str) -> str:
 
 
 def c_cwd(driver: Overlay2, plan: OverlayPlan) -> str:
-    """Where the C program resolves the plan's relative paths from, as the driver does."""
+    """Where the C program resolves the plan's relative paths from, as the driver does: ``-`` (absolute
+    paths), a directory, or ``view:DIR[:SUB]`` (DIR's detached view, then its subdirectory SUB)."""
     if not plan.cwd:
         return "-"
-    return f"view:{plan.cwd}" if driver.layer_view_in_use else plan.cwd
+    if driver.layer_view_in_use:
+        return f"view:{plan.cwd}" + (f":{plan.subdir}" if plan.subdir else "")
+    return plan.start or plan.cwd
 
 
 class Baseline:
@@ -106,7 +109,8 @@ class Baseline:
         with open(data_file, "w") as f:
             f.write(plan.mount_data())
         self._mount = [exe, "mount", "{iters}", "{verify}", plan.target, c_cwd(driver, plan), data_file]
-        self.mount_paths = ("relative, view" if driver.layer_view_in_use else "short l/") if plan.cwd else "absolute"
+        spelled = "lower index" if plan.subdir else "relative" if driver.layer_view_in_use else "short l/"
+        self.mount_paths = (f"{spelled}, view" if driver.layer_view_in_use else spelled) if plan.cwd else "absolute"
 
     def fsconfig(self, verify: bool = False) -> list[str]:
         """fsopen/fsconfig lowerdir+/fsmount/move_mount of the same lowers."""

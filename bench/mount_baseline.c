@@ -19,7 +19,8 @@
  *       The same with mount(2), each line of TARGETSFILE being "TARGET<tab>DATA".
  *
  * Each mode first enters CWD for relative paths: "-" stays, "view:DIR" enters a detached copy of DIR's
- * mount (open_tree OPEN_TREE_CLONE), as the driver does by default, else chdir(CWD).
+ * mount (open_tree OPEN_TREE_CLONE), as the driver does by default ("view:DIR:SUB": then its
+ * subdirectory SUB, a layer's lower index), else chdir(CWD).
  *
  * VERIFY 1 adds, after each mount, what the kernel needs to show it: statx(TARGET) for the mount id and one statmount(2) of its
  * type, point, source and option array (the kernel's share of the driver's verification; nothing is
@@ -128,16 +129,22 @@ static void look(const char *target)
 	}
 }
 
-/* CWD: "-" (stay), a directory, or "view:DIR": a detached copy of DIR's mount (open_tree with
- * OPEN_TREE_CLONE, not recursive), as the driver looks its layers up. */
+/* CWD: "-" (stay), a directory, or "view:DIR[:SUB]": a detached copy of DIR's mount (open_tree with
+ * OPEN_TREE_CLONE, not recursive), then SUB in it, as the driver looks its layers up. */
 static void enter(const char *cwd)
 {
 	if (strncmp(cwd, "view:", 5) == 0) {
-		int fd = syscall(SYS_open_tree, AT_FDCWD, cwd + 5, OPEN_TREE_CLONE_ | O_CLOEXEC);
+		char *dir = strdup(cwd + 5), *sub = strchr(dir, ':');
+		if (sub)
+			*sub++ = '\0';
+		int fd = syscall(SYS_open_tree, AT_FDCWD, dir, OPEN_TREE_CLONE_ | O_CLOEXEC);
 		if (fd < 0)
-			die("open_tree", cwd + 5);
+			die("open_tree", dir);
 		if (fchdir(fd) != 0)
-			die("fchdir", cwd + 5);
+			die("fchdir", dir);
+		if (sub && chdir(sub) != 0)
+			die("chdir", sub);
+		free(dir);
 		return;
 	}
 	if (strcmp(cwd, "-") != 0 && chdir(cwd) != 0)

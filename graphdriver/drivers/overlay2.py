@@ -9,6 +9,8 @@ Layout under ``<root>/overlay2``::
     <id>/work/        overlayfs work dir
     <id>/merged/      the union mount point
     <id>/committed    present once the layer has a child
+    <id>/lowers/      0, 1, ... -> ../../l/<link>: the lower index, made at the first mount of a layer whose
+                      ``l/`` links do not fit one page of mount options (ours, not Docker's)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..ids import short_link_id
 from ..kernel import mountinfo, probe, syscalls
 from ..kernel.overlay import LayerView, mount_overlay
 from ..kernel.unmount import unmount
-from ..plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, plan_overlay
+from ..plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, index_links, plan_overlay
 from ..store.files import read_text, write_atomic
 
 
@@ -201,10 +203,26 @@ class Overlay2(Driver):
         d = self._dir(layer_id)
         return plan_overlay(self.mount_point(layer_id), dirs, f"{d}/diff", f"{d}/work", api=self.mount_api,
                             short_lowers=links, cwd=self.home, page_size=probe.page_size(),
-                            extra=self._extra_options, relative=self.layer_view_in_use)
+                            extra=self._extra_options, relative=self.layer_view_in_use, index=f"{layer_id}/lowers")
+
+    def _make_lower_index(self, layer_id: str, index: str) -> None:
+        """The layer's lower index (see :func:`~graphdriver.plan.overlay.index_links`), built in the
+        staging dir and renamed into place: it appears whole or not at all (``cleanup`` removes a stage a
+        crash left). A layer's lowers never change, so once made it stays right."""
+        stage = os.path.join(self._staging, f"{layer_id}.lowers.{os.urandom(4).hex()}")
+        os.mkdir(stage, 0o700)
+        try:
+            for name, target in index_links(self._lower_links(layer_id), index).items():
+                os.symlink(target, os.path.join(stage, name))
+            os.rename(stage, os.path.join(self.home, index))
+        except BaseException:
+            self.discard(stage)
+            raise
 
     def mount_layer(self, layer_id: str, plan: object | None = None) -> int:
         plan = plan if isinstance(plan, OverlayPlan) else self.plan(layer_id)
+        if plan.subdir and not os.path.isdir(os.path.join(self.home, plan.subdir)):
+            self._make_lower_index(layer_id, plan.subdir)
         mount_overlay(plan, self._view)
         entry = mountinfo.mount_at(plan.target, len(plan.shown_lowers), brief=True)
         problems = check_overlay(plan, entry)

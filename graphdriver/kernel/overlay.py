@@ -75,9 +75,9 @@ class LayerView:
 
 
 @contextlib.contextmanager
-def working_dir(path: str | None, fd: int | None = None) -> Iterator[None]:
-    """Run the block in ``path`` (None: where we are), or in the directory open as ``fd``, with a working
-    directory private to this thread."""
+def working_dir(path: str | None, fd: int | None = None, sub: str | None = None) -> Iterator[None]:
+    """Run the block in ``path`` (None: where we are), or in the directory open as ``fd``, then in its
+    subdirectory ``sub`` if given, with a working directory private to this thread."""
     if path is None:
         yield
         return
@@ -90,9 +90,11 @@ def working_dir(path: str | None, fd: int | None = None) -> Iterator[None]:
         back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             if fd is None:
-                os.chdir(path)
+                os.chdir(os.path.join(path, sub) if sub else path)
             else:
                 os.fchdir(fd)
+                if sub:
+                    os.chdir(sub)
             yield
         finally:
             os.fchdir(back)
@@ -107,16 +109,16 @@ def mount_overlay(plan: OverlayPlan, view: LayerView | None = None) -> None:
             _mount(plan)
         elif view is not None and view.usable and view.path == plan.cwd:
             try:
-                with working_dir(plan.cwd, view.fd()):
+                with working_dir(plan.cwd, view.fd(), plan.subdir):
                     _mount(plan)
             except OSError:
                 # Refused through the view: a kernel that takes no layers from a detached mount, or
                 # without open_tree. By the path; and by the path from now on if that works.
-                with working_dir(plan.cwd):
+                with working_dir(plan.cwd, None, plan.subdir):
                     _mount(plan)
                 view.usable = False
         else:
-            with working_dir(plan.cwd):
+            with working_dir(plan.cwd, None, plan.subdir):
                 _mount(plan)
     except OSError as e:
         raise MountFailed(f"overlay mount at {plan.target} failed: {e.strerror or e}") from None

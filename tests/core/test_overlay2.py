@@ -103,34 +103,61 @@ def test_legacy_api_mounts_128_lowers_through_short_relative_links(root: str) ->
     d.put(ids[-1])
 
 
-def test_legacy_api_past_one_page_fails_before_any_mount(root: str) -> None:
-    d = open_driver(root, "overlay2", {"overlay2.mount_api": "mount"})
-    ids = chain(d, 160)
-    before = len(mountinfo.read_mountinfo())
-    with pytest.raises(TooManyLayers, match="bytes of mount data"):
-        d.get(ids[-1])
-    assert len(mountinfo.read_mountinfo()) == before
-    assert d.mount_count(ids[-1]) == 0
-
-
-@pytest.mark.skipif(not probe.overlay_lowerdir_plus(), reason="kernel has no fsconfig lowerdir+ (needs 6.8+)")
-def test_500_lowers_mount_and_501_is_refused_before_mounting(root: str) -> None:
-    d = open_driver(root, "overlay2")
+@pytest.mark.parametrize("api", ["auto", "mount"])
+def test_500_lowers_mount_through_the_lower_index_and_501_is_refused_before_mounting(root: str, api: str) -> None:
+    d = open_driver(root, "overlay2", {"overlay2.mount_api": api})  # mount: kernels without lowerdir+ too
     ids = chain(d, 502, prefix=f"{0:060x}")
     with open(os.path.join(d.diff_path(ids[0]), "deep"), "w") as f:
         f.write("bottom")
-    path = d.get(ids[500])  # 500 lowers
-    shown = mountinfo.mount_at(path).option_values("lowerdir+")
-    assert len(shown) == 500 and all(re.fullmatch(r"l/[A-Z0-9]{26}", x) for x in shown)  # the short links
+    index = os.path.join(d.layer_path(ids[500]), "lowers")
+    assert not os.path.exists(index)  # made at the first mount, not before
+    path = d.get(ids[500])  # 500 lowers: one mount(2), by the index's names
+    shown = mountinfo.mount_at(path).option_values("lowerdir")[0].split(":")
+    assert shown == [f"{i:x}" for i in range(500)]
+    nearest = open(os.path.join(d.layer_path(ids[499]), "link")).read()
+    assert os.readlink(os.path.join(index, "0")) == f"../../l/{nearest}"
+    assert sorted(os.listdir(index)) == sorted(shown)
+    assert os.path.realpath(os.path.join(index, "1f3")) == os.path.realpath(d.diff_path(ids[0]))
     mid = syscalls.mount_id(path).mnt_id  # a first buffer far too small grows until the options fit
     assert syscalls.statmount(mid, 1, brief=True).options == syscalls.statmount(mid, 1).options
     assert check_overlay(d.plan(ids[500]), mountinfo.mount_at(path, brief=True)) == []
+    assert d.verify() == []
     assert open(os.path.join(path, "deep")).read() == "bottom"
+    d.put(ids[500])
+    assert d.get(ids[500]) == path  # the index is made once and kept
     d.put(ids[500])
     before = len(mountinfo.read_mountinfo())
     with pytest.raises(TooManyLayers, match="at most 500"):
         d.get(ids[501])
     assert len(mountinfo.read_mountinfo()) == before
+
+
+@pytest.mark.skipif(not probe.overlay_lowerdir_plus(), reason="kernel has no fsconfig lowerdir+ (needs 6.8+)")
+def test_a_deep_mount_spelled_either_way_is_shared_and_verified(root: str) -> None:
+    indexed = open_driver(root, "overlay2")
+    links = open_driver(root, "overlay2", {"overlay2.mount_api": "fsconfig"})  # l/ links, one by one
+    ids = chain(indexed, 201, prefix=f"{0:060x}")
+    top = ids[-1]
+    for maker, other in ((links, indexed), (indexed, links)):
+        path = maker.get(top)
+        assert other.verify() == []  # the other spelling names the same 200 layers
+        assert other.get(top) == path and other.mount_count(top) == 2  # adopted, not a foreign mount
+        other.put(top)
+        maker.put(top)
+        assert mountinfo.mount_at(path) is None
+
+
+def test_a_lower_index_half_made_by_a_crash_is_never_used_and_cleanup_removes_it(root: str) -> None:
+    d = open_driver(root, "overlay2")
+    ids = chain(d, 201, prefix=f"{0:060x}")
+    stage = os.path.join(d.home, ".staging", f"{ids[-1]}.lowers.dead")  # as a crash mid-build leaves it
+    os.mkdir(stage)
+    os.symlink("../../l/NOTHING", os.path.join(stage, "0"))
+    path = d.get(ids[-1])
+    assert len(os.listdir(os.path.join(d.layer_path(ids[-1]), "lowers"))) == 200
+    d.put(ids[-1])
+    d.cleanup()
+    assert not os.path.exists(stage) and mountinfo.mount_at(path) is None
 
 
 def truncating_plan(base: str) -> OverlayPlan:

@@ -6,7 +6,7 @@ import pytest
 
 from graphdriver.errors import MountFailed, TooManyLayers
 from graphdriver.kernel.mountinfo import MountEntry, parse_mountinfo_line
-from graphdriver.plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, plan_overlay
+from graphdriver.plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, index_links, plan_overlay
 
 
 def lowers(n: int, base: str = "/var/lib/graphdriver/overlay2") -> list[str]:
@@ -99,6 +99,30 @@ def test_auto_plan_uses_mount_while_the_data_fits_a_page_then_short_links_then_f
     assert (most.api, most.cwd, most.lowers) == ("fsconfig", "/h", tuple(short))
     assert most.upper == "/h/x/diff"  # only the lowers go short with fsconfig
     assert len(many.mount_data()) <= 4095
+
+
+@pytest.mark.parametrize("relative", [False, True])
+@pytest.mark.parametrize("api", ["auto", "mount"])
+def test_past_a_page_of_short_links_mount_takes_the_lower_index(api: str, relative: bool) -> None:
+    short = [f"l/{i:026d}" for i in range(500)]
+
+    def plan(n: int) -> OverlayPlan:
+        return plan_overlay("/h/x/merged", lowers(n), "/h/x/diff", "/h/x/work", api=api, short_lowers=short[:n],
+                            cwd="/h", index="x/lowers", relative=relative)
+
+    assert plan(128).subdir is None and plan(128).lowers == tuple(short[:128])  # the l/ links still fit
+    deep = plan(500)
+    assert (deep.api, deep.cwd, deep.subdir, deep.start) == ("mount", "/h", "x/lowers", "/h/x/lowers")
+    assert deep.lowers == tuple(f"{i:x}" for i in range(500)) and deep.lowers[-1] == "1f3"
+    assert (deep.upper, deep.work) == ("../diff", "../work")
+    assert len(deep.mount_data()) < 2200  # 500 lowers in half a page
+    assert deep.resolve("1f3") == "/h/x/lowers/1f3" and deep.resolve(deep.upper) == "/h/x/lowers/../diff"
+    assert deep.same_lowers == tuple(lowers(500))
+    links = index_links(short, "x/lowers")
+    assert list(links) == list(deep.lowers) and links["0"] == f"../../{short[0]}"
+    # fsconfig asked for: the l/ links one by one, as before (no index)
+    fs = plan_overlay("/m", lowers(500), "/u", "/w", api="fsconfig", short_lowers=short, cwd="/h", index="x/lowers")
+    assert fs.subdir is None and fs.lowers == tuple(short)
 
 
 def test_fsconfig_plan_goes_short_only_past_a_page() -> None:
