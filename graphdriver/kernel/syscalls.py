@@ -208,22 +208,6 @@ def new_mount_api() -> bool:
     return True
 
 
-class _Statx(ctypes.Structure):
-    _fields_ = [("stx_mask", ctypes.c_uint32), ("stx_blksize", ctypes.c_uint32),
-                ("stx_attributes", ctypes.c_uint64), ("stx_nlink", ctypes.c_uint32),
-                ("stx_uid", ctypes.c_uint32), ("stx_gid", ctypes.c_uint32),
-                ("stx_mode", ctypes.c_uint16), ("_pad1", ctypes.c_uint16),
-                ("stx_ino", ctypes.c_uint64), ("stx_size", ctypes.c_uint64),
-                ("stx_blocks", ctypes.c_uint64), ("stx_attributes_mask", ctypes.c_uint64),
-                ("stx_atime", ctypes.c_int64 * 2), ("stx_btime_sec", ctypes.c_int64),
-                ("stx_btime_nsec", ctypes.c_uint32), ("_pad_b", ctypes.c_int32),
-                ("stx_ctime_sec", ctypes.c_int64), ("stx_ctime_nsec", ctypes.c_uint32), ("_pad_c", ctypes.c_int32),
-                ("stx_mtime", ctypes.c_int64 * 2), ("stx_rdev_major", ctypes.c_uint32),
-                ("stx_rdev_minor", ctypes.c_uint32), ("stx_dev_major", ctypes.c_uint32),
-                ("stx_dev_minor", ctypes.c_uint32), ("stx_mnt_id", ctypes.c_uint64),
-                ("_spare", ctypes.c_uint8 * 104)]
-
-
 class MountID(NamedTuple):
     """Which mount a path lives on: the mount id and whether the path is that mount's root; and which
     inode the path is (``ino``, ``born``: its birth time in ns, else its ctime) — a directory made anew
@@ -238,25 +222,27 @@ class MountID(NamedTuple):
 
 _tls = threading.local()  # per-thread reusable buffers for the get/put path
 _STATX_WANT = STATX_MNT_ID_UNIQUE | STATX_MNT_ID | STATX_INO | STATX_CTIME | STATX_BTIME
+#: struct statx, the fields read: mask, attributes, ino, attributes_mask, btime (s, ns), ctime (s, ns),
+#: mnt_id (offsets from include/uapi/linux/stat.h; one unpack instead of a ctypes field read each).
+_STATX_READ = struct.Struct("=I4xQ16xQ16xQ16xqI4xqI4x32xQ")
+_STATX_SIZE = 256
 
 
-def mount_id(path: str) -> MountID:
+def mount_id(path: str | bytes) -> MountID:
     """statx(2) for the mount id of ``path`` (unique 64-bit id on 6.8+, else the reusable one)."""
-    held = getattr(_tls, "statx", None)
-    if held is None:
-        buf = _Statx()
-        held = _tls.statx = (buf, ctypes.byref(buf))
-    buf, ref = held
-    if _sys(SYS_STATX, AT_FDCWD, _b(path), AT_SYMLINK_NOFOLLOW, _STATX_WANT, ref) < 0:
-        _check(-1, "statx", path)
-    mask = buf.stx_mask
-    if buf.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT:
-        root = bool(buf.stx_attributes & STATX_ATTR_MOUNT_ROOT)
+    buf = getattr(_tls, "statx", None)
+    if buf is None:
+        buf = _tls.statx = ctypes.create_string_buffer(_STATX_SIZE)
+    if _sys(SYS_STATX, AT_FDCWD, path if type(path) is bytes else _b(path), AT_SYMLINK_NOFOLLOW, _STATX_WANT,
+            buf) < 0:
+        _check(-1, "statx", os.fsdecode(path))
+    mask, attrs, ino, attrs_mask, btime, btime_ns, ctime, ctime_ns, mnt_id = _STATX_READ.unpack_from(buf)
+    if attrs_mask & STATX_ATTR_MOUNT_ROOT:
+        root = bool(attrs & STATX_ATTR_MOUNT_ROOT)
     else:
         root = os.path.ismount(path)
-    born = buf.stx_btime_sec * 1_000_000_000 + buf.stx_btime_nsec if mask & STATX_BTIME and buf.stx_btime_sec \
-        else buf.stx_ctime_sec * 1_000_000_000 + buf.stx_ctime_nsec
-    return MountID(buf.stx_mnt_id, bool(mask & STATX_MNT_ID_UNIQUE), root, buf.stx_ino, born)
+    born = btime * 1_000_000_000 + btime_ns if mask & STATX_BTIME and btime else ctime * 1_000_000_000 + ctime_ns
+    return MountID(mnt_id, bool(mask & STATX_MNT_ID_UNIQUE), root, ino, born)
 
 
 class StatMount(NamedTuple):
@@ -286,12 +272,14 @@ _SM_MASK = (STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC | STATMOUNT_MNT_POINT | STA
 
 
 _SM_REQ = struct.Struct("=IIQQ")
-#: The fields of struct statmount that are read: size, mask, sb_flags, fs_type, mnt_id, mnt_attr,
-#: mnt_point, sb_source, opt_num, opt_array (offsets from include/uapi/linux/mount.h).
-_SM_READ = struct.Struct("=I4xQ16xIIQ16xQ36xI12xIII")
+#: The fields of struct statmount that are read: size, mask, sb_magic, sb_flags, fs_type, mnt_id,
+#: mnt_attr, mnt_point, sb_source, opt_num, opt_array (offsets from include/uapi/linux/mount.h).
+_SM_READ = struct.Struct("=I4xQ8xQIIQ16xQ36xI12xIII")
 
+#: The type, by superblock magic, of what a brief statmount asks about (no type name to render and copy).
+_MAGIC_TYPES = {0x794C7630: "overlay"}
 
-_SM_BRIEF = STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC | STATMOUNT_FS_TYPE | STATMOUNT_OPT_ARRAY
+_SM_BRIEF = STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC | STATMOUNT_OPT_ARRAY
 
 
 def statmount(mnt_id: int, bufsize: int = 1 << 12, *, brief: bool = False) -> StatMount:
@@ -299,44 +287,56 @@ def statmount(mnt_id: int, bufsize: int = 1 << 12, *, brief: bool = False) -> St
 
     ``bufsize`` is a first guess (the kernel allocates as much for its rendering, so a small guess is
     cheaper); on EOVERFLOW the call is repeated with four times the room. ``brief``: type, read-only
-    and options only (mount point and source come back empty): what a check after a mount compares.
+    and options only (mount point and source come back empty): what a check after a mount compares;
+    a type it does not know by its magic number is asked for by name.
     """
-    buf = _statmount_buffer(_SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF if brief else _SM_MASK),
-                            max(bufsize, _SM_SIZE + 512), mnt_id)
-    (used, got, sb_flags, fs_type, got_id, mnt_attr, mnt_point, sb_source,
+    buf, size = _statmount_buffer(_SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF if brief else _SM_MASK),
+                                  max(bufsize, _SM_SIZE + 512), mnt_id)
+    (used, got, magic, sb_flags, fs_type, got_id, mnt_attr, mnt_point, sb_source,
      opt_num, opt_array) = _SM_READ.unpack_from(buf, 0)
-    raw = ctypes.string_at(buf, used if _SM_SIZE <= used <= len(buf) else len(buf))  # only what was filled
-
-    def s(flag: int, off: int) -> str:
-        if not got & flag:
-            return ""
-        start = _SM_SIZE + off
-        return raw[start:raw.index(b"\0", start)].decode(_FS_ENCODING, "surrogateescape")
-
-    blob = b""
-    if got & STATMOUNT_OPT_ARRAY and opt_num:  # opt_num NUL-terminated strings from opt_array on
-        # The kernel lays the strings out one after another: the array ends where the next one starts.
-        others = [off for flag, off in ((STATMOUNT_FS_TYPE, fs_type), (STATMOUNT_MNT_POINT, mnt_point),
-                                        (STATMOUNT_SB_SOURCE, sb_source)) if got & flag and off > opt_array]
-        blob = raw[_SM_SIZE + opt_array:_SM_SIZE + min(others) if others else len(raw)]
+    if brief and magic not in _MAGIC_TYPES:
+        return statmount(mnt_id, bufsize)
+    raw = ctypes.string_at(buf, used if _SM_SIZE <= used <= size else size)  # only what was filled
+    read_only = bool(sb_flags & SB_RDONLY or mnt_attr & MOUNT_ATTR_RDONLY)
+    fs = _MAGIC_TYPES[magic] if brief else _sm_string(raw, got & STATMOUNT_FS_TYPE, fs_type)
+    if not got & STATMOUNT_OPT_ARRAY or not opt_num:
+        blob = b""
+    else:  # opt_num NUL-terminated strings from opt_array on, up to the next string the kernel laid out
+        end = len(raw)
+        for flag, off in ((STATMOUNT_FS_TYPE, fs_type), (STATMOUNT_MNT_POINT, mnt_point),
+                          (STATMOUNT_SB_SOURCE, sb_source)):
+            if got & flag and opt_array < off < end - _SM_SIZE:
+                end = _SM_SIZE + off
+        blob = raw[_SM_SIZE + opt_array:end]
         if blob.count(b"\0") != opt_num:  # some other layout: keep exactly opt_num strings
             blob = b"".join(p + b"\0" for p in blob.split(b"\0")[:opt_num])
-    return StatMount(got_id, s(STATMOUNT_FS_TYPE, fs_type), s(STATMOUNT_MNT_POINT, mnt_point),
-                     s(STATMOUNT_SB_SOURCE, sb_source),
-                     bool(sb_flags & SB_RDONLY) or bool(mnt_attr & MOUNT_ATTR_RDONLY), blob)
+    if brief:
+        return StatMount(got_id, fs, "", "", read_only, blob)
+    return StatMount(got_id, fs, _sm_string(raw, got & STATMOUNT_MNT_POINT, mnt_point),
+                     _sm_string(raw, got & STATMOUNT_SB_SOURCE, sb_source), read_only, blob)
 
 
-def _statmount_buffer(req: bytes, bufsize: int, mnt_id: int) -> ctypes.Array[ctypes.c_char]:
-    """The calling thread's statmount buffer, filled for ``req`` (grown on EOVERFLOW)."""
+def _sm_string(raw: bytes, present: int, off: int) -> str:
+    """The NUL-terminated string at ``off`` in statmount's string area ("" when not returned)."""
+    if not present:
+        return ""
+    start = _SM_SIZE + off
+    return raw[start:raw.index(b"\0", start)].decode(_FS_ENCODING, "surrogateescape")
+
+
+def _statmount_buffer(req: bytes, bufsize: int, mnt_id: int) -> tuple[ctypes.Array[ctypes.c_char], int]:
+    """The calling thread's statmount buffer, filled for ``req`` (grown on EOVERFLOW), and the size the
+    kernel was given: never more than asked for (a buffer grown for a deep overlay once does not make the
+    kernel allocate as much for every later call)."""
     while True:
         buf = getattr(_tls, "statmount", None)
         if buf is None or len(buf) < bufsize:
             buf = _tls.statmount = ctypes.create_string_buffer(bufsize)
-        if _sys(SYS_STATMOUNT, req, buf, len(buf), 0) >= 0:
-            return buf
+        if _sys(SYS_STATMOUNT, req, buf, bufsize, 0) >= 0:
+            return buf, bufsize
         if ctypes.get_errno() != 75 or bufsize >= (1 << 24):  # EOVERFLOW: grow, else fail
             _check(-1, f"statmount {mnt_id}")
-        bufsize = len(buf) * 4
+        bufsize *= 4
 
 
 def statmount_supported() -> bool:
