@@ -11,10 +11,8 @@ another thread no longer reaches it, nor its in theirs).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Iterator
 
 from ..errors import MountFailed
 from ..plan.overlay import OverlayPlan
@@ -74,31 +72,31 @@ class LayerView:
                 _close(fd)
 
 
-@contextlib.contextmanager
-def working_dir(path: str | None, fd: int | None = None, sub: str | None = None) -> Iterator[None]:
-    """Run the block in ``path`` (None: where we are), or in the directory open as ``fd``, then in its
-    subdirectory ``sub`` if given, with a working directory private to this thread."""
-    if path is None:
-        yield
-        return
+def _mount_from(plan: OverlayPlan, fd: int | None = None) -> None:
+    """:func:`_mount` with this thread's working directory at ``plan.start`` — entered through ``fd`` (a
+    view of ``plan.cwd``) when given — and back afterwards, private to this thread throughout."""
     try:
         syscalls.unshare(syscalls.CLONE_FS)  # a copy only while another thread shares it: cheap
-        private = True
+        shared = None
     except OSError:
-        private = False  # the process's cwd moves for the block: other mounts here wait for it
-    with contextlib.nullcontext() if private else _SHARED_CWD:
+        shared = _SHARED_CWD  # the process's cwd moves for the call: other mounts here wait for it
+        shared.acquire()
+    try:
         back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             if fd is None:
-                os.chdir(os.path.join(path, sub) if sub else path)
+                os.chdir(plan.start or ".")
             else:
                 os.fchdir(fd)
-                if sub:
-                    os.chdir(sub)
-            yield
+                if plan.subdir:
+                    os.chdir(plan.subdir)
+            _mount(plan)
         finally:
             os.fchdir(back)
             os.close(back)
+    finally:
+        if shared is not None:
+            shared.release()
 
 
 def mount_overlay(plan: OverlayPlan, view: LayerView | None = None) -> None:
@@ -109,17 +107,14 @@ def mount_overlay(plan: OverlayPlan, view: LayerView | None = None) -> None:
             _mount(plan)
         elif view is not None and view.usable and view.path == plan.cwd:
             try:
-                with working_dir(plan.cwd, view.fd(), plan.subdir):
-                    _mount(plan)
+                _mount_from(plan, view.fd())
             except OSError:
                 # Refused through the view: a kernel that takes no layers from a detached mount, or
                 # without open_tree. By the path; and by the path from now on if that works.
-                with working_dir(plan.cwd, None, plan.subdir):
-                    _mount(plan)
+                _mount_from(plan)
                 view.usable = False
         else:
-            with working_dir(plan.cwd, None, plan.subdir):
-                _mount(plan)
+            _mount_from(plan)
     except OSError as e:
         raise MountFailed(f"overlay mount at {plan.target} failed: {e.strerror or e}") from None
 

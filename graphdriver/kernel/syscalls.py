@@ -196,7 +196,8 @@ CLONE_FS = 0x00000200
 
 def unshare(flags: int) -> None:
     """unshare(2) for the calling thread."""
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+    if _libc.unshare(flags) < 0:
+        _check(-1, "unshare")
 
 
 def new_mount_api() -> bool:
