@@ -25,6 +25,7 @@ import mmap
 import os
 import shutil
 import struct
+import threading
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -122,6 +123,7 @@ class RefStore:
         self._fd = -1
         self._mm: mmap.mmap | None = None
         self._slots: dict[str, tuple[int, bytes]] = {}  # layer id -> (offset of its slot, padded id)
+        self._switch = threading.RLock()
 
     # -- the mapping ---------------------------------------------------------------------------
     def _mapped(self, create: bool) -> mmap.mmap | None:
@@ -134,10 +136,19 @@ class RefStore:
         mm = self._mm
         if mm is not None:
             capacity, retired, _ = _HEAD.unpack_from(mm, _HEAD_AT)
+            if not retired and HEADER + capacity * SLOT <= len(mm):
+                return mm
+        with self._switch:  # readers in other threads may come this way at the same time
+            if self._mm is not mm:
+                return self._mapped(create)  # another thread switched already
+            return self._switch_table(create)
+
+    def _switch_table(self, create: bool) -> mmap.mmap | None:
+        mm = self._mm
+        if mm is not None:
+            capacity, retired, _ = _HEAD.unpack_from(mm, _HEAD_AT)
             if not retired:
-                if HEADER + capacity * SLOT <= len(mm):
-                    return mm
-                return self._map(HEADER + capacity * SLOT)
+                return self._map(HEADER + capacity * SLOT)  # grown by another process
         self._forget()
         try:
             self._fd = os.open(self.table, os.O_RDWR | os.O_CLOEXEC)
@@ -244,8 +255,9 @@ class RefStore:
         return at
 
     def _grow(self, capacity: int) -> mmap.mmap:
-        os.posix_fallocate(self._fd, 0, HEADER + capacity * SLOT)
-        return self._map(HEADER + capacity * SLOT)
+        with self._switch:
+            os.posix_fallocate(self._fd, 0, HEADER + capacity * SLOT)
+            return self._map(HEADER + capacity * SLOT)
 
     def _put(self, layer_id: str, ref: Ref) -> None:
         """Store ``ref`` in ``layer_id``'s slot (claimed when it has none and the count is not zero)."""
@@ -303,11 +315,12 @@ class RefStore:
     def remove(self) -> None:
         """Forget every reference of this root (its runtime directory goes too). Processes that have
         the table mapped see it retired and map the next one."""
-        mm = self._mapped(create=False)
-        if mm is not None:
-            _RETIRED.pack_into(mm, _RETIRED_AT, 1)
-        self._forget()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        with self._switch:
+            mm = self._mapped(create=False)
+            if mm is not None:
+                _RETIRED.pack_into(mm, _RETIRED_AT, 1)
+            self._forget()
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def prune_runtime() -> list[str]:

@@ -181,3 +181,38 @@ def test_a_full_runtime_filesystem_fails_the_write_with_enospc_and_keeps_the_cou
         assert s.read("a63") == Ref(1, 64) and s.read("one-more") == Ref()
     finally:
         syscalls.umount2(str(run), syscalls.MNT_DETACH)
+
+
+def test_readers_in_other_threads_follow_growth_and_removal_without_errors(tmp_path) -> None:
+    import threading
+    import time
+
+    from graphdriver.store.refs import FIRST_CAPACITY, RefStore
+
+    s = RefStore(str(tmp_path / "run"), str(tmp_path))
+    s.write("kept", Ref(1, 5))
+    errors: list[BaseException] = []
+    stop = time.monotonic() + 1.0
+
+    def read() -> None:
+        try:
+            while time.monotonic() < stop:
+                assert s.read("kept") in (Ref(1, 5), Ref())  # Ref(): between a removal and the next write
+                s.all()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for t in readers:
+        t.start()
+    rounds = 0
+    while time.monotonic() < stop:  # the writer (the root lock's holder): grow twice, remove, again
+        for i in range(FIRST_CAPACITY * 3):
+            s.write(f"l{i}", Ref(1, i + 1))
+        s.remove()
+        s.write("kept", Ref(1, 5))
+        rounds += 1
+    for t in readers:
+        t.join()
+    assert errors == [] and rounds > 1
+    assert s.read("kept") == Ref(1, 5)
