@@ -255,8 +255,8 @@ class Overlay2(Driver):
 
     def backend_status(self) -> list[tuple[str, str]]:
         api = {"fsconfig": "fsconfig lowerdir+",
-               "auto": "mount(2) while the options fit a page, else fsconfig lowerdir+"}.get(
-                   self.mount_api, "mount(2), one page of options")
+               "auto": "mount(2) in one page (l/ links, then a lower index), else fsconfig lowerdir+"}.get(
+                   self.mount_api, "mount(2) in one page (l/ links, then a lower index)")
         verify = "statmount(2)" if syscalls.statmount_supported() else "/proc/self/mountinfo"
         view = ("by path" if self._view is None else
                 "relative, through a detached copy of the root's mount" if self._view.usable else

@@ -203,8 +203,8 @@ def test_status_reports_the_mount_api_and_verifier(root: str) -> None:
     d = open_driver(root, "overlay2")
     status = dict(d.status())
     assert status["Backing Filesystem"] == probe.backing_fs(root)
-    assert status["Mount API"] in ("fsconfig lowerdir+", "mount(2), one page of options",
-                                   "mount(2) while the options fit a page, else fsconfig lowerdir+")
+    assert status["Mount API"] in ("fsconfig lowerdir+", "mount(2) in one page (l/ links, then a lower index)",
+                                   "mount(2) in one page (l/ links, then a lower index), else fsconfig lowerdir+")
     assert status["Verified with"] in ("statmount(2)", "/proc/self/mountinfo")
 
 
