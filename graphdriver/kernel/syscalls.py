@@ -295,11 +295,17 @@ def statmount(mnt_id: int, bufsize: int = 1 << 12, *, brief: bool = False) -> St
                                   max(bufsize, _SM_SIZE + 512), mnt_id)
     (used, got, magic, sb_flags, fs_type, got_id, mnt_attr, mnt_point, sb_source,
      opt_num, opt_array) = _SM_READ.unpack_from(buf, 0)
-    if brief and magic not in _MAGIC_TYPES:
-        return statmount(mnt_id, bufsize)
-    raw = ctypes.string_at(buf, used if _SM_SIZE <= used <= size else size)  # only what was filled
     read_only = bool(sb_flags & SB_RDONLY or mnt_attr & MOUNT_ATTR_RDONLY)
-    fs = _MAGIC_TYPES[magic] if brief else _sm_string(raw, got & STATMOUNT_FS_TYPE, fs_type)
+    used = used if _SM_SIZE <= used <= size else size  # only what was filled
+    if brief:  # the option array is the only string asked for: it runs to the end
+        if magic not in _MAGIC_TYPES:
+            return statmount(mnt_id, bufsize)
+        blob = buf[_SM_SIZE + opt_array:used] if got & STATMOUNT_OPT_ARRAY and opt_num else b""
+        if blob.count(b"\0") != opt_num:  # some other layout: keep exactly opt_num strings
+            blob = b"".join(p + b"\0" for p in blob.split(b"\0")[:opt_num])
+        return StatMount(got_id, _MAGIC_TYPES[magic], "", "", read_only, blob)
+    raw = ctypes.string_at(buf, used)
+    fs = _sm_string(raw, got & STATMOUNT_FS_TYPE, fs_type)
     if not got & STATMOUNT_OPT_ARRAY or not opt_num:
         blob = b""
     else:  # opt_num NUL-terminated strings from opt_array on, up to the next string the kernel laid out
@@ -311,8 +317,6 @@ def statmount(mnt_id: int, bufsize: int = 1 << 12, *, brief: bool = False) -> St
         blob = raw[_SM_SIZE + opt_array:end]
         if blob.count(b"\0") != opt_num:  # some other layout: keep exactly opt_num strings
             blob = b"".join(p + b"\0" for p in blob.split(b"\0")[:opt_num])
-    if brief:
-        return StatMount(got_id, fs, "", "", read_only, blob)
     return StatMount(got_id, fs, _sm_string(raw, got & STATMOUNT_MNT_POINT, mnt_point),
                      _sm_string(raw, got & STATMOUNT_SB_SOURCE, sb_source), read_only, blob)
 

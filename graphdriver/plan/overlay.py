@@ -81,6 +81,17 @@ class OverlayPlan:
         return b"\0lowerdir=" + os.fsencode(":".join(self.lowers)) + b"\0"
 
     @cached_property
+    def shown_prefix(self) -> bytes:
+        """The options as overlay shows them first when it took the plan: the lowers, then the upper and
+        work dir, each ending in a NUL."""
+        return self.shown_lowers[1:] + b"".join(option[1:] for _, option in self.shown_dirs if option is not None)
+
+    @cached_property
+    def shown_key(self) -> bytes:
+        """The lowers' key as it starts an option after a NUL (``\\0lowerdir+=`` or ``\\0lowerdir=``)."""
+        return self.shown_lowers[:self.shown_lowers.index(b"=") + 1]
+
+    @cached_property
     def shown_dirs(self) -> tuple[tuple[bytes, bytes | None], ...]:
         """(key as the option array shows it after a NUL, the whole planned option or None) for the upper
         and work dir."""
@@ -242,6 +253,8 @@ def _shown_as_planned(plan: OverlayPlan, blob: bytes) -> bool:
     Byte searches instead of decoding and comparing every option (500 lowers at most). False means
     "look closer" (the option-by-option comparison decides), never "they differ".
     """
+    if plan.upper and blob.startswith(plan.shown_prefix) and blob.find(plan.shown_key, len(plan.shown_prefix) - 1) < 0:
+        return True  # as overlay shows them: the lowers, then upper and work (each once), and no more lowers
     blob = b"\0" + blob  # every option now starts after a NUL
     want = plan.shown_lowers
     key = want[:want.index(b"=") + 1]  # \0lowerdir+= or \0lowerdir=

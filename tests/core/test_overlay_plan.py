@@ -180,6 +180,7 @@ def test_option_array_matching_the_plan_byte_for_byte_passes() -> None:
     (["lowerdir+=l/A", "lowerdir+=l/B", "lowerdir+=l/C", "upperdir=/u", "workdir=/w"], "lower layers differ"),
     (["lowerdir+=l/B", "lowerdir+=l/A", "upperdir=/u", "workdir=/w"], "lower layers differ"),
     (["lowerdir+=l/Z", "lowerdir+=l/A", "lowerdir+=l/B", "upperdir=/u", "workdir=/w"], "lower layers differ"),
+    (["lowerdir+=l/A", "lowerdir+=l/B", "upperdir=/u", "workdir=/w", "lowerdir+=l/C"], "lower layers differ"),
     (["lowerdir+=l/A", "lowerdir+=l/B", "workdir=/w"], "upperdir is missing"),
     (["lowerdir+=l/A", "lowerdir+=l/B", "upperdir=/elsewhere", "workdir=/w"], "upperdir is /elsewhere"),
 ])
@@ -194,3 +195,10 @@ def test_option_array_with_the_same_lowers_written_otherwise_still_matches() -> 
     assert check_overlay(plan, blob_entry(["lowerdir+=/h/l/A", "upperdir=/u", "workdir=/w"])) == []
     assert check_overlay(plan, blob_entry(["lowerdir+=l/A", "upperdir=/u", "workdir=/w"], ro=True)) \
         == ["mounted read-only although an upper dir was planned (the kernel dropped it)"]
+
+
+def test_a_plan_without_upper_is_not_matched_by_a_mount_with_one() -> None:
+    plan = OverlayPlan("/m", ("l/A", "l/B"), None, None, "mount", "/h")
+    assert check_overlay(plan, blob_entry(["lowerdir=l/A:l/B"])) == []
+    assert check_overlay(plan, blob_entry(["lowerdir=l/A:l/B", "upperdir=/u", "workdir=/w"])) \
+        == ["unexpected upperdir=/u", "unexpected workdir=/w"]
