@@ -43,7 +43,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [PROJECT, os.path.join(PROJECT, "tests")]  # the package; tests/support (shared with the tests)
+
+from support.loopfs import loop_filesystem  # noqa: E402
 
 from graphdriver import open_driver  # noqa: E402
 from graphdriver.driver import Driver  # noqa: E402
@@ -389,21 +392,10 @@ def fresh_ext4(size_gib: int = 4) -> Iterator[str]:
     part 1 from the real disk.)
     """
     work = tempfile.mkdtemp(prefix="gd-bench-fs-")
-    image, mnt = os.path.join(work, "ext4.img"), os.path.join(work, "mnt")
-    os.mkdir(mnt)
-    with open(image, "wb") as f:
-        f.truncate(size_gib << 30)
-    subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, capture_output=True)
-    loop = subprocess.run(["losetup", "--find", "--show", image], check=True, capture_output=True,
-                          text=True).stdout.strip()
     try:
-        syscalls.mount(loop, mnt, "ext4")
-        try:
+        with loop_filesystem(work, "ext4", size_gib << 30) as mnt:
             yield mnt
-        finally:
-            syscalls.umount2(mnt, syscalls.MNT_DETACH)
     finally:
-        subprocess.run(["losetup", "-d", loop], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -15,8 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import pytest
-
-from graphdriver.kernel import syscalls
+from support.loopfs import LoopUnavailable, loop_filesystem
 
 # A valid VFS_CAP_REVISION_2 blob: effective flag, permitted = CAP_NET_BIND_SERVICE (10) | CAP_NET_RAW (13).
 CAP_BLOB = struct.pack("<IIIII", 0x02000000 | 0x1, (1 << 10) | (1 << 13), 0, 0, 0)
@@ -229,20 +228,8 @@ def btrfs_loop(work: str, size: int = 512 << 20) -> Iterator[str]:
     why = _btrfs_unavailable()
     if why:
         pytest.skip(why)
-    image, mnt = os.path.join(work, "btrfs.img"), os.path.join(work, "mnt")
-    os.mkdir(mnt)
-    with open(image, "wb") as f:
-        f.truncate(size)
-    subprocess.run(["mkfs.btrfs", "-q", "-f", image], check=True, capture_output=True)
-    r = subprocess.run(["losetup", "--find", "--show", image], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"no loop device: {r.stderr.strip()}")
-    loop = r.stdout.strip()
     try:
-        syscalls.mount(loop, mnt, "btrfs")
-        try:
+        with loop_filesystem(work, "btrfs", size) as mnt:
             yield mnt
-        finally:
-            syscalls.umount2(mnt, syscalls.MNT_DETACH)
-    finally:
-        subprocess.run(["losetup", "-d", loop], check=False)
+    except LoopUnavailable as e:
+        pytest.skip(str(e))

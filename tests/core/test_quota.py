@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
+import shutil
 import tempfile
 from collections.abc import Iterator
 
 import pytest
+from support.loopfs import LoopUnavailable, loop_filesystem
 
 from graphdriver import open_driver
 from graphdriver.errors import StorageOptUnsupported
-from graphdriver.kernel import quota, syscalls
+from graphdriver.kernel import quota
 
 
 @pytest.mark.parametrize("text,want", [("4096", 4096), ("10k", 10240), ("512MB", 512 << 20), ("1G", 1 << 30),
@@ -41,26 +42,16 @@ def test_size_without_project_quota_is_refused_and_creates_nothing(root: str, na
 def prjquota_fs() -> Iterator[str]:
     """An ext4 with the quota and project features on a loop device, mounted with prjquota."""
     work = tempfile.mkdtemp(prefix="gd-quota-")
-    image, mnt = os.path.join(work, "fs.img"), os.path.join(work, "mnt")
-    os.mkdir(mnt)
-    with open(image, "wb") as f:
-        f.truncate(64 << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-O", "quota,project", image], check=True, capture_output=True)
-    loop = subprocess.run(["losetup", "--find", "--show", image], capture_output=True, text=True).stdout.strip()
     try:
-        try:
-            syscalls.mount(loop, mnt, "ext4", 0, "prjquota")
-        except OSError as e:
-            pytest.skip(f"kernel has no ext4 project quota (mount -o prjquota: {e.strerror}; needs CONFIG_QUOTA "
-                        f"and CONFIG_QFMT_V2)")
-        try:
+        with loop_filesystem(work, "ext4", 64 << 20, mkfs_args=("-O", "quota,project"), options="prjquota") as mnt:
             yield mnt
-        finally:
-            syscalls.umount2(mnt, syscalls.MNT_DETACH)
+    except LoopUnavailable as e:
+        pytest.skip(str(e))
+    except OSError as e:
+        pytest.skip(f"kernel has no ext4 project quota (mount -o prjquota: {e.strerror}; needs CONFIG_QUOTA "
+                    f"and CONFIG_QFMT_V2)")
     finally:
-        if loop:
-            subprocess.run(["losetup", "-d", loop], check=False)
-        subprocess.run(["rm", "-rf", work], check=False)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.mark.parametrize("name", ["overlay2", "vfs"])
