@@ -8,9 +8,10 @@ Run as root from the project directory (about a minute on a quiet machine, under
 Part 1 — for 1, 10, 128 and 500 lower layers: the Python API (``open_driver(root, "overlay2")``, a chain
 of N+1 layers, ``get``+``put`` of the top one) against ``mount_baseline.c`` (compiled with gcc into a
 temporary directory) doing the same overlay mount and ``umount2`` with nothing around it: the driver's
-own plan, raw — mount(2) while the option data fits one page (absolute paths, else Docker's short
-``l/`` links from the overlay2 directory) and fsopen/fsconfig ``lowerdir+``/fsmount/move_mount beyond
-(500 lowers). Two more C columns: the same plus the statx + statmount(2) the driver's verification needs
+own plan, raw — one mount(2) with a page of options: Docker's short ``l/`` links and relative upper
+and work dirs from the overlay2 directory's detached view (absolute paths with ``--layer-view false``
+while they fit), and for 500 lowers the layer's lower index (``0:1:...`` from ``<id>/lowers``). Two more
+C columns: the same plus the statx + statmount(2) the driver's verification needs
 (the kernel's share of verifying), and fsconfig for every count (what the new mount API costs).
 Each round runs Python and C back to back (alternating which goes first); the ratio is the median of
 the per-round ratios, which cancels most of the noise of a shared machine. Target: <= 1.2.
@@ -23,7 +24,8 @@ kernel's own growth, and the driver's own share (Python minus C at the same posi
 
 Everything runs in a private mount namespace (``--shared-namespace`` to opt out): neighbours reading
 their mount tables never see our 1,000 overlays (and stall our mounts less), and nothing can be left
-mounted. Exit status 1 when a target is missed.
+mounted. ``--fresh-ext4``: on a new ext4 on a loop device (see :func:`fresh_ext4`). Exit status 1 when a
+target is missed.
 """
 
 from __future__ import annotations
