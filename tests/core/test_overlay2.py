@@ -103,9 +103,11 @@ def test_legacy_api_mounts_128_lowers_through_short_relative_links(root: str) ->
     d.put(ids[-1])
 
 
-@pytest.mark.parametrize("api", ["auto", "mount"])
-def test_500_lowers_mount_through_the_lower_index_and_501_is_refused_before_mounting(root: str, api: str) -> None:
-    d = open_driver(root, "overlay2", {"overlay2.mount_api": api})  # mount: kernels without lowerdir+ too
+@pytest.mark.parametrize("api, view", [("auto", "true"), ("mount", "true"), ("auto", "false")])
+def test_500_lowers_mount_through_the_lower_index_and_501_is_refused_before_mounting(root: str, api: str,
+                                                                                     view: str) -> None:
+    # mount: kernels without lowerdir+ too; view false: entered by path (chdir into the index)
+    d = open_driver(root, "overlay2", {"overlay2.mount_api": api, "overlay2.layer_view": view})
     ids = chain(d, 502, prefix=f"{0:060x}")
     with open(os.path.join(d.diff_path(ids[0]), "deep"), "w") as f:
         f.write("bottom")
