@@ -174,46 +174,46 @@ class Driver(DiffMixin, ABC):
         with self.lock.held():
             state = self.mount_state(layer_id)
             if not state.mounts:
-                with self.refs.record(layer_id) as rec:
-                    rec.set(Ref(rec.ref.count + 1, 0))
+                rec = self.refs.record(layer_id)
+                rec.set(Ref(rec.ref.count + 1, 0))
                 return self.rootfs_path(layer_id)
             target = self.mount_point(layer_id)
             current = state.mnt_id
             if current is None:
                 self.refs.write(layer_id, Ref(1, self.mount_layer(layer_id, state.plan)))
                 return target
-            with self.refs.record(layer_id) as rec:
-                ref = rec.ref
-                if ref.count and ref.mnt_id == current:
-                    rec.set(Ref(ref.count + 1, current))
-                    return target
-                problems = self.check_mount(layer_id, mountinfo.mount_at(target))
-                if problems:
-                    raise MountFailed(f"layer {layer_id}: a foreign mount sits at {target} "
-                                      f"({'; '.join(problems)}); run cleanup")
-                rec.set(Ref(max(ref.count, 1) + 1, current))
+            rec = self.refs.record(layer_id)
+            ref = rec.ref
+            if ref.count and ref.mnt_id == current:
+                rec.set(Ref(ref.count + 1, current))
                 return target
+            problems = self.check_mount(layer_id, mountinfo.mount_at(target))
+            if problems:
+                raise MountFailed(f"layer {layer_id}: a foreign mount sits at {target} "
+                                  f"({'; '.join(problems)}); run cleanup")
+            rec.set(Ref(max(ref.count, 1) + 1, current))
+            return target
 
     def put(self, layer_id: str) -> None:
         """Drop one reference; the last one unmounts."""
         check_id(layer_id)
         with self.lock.held():
-            with self.refs.record(layer_id) as rec:
-                ref = rec.ref
-                # A record naming a mount was written by a get that mounted this layer (a mounted layer
-                # cannot be removed): no need to look at the layout again.
-                if not (ref.mnt_id and ref.count) and not self.locate(layer_id):
-                    if not ref.count:
-                        raise LayerNotMounted(f"layer {layer_id} is not mounted")
-                    rec.set(Ref(ref.count - 1, 0))
-                    return
-                if ref.count > 1 and mountinfo.current_mount_id(self.mount_point(layer_id)) is not None:
-                    rec.set(Ref(ref.count - 1, ref.mnt_id))
-                    return
-                if ref.count > 1 or not self.unmount_layer(layer_id):  # the kernel shows nothing there
-                    self.refs.drop(layer_id)
+            rec = self.refs.record(layer_id)
+            ref = rec.ref
+            # A record naming a mount was written by a get that mounted this layer (a mounted layer
+            # cannot be removed): no need to look at the layout again.
+            if not (ref.mnt_id and ref.count) and not self.locate(layer_id):
+                if not ref.count:
                     raise LayerNotMounted(f"layer {layer_id} is not mounted")
-                rec.set(Ref())  # zeroed in place: cheaper than an unlink on the hot path
+                rec.set(Ref(ref.count - 1, 0))
+                return
+            if ref.count > 1 and mountinfo.current_mount_id(self.mount_point(layer_id)) is not None:
+                rec.set(Ref(ref.count - 1, ref.mnt_id))
+                return
+            if ref.count > 1 or not self.unmount_layer(layer_id):  # the kernel shows nothing there
+                self.refs.drop(layer_id)
+                raise LayerNotMounted(f"layer {layer_id} is not mounted")
+            rec.set(Ref())  # zeroed in place
 
     def exists(self, layer_id: str) -> bool:
         """True when the layer is there (a bad id is simply absent)."""

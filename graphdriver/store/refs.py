@@ -92,7 +92,7 @@ class Ref(NamedTuple):
 
 
 class RefRecord:
-    """One layer's slot: ``ref`` as read, :meth:`set` stores another (use ``with``, as for a file)."""
+    """One layer's slot: ``ref`` as read, :meth:`set` stores another (callers hold the root lock between)."""
 
     __slots__ = ("_store", "_id", "ref")
 
@@ -105,12 +105,6 @@ class RefRecord:
         """Store ``ref`` (the layer gets a slot when it had none)."""
         self._store._put(self._id, ref)
         self.ref = ref
-
-    def __enter__(self) -> RefRecord:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 class RefStore:
@@ -275,7 +269,7 @@ class RefStore:
 
     # -- the interface -------------------------------------------------------------------------
     def record(self, layer_id: str) -> RefRecord:
-        """``layer_id``'s slot, read now, to rewrite with :meth:`RefRecord.set` (use ``with``)."""
+        """``layer_id``'s slot, read now, to rewrite with :meth:`RefRecord.set`."""
         mm = self._mapped(create=False)
         at = self._find(mm, layer_id) if mm is not None else -1
         return RefRecord(self, layer_id, Ref._make(_REF.unpack_from(mm, at + ID_SIZE)) if at >= 0 else Ref())
