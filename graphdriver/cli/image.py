@@ -1,4 +1,4 @@
-"""The ``image`` group: load, ls, inspect, rm, save, tag. Commands only: the storage logic is in store/."""
+"""The ``image`` group: load, ls, inspect, rm, prune, save, tag. Commands only: the storage logic is in store/."""
 
 from __future__ import annotations
 
@@ -112,6 +112,21 @@ class ImageRm(cli.Application):
         store = container_store(self)
         for n in names:
             print("\n".join(store.remove_image(n)))
+        return 0
+
+
+@ImageApp.subcommand("prune")
+class ImagePrune(cli.Application):
+    """Remove images no container uses that have no name (-a: every image no container uses)."""
+
+    all_unused = cli.Flag(["-a", "--all"], help="also named images no container uses")
+
+    def main(self) -> int:
+        done, freed = container_store(self).prune_images(self.all_unused)
+        items = [{line.split(": ", 1)[0]: line.split(": ", 1)[1]} for line in done]
+        lines = ["Deleted Images:", *(line[0].lower() + line[1:] for line in done), ""] if done else []
+        text = "\n".join([*lines, f"Total reclaimed space: {human(freed)}"])  # as docker image prune prints
+        emit(self, {"ImagesDeleted": items, "SpaceReclaimed": freed}, text)
         return 0
 
 

@@ -242,6 +242,24 @@ class ContainerStore:
         with self.lock.held():
             return self.images.remove(ref, self.images_in_use())
 
+    def prune_images(self, all_unused: bool = False) -> tuple[list[str], int]:
+        """``image prune``: remove the images no container uses that have no name (``all_unused``: every
+        image no container uses), and the layers only they held. Returns what was done (``image rm``'s
+        lines) and the bytes of layer content freed."""
+        with self.lock.held():
+            in_use = self.images_in_use()
+            done: list[str] = []
+            freed = 0
+            for image_id in self.images.ids():
+                if image_id in in_use or self.images.tags_of(image_id) and not all_unused:
+                    continue
+                sizes = {f"Deleted: {c}": int(self.images.layer_info(c).get("size", 0))
+                         for c in self.images.chain(image_id)}
+                lines = self.images.remove(image_id, in_use)
+                done += lines
+                freed += sum(sizes.get(line, 0) for line in lines)
+            return done, freed
+
     # -- mounts and contents ----------------------------------------------------------------------
     def mount(self, ref: str) -> str:
         """Mount the container's rootfs (one more reference); returns its path."""

@@ -1,0 +1,58 @@
+"""``image prune``: unnamed images no container uses go, with the layers only they held; -a takes named ones too."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from imgkit import docker_archive, layer_tar
+
+from graphdriver.store.imageio import hex_of
+
+
+def _layer(name: str, size: int = 1000) -> bytes:
+    return layer_tar({name: os.urandom(size)})
+
+
+def _setup(tmp_path, store):
+    """p:1 loaded twice (the first image loses its name), keep:1, and u:1 used by a container and renamed."""
+    shared, only_old = _layer("shared"), _layer("old", 50_000)
+    old = docker_archive(str(tmp_path / "old.tar"), [shared, only_old], ["p:1"])
+    new = docker_archive(str(tmp_path / "new.tar"), [shared, _layer("new")], ["p:1"])
+    keep = docker_archive(str(tmp_path / "keep.tar"), [_layer("keep")], ["keep:1"])
+    used = docker_archive(str(tmp_path / "used.tar"), [_layer("used")], ["u:1"])
+    for built in (old, new, keep, used):
+        store.images.load(built.path)
+    store.create("u:1", name="user")
+    store.images.tag("keep:1", "u:1")  # the container's image has no name left, and is still in use
+    return old, new, keep, used
+
+
+def test_prune_removes_unnamed_unused_images_and_only_their_layers(tmp_path, store):
+    old, new, keep, used = _setup(tmp_path, store)
+    assert store.images.tags_of(old.image_id) == [] and store.images.tags_of(used.image_id) == []
+    old_chain = store.images.chain(old.image_id)
+    size_only_old = int(store.images.layer_info(old_chain[1])["size"])
+    done, freed = store.prune_images()
+    assert done == [f"Deleted: {old.image_id}", f"Deleted: {old_chain[1]}"]  # the shared base stays
+    assert freed == size_only_old
+    assert sorted(store.images.ids()) == sorted([new.image_id, keep.image_id, used.image_id])
+    assert not store.driver.exists(hex_of(old_chain[1])) and store.driver.exists(hex_of(old_chain[0]))
+    assert store.prune_images() == ([], 0)  # nothing left to prune
+
+
+def test_prune_all_keeps_only_what_containers_use(tmp_path, store, gd):
+    old, new, keep, used = _setup(tmp_path, store)
+    p = gd("image", "prune", "-a", check=True)
+    assert p.stdout.startswith("Deleted Images:\n") and "untagged: keep:1" in p.stdout
+    assert f"deleted: {new.image_id}" in p.stdout and p.stdout.rstrip().splitlines()[-1].startswith(
+        "Total reclaimed space: ")
+    assert store.images.ids() == [used.image_id]  # in use by "user", though it has no name
+    kept = {hex_of(c) for c in store.images.chain(used.image_id)}
+    container_layers = {layer for layer in store.driver.layers() if layer not in kept}
+    assert container_layers and all(layer.startswith(tuple(c.id for c in store.all())) for layer in container_layers)
+    empty = json.loads(gd("--json", "image", "prune", "-a", check=True).stdout)
+    assert empty == {"ImagesDeleted": [], "SpaceReclaimed": 0}
+    gd("container", "rm", "user", check=True)
+    assert gd("image", "prune", check=True).stdout.startswith("Deleted Images:\n")  # now unused, and unnamed
+    assert store.images.ids() == [] and store.driver.layers() == []
