@@ -15,7 +15,8 @@ a table written in an earlier boot reads as empty (a tmpfs empties at reboot any
 slot while its count is zero (its next ``get`` finds it again); a full table reuses such slots, else
 doubles. Growing reserves the space first (``posix_fallocate``): a full tmpfs fails that call with ENOSPC
 instead of killing a later write with SIGBUS. A table being removed (``cleanup``) is first marked retired
-in place, so every process that has it mapped maps the new one at its next use.
+in place, so every process that has it mapped maps the new one at its next use; one removed any other
+way is noticed at the start of the next operation (one fstat: the file has no name left).
 """
 
 from __future__ import annotations
@@ -120,28 +121,36 @@ class RefStore:
         self._switch = threading.RLock()
 
     # -- the mapping ---------------------------------------------------------------------------
-    def _mapped(self, create: bool) -> mmap.mmap | None:
+    def _mapped(self, create: bool, linked: bool = False) -> mmap.mmap | None:
         """The live table, mapped (None: there is none and ``create`` is False).
 
-        A retired table (removed by another process) is dropped for the current one; a table another
-        process grew is mapped again at its new size. ``create`` (writers, under the lock): make the
-        table, or start it afresh when it is not ours or from an earlier boot.
+        A retired table (removed by another process's ``cleanup``) is dropped for the current one; a
+        table another process grew is mapped again at its new size. ``linked`` (once per operation, one
+        fstat): also drop a table removed by other means (its file has no name left). ``create``
+        (writers, under the lock): make the table, or start it afresh when it is not ours or from an
+        earlier boot.
         """
         mm = self._mm
         if mm is not None:
             capacity, retired, _ = _HEAD.unpack_from(mm, _HEAD_AT)
-            if not retired and HEADER + capacity * SLOT <= len(mm):
+            if not retired and HEADER + capacity * SLOT <= len(mm) and not (linked and self._unlinked()):
                 return mm
         with self._switch:  # readers in other threads may come this way at the same time
             if self._mm is not mm:
                 return self._mapped(create)  # another thread switched already
             return self._switch_table(create)
 
+    def _unlinked(self) -> bool:
+        try:
+            return os.fstat(self._fd).st_nlink == 0
+        except OSError:
+            return True
+
     def _switch_table(self, create: bool) -> mmap.mmap | None:
         mm = self._mm
         if mm is not None:
             capacity, retired, _ = _HEAD.unpack_from(mm, _HEAD_AT)
-            if not retired:
+            if not retired and not self._unlinked():
                 return self._map(HEADER + capacity * SLOT)  # grown by another process
         self._forget()
         try:
@@ -216,12 +225,12 @@ class RefStore:
         held = self._slots.get(layer_id)
         if held is not None:
             at, key = held
-            if mm[at:at + ID_SIZE] == key:
+            if at + SLOT <= len(mm) and mm[at:at + ID_SIZE] == key:
                 return at
         else:
             key = layer_id.encode().ljust(ID_SIZE, b"\0")
         _, _, assigned = _HEAD.unpack_from(mm, _HEAD_AT)
-        end = HEADER + assigned * SLOT
+        end = min(HEADER + assigned * SLOT, len(mm))  # a reader's mapping may predate a growth
         at = mm.find(key, HEADER, end)
         while at >= 0 and (at - HEADER) % SLOT:
             at = mm.find(key, at + 1, end)
@@ -253,9 +262,9 @@ class RefStore:
             os.posix_fallocate(self._fd, 0, HEADER + capacity * SLOT)
             return self._map(HEADER + capacity * SLOT)
 
-    def _put(self, layer_id: str, ref: Ref) -> None:
+    def _put(self, layer_id: str, ref: Ref, linked: bool = False) -> None:
         """Store ``ref`` in ``layer_id``'s slot (claimed when it has none and the count is not zero)."""
-        mm = self._mapped(create=True)
+        mm = self._mapped(create=True, linked=linked)
         assert mm is not None
         at = self._find(mm, layer_id)
         if at < 0:
@@ -270,7 +279,7 @@ class RefStore:
     # -- the interface -------------------------------------------------------------------------
     def record(self, layer_id: str) -> RefRecord:
         """``layer_id``'s slot, read now, to rewrite with :meth:`RefRecord.set`."""
-        mm = self._mapped(create=False)
+        mm = self._mapped(create=False, linked=True)
         at = self._find(mm, layer_id) if mm is not None else -1
         return RefRecord(self, layer_id, Ref._make(_REF.unpack_from(mm, at + ID_SIZE)) if at >= 0 else Ref())
 
@@ -280,11 +289,11 @@ class RefStore:
 
     def write(self, layer_id: str, ref: Ref) -> None:
         """Store ``ref``; a zero count zeroes an existing slot (and claims none)."""
-        self._put(layer_id, ref)
+        self._put(layer_id, ref, linked=True)
 
     def drop(self, layer_id: str) -> None:
         """Forget ``layer_id``'s references (its slot is free for another layer)."""
-        mm = self._mapped(create=False)
+        mm = self._mapped(create=False, linked=True)
         at = self._find(mm, layer_id) if mm is not None else -1
         if mm is not None and at >= 0:
             _REF.pack_into(mm, at + ID_SIZE, 0, 0)
@@ -293,12 +302,12 @@ class RefStore:
 
     def all(self) -> dict[str, Ref]:
         """Every layer with a live reference."""
-        mm = self._mapped(create=False)
+        mm = self._mapped(create=False, linked=True)
         if mm is None:
             return {}
         _, _, assigned = _HEAD.unpack_from(mm, _HEAD_AT)
         out = {}
-        for at in range(HEADER, HEADER + assigned * SLOT, SLOT):
+        for at in range(HEADER, min(HEADER + assigned * SLOT, len(mm)), SLOT):
             count, mnt_id = _REF.unpack_from(mm, at + ID_SIZE)
             if count:
                 name = mm[at:at + ID_SIZE].rstrip(b"\0").decode()

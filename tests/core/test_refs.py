@@ -86,6 +86,24 @@ def test_a_table_removed_by_another_process_is_followed(root: str) -> None:
     assert other.mount_count("b") == 0
 
 
+def test_a_table_removed_behind_the_drivers_back_is_noticed_at_the_next_call(root: str) -> None:
+    import shutil
+
+    d = open_driver(root, "overlay2")
+    d.create("a")
+    d.create("b", "a")
+    path = d.get("b")  # the store now has the table mapped
+    other = open_driver(root, "overlay2")
+    shutil.rmtree(other.refs.dir)  # by hand: not retired; then made again with a record in it
+    other.refs.write("b", Ref(1, mountinfo.current_mount_id(path)))
+    assert d.mount_count("b") == 1  # read through the new table, not the removed one
+    d.get("b")
+    assert other.mount_count("b") == 2  # counted where the other process counts too
+    d.put("b")
+    d.put("b")
+    assert mountinfo.mount_at(path) is None and other.mount_count("b") == 0
+
+
 def test_a_forked_child_takes_the_lock_on_its_own_descriptor(root: str) -> None:
     import time
 
