@@ -1,8 +1,9 @@
 """Mount reference counts that survive across processes and restarts: one shared table per root.
 
 The table is the file ``refs`` in the root's runtime directory (see :func:`runtime_dir`), mapped into
-every process that uses the root (``mmap``, shared): reading or changing a count is a memory access, not
-a syscall — ``get`` and ``put`` pay for no file I/O at all. Writers hold the root lock.
+every process that uses the root (``mmap``, shared): reading or changing a count is a memory access, and
+one ``fstat`` per operation checks the table is still the root's — ``get`` and ``put`` do no file I/O.
+Writers hold the root lock.
 
 Layout (little-endian)::
 
