@@ -168,8 +168,9 @@ class Overlay2(Driver):
     # -- plan / execute / verify ----------------------------------------------------------------
     @cached_property
     def mount_api(self) -> str:
-        """``auto`` (mount(2) while the options fit a page, else fsconfig ``lowerdir+``: kernel 6.8+),
-        ``mount`` (mount(2) only: kernels without lowerdir+, or asked for) or ``fsconfig`` (always)."""
+        """``auto`` (one page of mount(2) options — past a page of ``l/`` links, by the lower index — else
+        fsconfig ``lowerdir+``: kernel 6.8+), ``mount`` (mount(2) only: kernels without lowerdir+, or asked
+        for) or ``fsconfig`` (always)."""
         wanted = self.options.get("overlay2.mount_api", "auto")
         if wanted in ("fsconfig", "mount"):
             return wanted

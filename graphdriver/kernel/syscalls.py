@@ -234,8 +234,7 @@ def mount_id(path: str | bytes) -> MountID:
     buf = getattr(_tls, "statx", None)
     if buf is None:
         buf = _tls.statx = ctypes.create_string_buffer(_STATX_SIZE)
-    if _sys(SYS_STATX, AT_FDCWD, path if type(path) is bytes else _b(path), AT_SYMLINK_NOFOLLOW, _STATX_WANT,
-            buf) < 0:
+    if _sys(SYS_STATX, AT_FDCWD, _b(path), AT_SYMLINK_NOFOLLOW, _STATX_WANT, buf) < 0:
         _check(-1, "statx", os.fsdecode(path))
     mask, attrs, ino, attrs_mask, btime, btime_ns, ctime, ctime_ns, mnt_id = _STATX_READ.unpack_from(buf)
     if attrs_mask & STATX_ATTR_MOUNT_ROOT:
@@ -297,27 +296,24 @@ def statmount(mnt_id: int, bufsize: int = 1 << 12, *, brief: bool = False) -> St
      opt_num, opt_array) = _SM_READ.unpack_from(buf, 0)
     read_only = bool(sb_flags & SB_RDONLY or mnt_attr & MOUNT_ATTR_RDONLY)
     used = used if _SM_SIZE <= used <= size else size  # only what was filled
-    if brief:  # the option array is the only string asked for: it runs to the end
-        if magic not in _MAGIC_TYPES:
-            return statmount(mnt_id, bufsize)
-        blob = buf[_SM_SIZE + opt_array:used] if got & STATMOUNT_OPT_ARRAY and opt_num else b""
-        if blob.count(b"\0") != opt_num:  # some other layout: keep exactly opt_num strings
-            blob = b"".join(p + b"\0" for p in blob.split(b"\0")[:opt_num])
-        return StatMount(got_id, _MAGIC_TYPES[magic], "", "", read_only, blob)
-    raw = ctypes.string_at(buf, used)
-    fs = _sm_string(raw, got & STATMOUNT_FS_TYPE, fs_type)
-    if not got & STATMOUNT_OPT_ARRAY or not opt_num:
-        blob = b""
-    else:  # opt_num NUL-terminated strings from opt_array on, up to the next string the kernel laid out
-        end = len(raw)
+    if brief and magic not in _MAGIC_TYPES:
+        return statmount(mnt_id, bufsize)
+    # opt_num NUL-terminated strings from opt_array on, up to the next string the kernel laid out (brief:
+    # the option array is the only string asked for, so it runs to the end)
+    end = used
+    if not brief:
         for flag, off in ((STATMOUNT_FS_TYPE, fs_type), (STATMOUNT_MNT_POINT, mnt_point),
                           (STATMOUNT_SB_SOURCE, sb_source)):
             if got & flag and opt_array < off < end - _SM_SIZE:
                 end = _SM_SIZE + off
-        blob = raw[_SM_SIZE + opt_array:end]
-        if blob.count(b"\0") != opt_num:  # some other layout: keep exactly opt_num strings
-            blob = b"".join(p + b"\0" for p in blob.split(b"\0")[:opt_num])
-    return StatMount(got_id, fs, _sm_string(raw, got & STATMOUNT_MNT_POINT, mnt_point),
+    blob = buf[_SM_SIZE + opt_array:end] if got & STATMOUNT_OPT_ARRAY and opt_num else b""
+    if blob.count(b"\0") != opt_num:  # some other layout: keep exactly opt_num strings
+        blob = b"".join(p + b"\0" for p in blob.split(b"\0")[:opt_num])
+    if brief:
+        return StatMount(got_id, _MAGIC_TYPES[magic], "", "", read_only, blob)
+    raw = ctypes.string_at(buf, used)
+    return StatMount(got_id, _sm_string(raw, got & STATMOUNT_FS_TYPE, fs_type),
+                     _sm_string(raw, got & STATMOUNT_MNT_POINT, mnt_point),
                      _sm_string(raw, got & STATMOUNT_SB_SOURCE, sb_source), read_only, blob)
 
 

@@ -256,8 +256,7 @@ def _shown_as_planned(plan: OverlayPlan, blob: bytes) -> bool:
     if plan.upper and blob.startswith(plan.shown_prefix) and blob.find(plan.shown_key, len(plan.shown_prefix) - 1) < 0:
         return True  # as overlay shows them: the lowers, then upper and work (each once), and no more lowers
     blob = b"\0" + blob  # every option now starts after a NUL
-    want = plan.shown_lowers
-    key = want[:want.index(b"=") + 1]  # \0lowerdir+= or \0lowerdir=
+    want, key = plan.shown_lowers, plan.shown_key
     at = blob.find(want)
     if at < 0 or blob.find(key) != at or blob.find(key, at + len(want) - 1) >= 0:
         return False

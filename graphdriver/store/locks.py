@@ -6,7 +6,19 @@ import fcntl
 import os
 import threading
 
-from .files import KeptFd
+
+class KeptFd:
+    """A descriptor kept open for reuse (``fd``), closed when the last reference to it goes."""
+
+    fd = -1
+
+    def __init__(self, path: str, flags: int, mode: int = 0o600) -> None:
+        self.fd = os.open(path, flags | os.O_CLOEXEC, mode)
+        self.pid = os.getpid()  # a forked child shares the open file description: see RootLock
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 class RootLock:
