@@ -411,3 +411,23 @@ def test_the_view_follows_a_root_copied_and_swapped_in_under_a_live_driver(root:
         d.put("L1")
     finally:
         shutil.rmtree(root + ".old")
+
+
+def test_a_brief_statmount_names_an_overlay_by_its_magic_and_asks_for_any_other_type(root: str) -> None:
+    d = open_driver(root, "overlay2")
+    chain(d, 2)
+    path = d.get("L1")
+    try:
+        sm = syscalls.statmount(syscalls.mount_id(path).mnt_id, brief=True)
+        assert (sm.fs_type, sm.mount_point) == ("overlay", "")  # brief: no mount point asked for
+        assert sm.options == syscalls.statmount(syscalls.mount_id(path).mnt_id).options
+    finally:
+        d.put("L1")
+    target = d.mount_point("L1")
+    syscalls.mount("tmpfs", target, "tmpfs", 0, "size=1m")
+    try:
+        assert syscalls.statmount(syscalls.mount_id(target).mnt_id, brief=True).fs_type == "tmpfs"  # by name
+        assert check_overlay(d.plan("L1"), mountinfo.mount_at(target, brief=True)) == \
+            [f"{target} is a tmpfs mount, not overlay"]
+    finally:
+        syscalls.umount2(target)
