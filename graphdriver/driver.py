@@ -172,18 +172,22 @@ class Driver(DiffMixin, ABC):
         """The path of the layer's root filesystem, mounting it on first use (reference counted)."""
         check_id(layer_id)
         with self.lock.held():
+            rec = self.refs.record(layer_id)
+            ref = rec.ref
+            if not ref.count:
+                mnt_id = self.mount_known(layer_id)
+                if mnt_id:
+                    rec.set(Ref(1, mnt_id))
+                    return self.mount_point(layer_id)
             state = self.mount_state(layer_id)
             if not state.mounts:
-                rec = self.refs.record(layer_id)
-                rec.set(Ref(rec.ref.count + 1, 0))
+                rec.set(Ref(ref.count + 1, 0))
                 return self.rootfs_path(layer_id)
             target = self.mount_point(layer_id)
             current = state.mnt_id
             if current is None:
-                self.refs.write(layer_id, Ref(1, self.mount_layer(layer_id, state.plan)))
+                rec.set(Ref(1, self.mount_layer(layer_id, state.plan)))
                 return target
-            rec = self.refs.record(layer_id)
-            ref = rec.ref
             if ref.count and ref.mnt_id == current:
                 rec.set(Ref(ref.count + 1, current))
                 return target
@@ -405,6 +409,12 @@ class Driver(DiffMixin, ABC):
     def needs_mount(self, layer_id: str) -> bool:
         """True when ``get`` must mount a union."""
         return False
+
+    def mount_known(self, layer_id: str) -> int:
+        """Mount a layer nothing counts as mounted, by a plan this object made before, when one look
+        shows its layout as it was then and nothing mounted; the kernel's mount id, or 0 (nothing
+        changed: :meth:`mount_state` decides). A backend without such plans answers 0."""
+        return 0
 
     def mount_state(self, layer_id: str) -> MountState:
         """What ``get`` needs to know first (:class:`MountState`); :class:`LayerNotFound` when the layer

@@ -94,7 +94,8 @@ def mounts_under(prefix: str, entries: list[MountEntry] | None = None) -> list[M
 
 
 @lru_cache(maxsize=1)
-def _statmount_ok() -> bool:
+def statmount_ok() -> bool:
+    """True when mounts are read with statmount(2) (asked of the kernel once)."""
     return syscalls.statmount_supported()
 
 
@@ -112,7 +113,7 @@ def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntr
         return None
     if not mid.is_mount_root:
         return None
-    if mid.unique and _statmount_ok():
+    if mid.unique and statmount_ok():
         sm = syscalls.statmount(mid.mnt_id, 2048 + len(path) + size_hint + (size_hint >> 3), brief=brief)
         return MountEntry(sm.mnt_id, sm.mount_point, sm.fs_type, sm.source, sm.read_only,
                           option_blob=sm.option_blob)
@@ -122,6 +123,27 @@ def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntr
         return None
     # Name the mount as statx does (current_mount_id): on 6.8+ that is the unique id, not mountinfo's.
     return replace(found[-1], mnt_id=mid.mnt_id) if mid.mnt_id else found[-1]
+
+
+def shown_as(path: str, magic: int, prefix: bytes, key: bytes, size_hint: int = 0) -> int:
+    """The mount id when the mount whose root is at ``path`` is a read-write mount of the filesystem
+    type with superblock ``magic`` whose option array starts with ``prefix`` and shows ``key`` nowhere
+    after it; 0: look closer (:func:`mount_at`), it says neither yes nor no.
+
+    The check after a mount, at the cost of its two syscalls: nothing is decoded or built.
+    """
+    if not statmount_ok():
+        return 0
+    got = syscalls.statmount_at(path, max(2048 + len(path) + size_hint + (size_hint >> 3), 1024))
+    if got is None:
+        return 0
+    data, head = got
+    start = syscalls.STATMOUNT_STRINGS + head.opt_array
+    if head.sb_magic != magic or head.read_only or not head.mask & syscalls.STATMOUNT_OPT_ARRAY \
+            or not syscalls.STATMOUNT_STRINGS <= head.size <= len(data) \
+            or not data.startswith(prefix, start, head.size) or data.find(key, start + len(prefix) - 1, head.size) >= 0:
+        return 0
+    return head.mnt_id
 
 
 def current_mount_id(path: str) -> int | None:

@@ -96,16 +96,23 @@ class Ref(NamedTuple):
 class RefRecord:
     """One layer's slot: ``ref`` as read, :meth:`set` stores another (callers hold the root lock between)."""
 
-    __slots__ = ("_store", "_id", "ref")
+    __slots__ = ("_store", "_id", "ref", "_mm", "_at")
 
-    def __init__(self, store: RefStore, layer_id: str, ref: Ref) -> None:
+    def __init__(self, store: RefStore, layer_id: str, ref: Ref, mm: mmap.mmap | None = None, at: int = -1) -> None:
         self._store = store
         self._id = layer_id
         self.ref = ref
+        self._mm = mm  # the mapping the slot was found in, and where
+        self._at = at
 
     def set(self, ref: Ref) -> None:
         """Store ``ref`` (the layer gets a slot when it had none)."""
-        self._store._put(self._id, ref)
+        mm = self._mm
+        if mm is not None and mm is self._store._mm:  # the slot read is still this layer's (slots change
+            count = max(ref.count, 0)                 # under the root lock only, and this table is current)
+            _REF.pack_into(mm, self._at + ID_SIZE, count, ref.mnt_id if count else 0)
+        else:
+            self._store._put(self._id, ref)
         self.ref = ref
 
 
@@ -282,7 +289,9 @@ class RefStore:
         """``layer_id``'s slot, read now, to rewrite with :meth:`RefRecord.set`."""
         mm = self._mapped(create=False, linked=True)
         at = self._find(mm, layer_id) if mm is not None else -1
-        return RefRecord(self, layer_id, Ref._make(_REF.unpack_from(mm, at + ID_SIZE)) if at >= 0 else Ref())
+        if at < 0:
+            return RefRecord(self, layer_id, Ref())
+        return RefRecord(self, layer_id, Ref._make(_REF.unpack_from(mm, at + ID_SIZE)), mm, at)
 
     def read(self, layer_id: str) -> Ref:
         """The stored reference, or an empty one (no slot, no table, or a table of an earlier boot)."""
