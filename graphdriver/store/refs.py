@@ -17,7 +17,8 @@ slot while its count is zero (its next ``get`` finds it again); a full table reu
 doubles. Growing reserves the space first (``posix_fallocate``): a full tmpfs fails that call with ENOSPC
 instead of killing a later write with SIGBUS. A table being removed (``cleanup``) is first marked retired
 in place, so every process that has it mapped maps the new one at its next use; one removed any other
-way is noticed at the start of the next operation (one fstat: the file has no name left).
+way is noticed at the start of the next operation (one fstat: the file has no name left), and so is one
+cut short by hand (it is started afresh, not read past its end).
 """
 
 from __future__ import annotations
@@ -134,31 +135,34 @@ class RefStore:
 
         A retired table (removed by another process's ``cleanup``) is dropped for the current one; a
         table another process grew is mapped again at its new size. ``linked`` (once per operation, one
-        fstat): also drop a table removed by other means (its file has no name left). ``create``
+        fstat): also drop a table removed or cut short by other means. ``create``
         (writers, under the lock): make the table, or start it afresh when it is not ours or from an
         earlier boot.
         """
         mm = self._mm
-        if mm is not None:
+        if mm is not None and not (linked and self._gone(len(mm))):
             capacity, retired, _ = _HEAD.unpack_from(mm, _HEAD_AT)
-            if not retired and HEADER + capacity * SLOT <= len(mm) and not (linked and self._unlinked()):
+            if not retired and HEADER + capacity * SLOT <= len(mm):
                 return mm
         with self._switch:  # readers in other threads may come this way at the same time
             if self._mm is not mm:
                 return self._mapped(create)  # another thread switched already
             return self._switch_table(create)
 
-    def _unlinked(self) -> bool:
+    def _gone(self, mapped: int) -> bool:
+        """The table file has no name left, or is shorter than ``mapped`` (cut by hand: reading past its
+        end would raise SIGBUS) — either way no table to use."""
         try:
-            return os.fstat(self._fd).st_nlink == 0
+            st = os.fstat(self._fd)
         except OSError:
             return True
+        return st.st_nlink == 0 or st.st_size < mapped
 
     def _switch_table(self, create: bool) -> mmap.mmap | None:
         mm = self._mm
-        if mm is not None:
+        if mm is not None and not self._gone(len(mm)):
             capacity, retired, _ = _HEAD.unpack_from(mm, _HEAD_AT)
-            if not retired and not self._unlinked():
+            if not retired:
                 return self._map(HEADER + capacity * SLOT)  # grown by another process
         self._forget()
         try:

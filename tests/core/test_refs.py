@@ -149,6 +149,28 @@ def test_the_table_is_shared_by_processes_and_grows_under_their_mappings(tmp_pat
     assert len(mine.all()) == count + 1
 
 
+def test_a_table_cut_short_by_hand_is_started_afresh_not_read_past_its_end(root: str) -> None:
+    import subprocess
+    import sys
+
+    # In a child: reading a mapping past the end of its file kills the process with SIGBUS.
+    code = ("import os, sys\n"
+            "from graphdriver import open_driver\n"
+            "from graphdriver.kernel import mountinfo\n"
+            "d = open_driver(sys.argv[1], 'overlay2')\n"
+            "d.create('a'); d.create('b', 'a')\n"
+            "path = d.get('b')\n"
+            "os.truncate(d.refs.table, 0)\n"
+            "assert d.mount_count('b') == 0  # the count went with the table\n"
+            "assert d.get('b') == path and d.mount_count('b') == 2  # the mount adopted, plus this get\n"
+            "d.put('b'); d.put('b')\n"
+            "assert mountinfo.mount_at(path) is None\n"
+            "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code, root], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+
+
 def test_slots_of_zero_counts_are_reused_before_the_table_grows(tmp_path) -> None:
     from graphdriver.store.refs import FIRST_CAPACITY, RefStore
 
