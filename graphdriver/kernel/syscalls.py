@@ -14,12 +14,10 @@ from typing import NamedTuple
 
 _FS_ENCODING = sys.getfilesystemencoding()  # what os.fsencode/os.fsdecode use, with surrogateescape
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.syscall.restype = ctypes.c_long
-# syscall(2) for the get/put path (fsconfig runs once per lower, 500 times a mount at most): without
-# argtypes, which ctypes converts faster (0.8 against 1.3 us a call here). Every argument is an int
-# (passed as a C int, sign-extended to the register), bytes or None (char *).
+# mount, umount2 and syscall(2) are called without argtypes, which ctypes converts faster (0.8 against
+# 1.3 us a call here). Every argument is an int (passed as a C int, sign-extended to the register; a
+# mount flag word past 31 bits goes as a c_ulong), bytes or None (char *).
 _sys = _libc["syscall"]
 _sys.restype = ctypes.c_long
 try:  # glibc 2.36+ wraps fsconfig(2): one argument fewer to convert, 500 times a mount at most
@@ -103,7 +101,7 @@ def mount(source: str | bytes, target: str | bytes, fstype: str | bytes | None, 
           data: str | bytes | None = None) -> None:
     """mount(2). ``data`` goes to the kernel as is (it silently cuts it at one page)."""
     raw = data.encode() if isinstance(data, str) else data
-    if _libc.mount(_b(source), _b(target), _b(fstype), flags, raw) < 0:
+    if _libc.mount(_b(source), _b(target), _b(fstype), flags if flags < 1 << 31 else ctypes.c_ulong(flags), raw) < 0:
         _check(-1, "mount", os.fsdecode(target))
 
 

@@ -46,22 +46,24 @@ class RootLock:
             local.depth = 0
         depth = local.depth
         if not depth:
-            fcntl.flock(d.fd, fcntl.LOCK_EX)
+            _flock(d.fd, _LOCK_EX)
         local.depth = depth + 1
 
     def __exit__(self, *exc: object) -> None:
         local = self._local
-        local.depth -= 1
-        if not local.depth:
-            fcntl.flock(local.d.fd, fcntl.LOCK_UN)
+        depth = local.depth = local.depth - 1
+        if not depth:
+            _flock(local.d.fd, _LOCK_UN)
 
 
 _pid = os.getpid()
+_flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN  # the get/put path, twice a call
 
 
 def _after_fork() -> None:
     global _pid
     _pid = os.getpid()
+_flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN  # the get/put path, twice a call
 
 
 os.register_at_fork(after_in_child=_after_fork)
