@@ -63,7 +63,6 @@ _flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN  # the ge
 def _after_fork() -> None:
     global _pid
     _pid = os.getpid()
-_flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN  # the get/put path, twice a call
 
 
 os.register_at_fork(after_in_child=_after_fork)
