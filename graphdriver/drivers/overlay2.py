@@ -133,7 +133,7 @@ class Overlay2(Driver):
         if cached is None or cached[1] is None:
             return 0
         try:
-            if syscalls.unmounted_key(f"{self.home}/{layer_id}/merged") != cached[0]:
+            if syscalls.unmounted_key(cached[1].mount_args[0]) != cached[0]:  # merged/, as bytes
                 return 0
         except OSError:
             return 0
@@ -244,8 +244,8 @@ class Overlay2(Driver):
         the mount's id."""
         mount_overlay(plan, self._view)
         if plan.upper:  # shown exactly as planned: known from the option array's bytes
-            shown = mountinfo.shown_as(plan.target, syscalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key,
-                                       len(plan.shown_lowers))
+            shown = mountinfo.shown_as(plan.mount_args[0], syscalls.OVERLAY_MAGIC, plan.shown_prefix,
+                                       plan.shown_key, len(plan.shown_lowers))
             if shown:
                 return shown
         entry = mountinfo.mount_at(plan.target, len(plan.shown_lowers), brief=True)

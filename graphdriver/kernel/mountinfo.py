@@ -125,7 +125,7 @@ def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntr
     return replace(found[-1], mnt_id=mid.mnt_id) if mid.mnt_id else found[-1]
 
 
-def shown_as(path: str, magic: int, prefix: bytes, key: bytes, size_hint: int = 0) -> int:
+def shown_as(path: str | bytes, magic: int, prefix: bytes, key: bytes, size_hint: int = 0) -> int:
     """The mount id when the mount whose root is at ``path`` is a read-write mount of the filesystem
     type with superblock ``magic`` whose option array starts with ``prefix`` and shows ``key`` nowhere
     after it; 0: look closer (:func:`mount_at`), it says neither yes nor no.

@@ -82,6 +82,10 @@ def _mount_from(plan: OverlayPlan, fd: int | None = None) -> None:
         shared = _SHARED_CWD  # the process's cwd moves for the call: other mounts here wait for it
         shared.acquire()
     try:
+        if fd is not None and plan.api != "fsconfig":  # the usual case, in one call
+            target, data = plan.mount_args
+            syscalls.mount_overlay_from(fd, plan.subdir, target, data)
+            return
         back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             if fd is None:

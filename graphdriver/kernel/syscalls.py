@@ -105,6 +105,25 @@ def mount(source: str | bytes, target: str | bytes, fstype: str | bytes | None, 
         _check(-1, "mount", os.fsdecode(target))
 
 
+_O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def mount_overlay_from(dirfd: int, subdir: str | None, target: bytes, data: bytes) -> None:
+    """mount(2) of an overlay at ``target`` whose option ``data`` names paths relative to ``dirfd`` (then
+    ``subdir`` below it): the calling thread's working directory is there for the call, and back after.
+    The caller has made that working directory the thread's own (``unshare(CLONE_FS)``)."""
+    back = os.open(".", _O_PATH_DIR)
+    try:
+        os.fchdir(dirfd)
+        if subdir:
+            os.chdir(subdir)
+        if _libc.mount(b"overlay", target, b"overlay", 0, data) < 0:
+            _check(-1, "mount", os.fsdecode(target))
+    finally:
+        os.fchdir(back)
+        os.close(back)
+
+
 def umount2(target: str, flags: int = 0) -> None:
     """umount2(2)."""
     if _libc.umount2(_b(target), flags) < 0:
@@ -331,7 +350,10 @@ def statmount_at(path: str | bytes, bufsize: int) -> tuple[bytearray, StatMountH
     mask, attrs, attrs_mask, mnt_id = _STATX_ROOT.unpack_from(_statx(path, STATX_MNT_ID_UNIQUE))
     if not (mask & STATX_MNT_ID_UNIQUE and attrs_mask & attrs & STATX_ATTR_MOUNT_ROOT):
         return None
-    buf, size = _statmount_buffer(_SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF), bufsize, mnt_id)
+    req = _SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF)
+    buf = getattr(_tls, "statmount", None)  # the usual case without a call: the buffer fits and is filled
+    if buf is None or len(buf.data) < bufsize or _sys(SYS_STATMOUNT, req, buf.c, bufsize, 0) < 0:
+        buf = _statmount_buffer(req, bufsize, mnt_id)[0]
     return buf.data, StatMountHead._make(_SM_READ.unpack_from(buf.data))
 
 
