@@ -22,7 +22,7 @@ from typing import ClassVar
 from ..driver import Driver, MountState, register
 from ..errors import MountFailed, StorageOptUnsupported
 from ..ids import short_link_id
-from ..kernel import mountinfo, probe, syscalls
+from ..kernel import mountinfo, probe, statcalls, syscalls
 from ..kernel.overlay import LayerView, mount_overlay
 from ..kernel.unmount import unmount
 from ..plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, index_links, plan_overlay
@@ -113,7 +113,7 @@ class Overlay2(Driver):
         mounted on it and, when nothing is, which directory it is — the key of the cached plan (a layer
         removed and made again, by any process, has another ``merged/``)."""
         try:
-            mid = syscalls.mount_id(f"{self.home}/{layer_id}/merged")
+            mid = statcalls.mount_id(f"{self.home}/{layer_id}/merged")
         except (FileNotFoundError, NotADirectoryError):
             return super().mount_state(layer_id)  # not there: says so
         if mid.is_mount_root or not mid.mnt_id:  # mounted (or a kernel without mount ids): look closer
@@ -133,7 +133,7 @@ class Overlay2(Driver):
         if cached is None or cached[1] is None:
             return 0
         try:
-            if syscalls.unmounted_key(cached[1].mount_args[0]) != cached[0]:  # merged/, as bytes
+            if statcalls.unmounted_key(cached[1].mount_args[0]) != cached[0]:  # merged/, as bytes
                 return 0
         except OSError:
             return 0
@@ -244,7 +244,7 @@ class Overlay2(Driver):
         the mount's id."""
         mount_overlay(plan, self._view)
         if plan.upper:  # shown exactly as planned: known from the option array's bytes
-            shown = mountinfo.shown_as(plan.mount_args[0], syscalls.OVERLAY_MAGIC, plan.shown_prefix,
+            shown = mountinfo.shown_as(plan.mount_args[0], statcalls.OVERLAY_MAGIC, plan.shown_prefix,
                                        plan.shown_key, len(plan.shown_lowers))
             if shown:
                 return shown
@@ -281,7 +281,7 @@ class Overlay2(Driver):
         api = {"fsconfig": "fsconfig lowerdir+",
                "auto": "mount(2) in one page (l/ links, then a lower index), else fsconfig lowerdir+"}.get(
                    self.mount_api, "mount(2) in one page (l/ links, then a lower index)")
-        verify = "statmount(2)" if syscalls.statmount_supported() else "/proc/self/mountinfo"
+        verify = "statmount(2)" if statcalls.statmount_supported() else "/proc/self/mountinfo"
         view = ("by path" if self._view is None else
                 "relative, through a detached copy of the root's mount" if self._view.usable else
                 "by path (the kernel refused layers on a detached mount)")

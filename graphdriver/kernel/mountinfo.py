@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 
-from . import syscalls
+from . import statcalls
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
@@ -42,7 +42,7 @@ class MountEntry:
     @cached_property
     def options(self) -> tuple[str, ...]:
         """The fs options, in the kernel's order (``rw``/``ro`` left out)."""
-        return syscalls.decode_option_blob(self.option_blob) if self.option_blob else self.parsed
+        return statcalls.decode_option_blob(self.option_blob) if self.option_blob else self.parsed
 
     def option_values(self, key: str) -> list[str]:
         """Every value given for ``key`` (``lowerdir+`` repeats), in order."""
@@ -96,7 +96,7 @@ def mounts_under(prefix: str, entries: list[MountEntry] | None = None) -> list[M
 @lru_cache(maxsize=1)
 def statmount_ok() -> bool:
     """True when mounts are read with statmount(2) (asked of the kernel once)."""
-    return syscalls.statmount_supported()
+    return statcalls.statmount_supported()
 
 
 def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntry | None:
@@ -108,13 +108,13 @@ def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntr
     point and source (empty), which a plan check never reads.
     """
     try:
-        mid = syscalls.mount_id(path)
+        mid = statcalls.mount_id(path)
     except FileNotFoundError:
         return None
     if not mid.is_mount_root:
         return None
     if mid.unique and statmount_ok():
-        sm = syscalls.statmount(mid.mnt_id, 2048 + len(path) + size_hint + (size_hint >> 3), brief=brief)
+        sm = statcalls.statmount(mid.mnt_id, 2048 + len(path) + size_hint + (size_hint >> 3), brief=brief)
         return MountEntry(sm.mnt_id, sm.mount_point, sm.fs_type, sm.source, sm.read_only,
                           option_blob=sm.option_blob)
     real = os.path.realpath(path)
@@ -134,13 +134,13 @@ def shown_as(path: str | bytes, magic: int, prefix: bytes, key: bytes, size_hint
     """
     if not statmount_ok():
         return 0
-    got = syscalls.statmount_at(path, max(2048 + len(path) + size_hint + (size_hint >> 3), 1024))
+    got = statcalls.statmount_at(path, max(2048 + len(path) + size_hint + (size_hint >> 3), 1024))
     if got is None:
         return 0
     data, head = got
-    start = syscalls.STATMOUNT_STRINGS + head.opt_array
-    if head.sb_magic != magic or head.read_only or not head.mask & syscalls.STATMOUNT_OPT_ARRAY \
-            or not syscalls.STATMOUNT_STRINGS <= head.size <= len(data) \
+    start = statcalls.STATMOUNT_STRINGS + head.opt_array
+    if head.sb_magic != magic or head.read_only or not head.mask & statcalls.STATMOUNT_OPT_ARRAY \
+            or not statcalls.STATMOUNT_STRINGS <= head.size <= len(data) \
             or not data.startswith(prefix, start, head.size) or data.find(key, start + len(prefix) - 1, head.size) >= 0:
         return 0
     return head.mnt_id
@@ -149,7 +149,7 @@ def shown_as(path: str | bytes, magic: int, prefix: bytes, key: bytes, size_hint
 def current_mount_id(path: str) -> int | None:
     """The mount id at ``path`` when ``path`` is a mount root, else None. One statx call."""
     try:
-        mid = syscalls.mount_id(path)
+        mid = statcalls.mount_id(path)
     except FileNotFoundError:
         return None
     if not mid.is_mount_root:

@@ -9,7 +9,7 @@ import pytest
 
 from graphdriver import open_driver
 from graphdriver.errors import LayerNotFound, MountFailed
-from graphdriver.kernel import mountinfo, syscalls
+from graphdriver.kernel import mountinfo, statcalls, syscalls
 
 
 def _stack(root: str):
@@ -89,13 +89,13 @@ def test_the_check_after_a_mount_reads_the_option_bytes(root: str) -> None:
     d = _stack(root)
     path = d.get("b")
     plan = d.plan("b")
-    assert mountinfo.shown_as(path, syscalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) == \
+    assert mountinfo.shown_as(path, statcalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) == \
         mountinfo.current_mount_id(path)
     other = d.plan("c")  # another layer's options: not a match, and not a "no" either
-    assert mountinfo.shown_as(path, syscalls.OVERLAY_MAGIC, other.shown_prefix, other.shown_key) == 0
+    assert mountinfo.shown_as(path, statcalls.OVERLAY_MAGIC, other.shown_prefix, other.shown_key) == 0
     assert mountinfo.shown_as(path, 0x01021994, plan.shown_prefix, plan.shown_key) == 0  # tmpfs's magic
     syscalls.mount("", path, "", syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY)
-    assert mountinfo.shown_as(path, syscalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) == 0  # read-only
+    assert mountinfo.shown_as(path, statcalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) == 0  # read-only
     d.put("b")
-    assert mountinfo.shown_as(path, syscalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) == 0  # no mount
-    assert syscalls.unmounted_key(path) == (os.stat(path).st_ino, syscalls.mount_id(path).born)
+    assert mountinfo.shown_as(path, statcalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) == 0  # no mount
+    assert statcalls.unmounted_key(path) == (os.stat(path).st_ino, statcalls.mount_id(path).born)

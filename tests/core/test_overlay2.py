@@ -9,7 +9,7 @@ import pytest
 
 from graphdriver import open_driver
 from graphdriver.errors import MountFailed, TooManyLayers
-from graphdriver.kernel import mountinfo, overlay, probe, syscalls
+from graphdriver.kernel import mountinfo, overlay, probe, statcalls, syscalls
 from graphdriver.plan.overlay import OverlayPlan, check_overlay
 
 
@@ -120,8 +120,8 @@ def test_500_lowers_mount_through_the_lower_index_and_501_is_refused_before_moun
     assert os.readlink(os.path.join(index, "0")) == f"../../l/{nearest}"
     assert sorted(os.listdir(index)) == sorted(shown)
     assert os.path.realpath(os.path.join(index, "1f3")) == os.path.realpath(d.diff_path(ids[0]))
-    mid = syscalls.mount_id(path).mnt_id  # a first buffer far too small grows until the options fit
-    assert syscalls.statmount(mid, 1, brief=True).options == syscalls.statmount(mid, 1).options
+    mid = statcalls.mount_id(path).mnt_id  # a first buffer far too small grows until the options fit
+    assert statcalls.statmount(mid, 1, brief=True).options == statcalls.statmount(mid, 1).options
     assert check_overlay(d.plan(ids[500]), mountinfo.mount_at(path, brief=True)) == []
     assert d.verify() == []
     assert open(os.path.join(path, "deep")).read() == "bottom"
@@ -281,13 +281,13 @@ def test_relative_lowers_never_move_another_threads_working_directory(root: str,
 
 
 def test_brief_statmount_agrees_with_the_full_one(root: str) -> None:
-    if not syscalls.statmount_supported():
+    if not statcalls.statmount_supported():
         pytest.skip("kernel has no statmount(2) (needs 6.8+)")
     d = open_driver(root, "overlay2")
     chain(d, 3)
     path = d.get("L2")
-    mid = syscalls.mount_id(path).mnt_id
-    full, brief = syscalls.statmount(mid), syscalls.statmount(mid, brief=True)
+    mid = statcalls.mount_id(path).mnt_id
+    full, brief = statcalls.statmount(mid), statcalls.statmount(mid, brief=True)
     assert (brief.mnt_id, brief.fs_type, brief.read_only, brief.options) \
         == (full.mnt_id, full.fs_type, full.read_only, full.options)
     assert full.mount_point == path and brief.mount_point == ""
@@ -418,15 +418,15 @@ def test_a_brief_statmount_names_an_overlay_by_its_magic_and_asks_for_any_other_
     chain(d, 2)
     path = d.get("L1")
     try:
-        sm = syscalls.statmount(syscalls.mount_id(path).mnt_id, brief=True)
+        sm = statcalls.statmount(statcalls.mount_id(path).mnt_id, brief=True)
         assert (sm.fs_type, sm.mount_point) == ("overlay", "")  # brief: no mount point asked for
-        assert sm.options == syscalls.statmount(syscalls.mount_id(path).mnt_id).options
+        assert sm.options == statcalls.statmount(statcalls.mount_id(path).mnt_id).options
     finally:
         d.put("L1")
     target = d.mount_point("L1")
     syscalls.mount("tmpfs", target, "tmpfs", 0, "size=1m")
     try:
-        assert syscalls.statmount(syscalls.mount_id(target).mnt_id, brief=True).fs_type == "tmpfs"  # by name
+        assert statcalls.statmount(statcalls.mount_id(target).mnt_id, brief=True).fs_type == "tmpfs"  # by name
         assert check_overlay(d.plan("L1"), mountinfo.mount_at(target, brief=True)) == \
             [f"{target} is a tmpfs mount, not overlay"]
     finally:
