@@ -56,7 +56,6 @@ AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 
 
-
 def _check(ret: int, what: str, path: str | None = None) -> int:
     if ret < 0:
         err = ctypes.get_errno()
