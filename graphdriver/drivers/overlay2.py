@@ -121,8 +121,8 @@ class Overlay2(Driver):
         key = (mid.ino, mid.born)
         cached = self._plans.get(layer_id)
         if cached is None or cached[0] != key:
-            if self._view is not None:  # a layer new to this object: is the view still of this root?
-                self._view.follow()
+            if self._view is not None and self._view.follow():  # a layer new to this object: is the view
+                self.lock.renew()  # still of this root? If not, neither is the lock file
             cached = self._plans[layer_id] = (key, self.plan(layer_id) if self.locate(layer_id) else None)
         return MountState(cached[1] is not None, None, cached[1])
 

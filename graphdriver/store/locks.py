@@ -33,10 +33,16 @@ class RootLock:
     def __init__(self, path: str) -> None:
         self.path = path
         self._local = threading.local()
+        self._generation = 0  # moved on by renew(): each thread opens the file again
 
     def held(self) -> RootLock:
         """The lock as a context manager: ``with lock.held(): ...``."""
         return self
+
+    def renew(self) -> None:
+        """Open the lock file again, in each thread, at its next outermost acquisition: the directory at
+        the root's path was replaced (its ``.lock`` is another file now, the one other processes take)."""
+        self._generation += 1
 
     def __enter__(self) -> None:
         local = self._local
@@ -44,8 +50,12 @@ class RootLock:
         if d is None or d.pid != _pid:  # first use in this thread, or a forked child: not held here yet
             d = local.d = KeptFd(self.path, os.O_RDWR | os.O_CREAT)
             local.depth = 0
+            local.generation = self._generation
         depth = local.depth
         if not depth:
+            if local.generation != self._generation:
+                d = local.d = KeptFd(self.path, os.O_RDWR | os.O_CREAT)
+                local.generation = self._generation
             _flock(d.fd, _LOCK_EX)
         local.depth = depth + 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 
@@ -409,6 +410,13 @@ def test_the_view_follows_a_root_copied_and_swapped_in_under_a_live_driver(root:
         assert d.layer_view_in_use  # followed, not dropped
         assert d.verify() == []
         d.put("L1")
+        with d.lock.held():  # the lock followed too: it is the new root's lock file this driver now holds
+            fd = os.open(os.path.join(root, "overlay2", ".lock"), os.O_RDWR)
+            try:
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(fd)
     finally:
         shutil.rmtree(root + ".old")
 
