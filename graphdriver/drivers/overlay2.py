@@ -113,12 +113,11 @@ class Overlay2(Driver):
         mounted on it and, when nothing is, which directory it is — the key of the cached plan (a layer
         removed and made again, by any process, has another ``merged/``)."""
         try:
-            mid = statcalls.mount_id(f"{self.home}/{layer_id}/merged")
+            key = statcalls.unmounted_key(f"{self.home}/{layer_id}/merged")
         except (FileNotFoundError, NotADirectoryError):
             return super().mount_state(layer_id)  # not there: says so
-        if mid.is_mount_root or not mid.mnt_id:  # mounted (or a kernel without mount ids): look closer
+        if key is None:  # mounted (or a kernel that does not say): look closer
             return super().mount_state(layer_id)
-        key = (mid.ino, mid.born)
         cached = self._plans.get(layer_id)
         if cached is None or cached[0] != key:
             if self._view is not None and self._view.follow():  # a layer new to this object: is the view

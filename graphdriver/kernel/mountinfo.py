@@ -114,7 +114,7 @@ def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntr
     if not mid.is_mount_root:
         return None
     if mid.unique and statmount_ok():
-        sm = statcalls.statmount(mid.mnt_id, 2048 + len(path) + size_hint + (size_hint >> 3), brief=brief)
+        sm = statcalls.statmount(mid.mnt_id, _room(path, size_hint), brief=brief)
         return MountEntry(sm.mnt_id, sm.mount_point, sm.fs_type, sm.source, sm.read_only,
                           option_blob=sm.option_blob)
     real = os.path.realpath(path)
@@ -125,23 +125,34 @@ def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntr
     return replace(found[-1], mnt_id=mid.mnt_id) if mid.mnt_id else found[-1]
 
 
+def _room(path: str | bytes, size_hint: int) -> int:
+    """statmount's first buffer for the mount at ``path`` with ``size_hint`` bytes of options expected."""
+    return 2048 + len(path) + size_hint + (size_hint >> 3)
+
+
+def leads_with(blob: bytes | bytearray, prefix: bytes, key: bytes, start: int = 0, end: int | None = None) -> bool:
+    """True when the option array in ``blob[start:end]`` starts with ``prefix`` and, after it, shows
+    ``key`` (an option's ``\0name=``) nowhere: the planned options, in the kernel's order, and no more
+    of the kind ``key`` names."""
+    return blob.startswith(prefix, start, end) and blob.find(key, start + len(prefix) - 1, end) < 0
+
+
 def shown_as(path: str | bytes, magic: int, prefix: bytes, key: bytes, size_hint: int = 0) -> int:
     """The mount id when the mount whose root is at ``path`` is a read-write mount of the filesystem
-    type with superblock ``magic`` whose option array starts with ``prefix`` and shows ``key`` nowhere
-    after it; 0: look closer (:func:`mount_at`), it says neither yes nor no.
+    type with superblock ``magic`` whose option array :func:`leads_with` ``prefix`` (and ``key``
+    nowhere after it); 0: look closer (:func:`mount_at`), it says neither yes nor no.
 
     The check after a mount, at the cost of its two syscalls: nothing is decoded or built.
     """
     if not statmount_ok():
         return 0
-    got = statcalls.statmount_at(path, max(2048 + len(path) + size_hint + (size_hint >> 3), 1024))
+    got = statcalls.statmount_at(path, max(_room(path, size_hint), 1024))
     if got is None:
         return 0
     data, head = got
-    start = statcalls.STATMOUNT_STRINGS + head.opt_array
     if head.sb_magic != magic or head.read_only or not head.mask & statcalls.STATMOUNT_OPT_ARRAY \
             or not statcalls.STATMOUNT_STRINGS <= head.size <= len(data) \
-            or not data.startswith(prefix, start, head.size) or data.find(key, start + len(prefix) - 1, head.size) >= 0:
+            or not leads_with(data, prefix, key, statcalls.STATMOUNT_STRINGS + head.opt_array, head.size):
         return 0
     return head.mnt_id
 

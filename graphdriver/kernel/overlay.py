@@ -82,10 +82,6 @@ def _mount_from(plan: OverlayPlan, fd: int | None = None) -> None:
         shared = _SHARED_CWD  # the process's cwd moves for the call: other mounts here wait for it
         shared.acquire()
     try:
-        if fd is not None and plan.api != "fsconfig":  # the usual case, in one call
-            target, data = plan.mount_args
-            syscalls.mount_overlay_from(fd, plan.subdir, target, data)
-            return
         back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             if fd is None:
@@ -125,8 +121,7 @@ def mount_overlay(plan: OverlayPlan, view: LayerView | None = None) -> None:
 
 def _mount(plan: OverlayPlan) -> None:
     if plan.api != "fsconfig":
-        target, data = plan.mount_args
-        syscalls.mount(b"overlay", target, b"overlay", 0, data)
+        syscalls.mount_overlay(*plan.mount_args)
         return
     fd = syscalls.fsopen("overlay")
     try:

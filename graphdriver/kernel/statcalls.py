@@ -167,10 +167,7 @@ def statmount_at(path: str | bytes, bufsize: int) -> tuple[bytearray, StatMountH
     mask, attrs, attrs_mask, mnt_id = _STATX_ROOT.unpack_from(_statx(path, STATX_MNT_ID_UNIQUE))
     if not (mask & STATX_MNT_ID_UNIQUE and attrs_mask & attrs & STATX_ATTR_MOUNT_ROOT):
         return None
-    req = _SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF)
-    buf = getattr(_tls, "statmount", None)  # the usual case without a call: the buffer fits and is filled
-    if buf is None or len(buf.data) < bufsize or _sys(SYS_STATMOUNT, req, buf.c, bufsize, 0) < 0:
-        buf = _statmount_buffer(req, bufsize, mnt_id)[0]
+    buf = _statmount_buffer(_SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF), bufsize, mnt_id)[0]
     return buf.data, StatMountHead._make(_SM_READ.unpack_from(buf.data))
 
 

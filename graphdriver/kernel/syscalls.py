@@ -87,23 +87,11 @@ def mount(source: str | bytes, target: str | bytes, fstype: str | bytes | None, 
         _check(-1, "mount", os.fsdecode(target))
 
 
-_O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-
-
-def mount_overlay_from(dirfd: int, subdir: str | None, target: bytes, data: bytes) -> None:
-    """mount(2) of an overlay at ``target`` whose option ``data`` names paths relative to ``dirfd`` (then
-    ``subdir`` below it): the calling thread's working directory is there for the call, and back after.
-    The caller has made that working directory the thread's own (``unshare(CLONE_FS)``)."""
-    back = os.open(".", _O_PATH_DIR)
-    try:
-        os.fchdir(dirfd)
-        if subdir:
-            os.chdir(subdir)
-        if _libc.mount(b"overlay", target, b"overlay", 0, data) < 0:
-            _check(-1, "mount", os.fsdecode(target))
-    finally:
-        os.fchdir(back)
-        os.close(back)
+def mount_overlay(target: bytes, data: bytes) -> None:
+    """mount(2) of an overlay at ``target`` with option ``data``, both bytes already: the get/put path's
+    mount, without :func:`mount`'s conversions."""
+    if _libc.mount(b"overlay", target, b"overlay", 0, data) < 0:
+        _check(-1, "mount", os.fsdecode(target))
 
 
 def umount2(target: str, flags: int = 0) -> None:

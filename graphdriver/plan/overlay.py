@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..errors import MountFailed, TooManyLayers
-from ..kernel.mountinfo import MountEntry
+from ..kernel.mountinfo import MountEntry, leads_with
 
 #: The kernel's overlayfs stack limit (OVL_MAX_STACK): lower layers in one mount.
 OVL_MAX_STACK = 500
@@ -253,7 +253,7 @@ def _shown_as_planned(plan: OverlayPlan, blob: bytes) -> bool:
     Byte searches instead of decoding and comparing every option (500 lowers at most). False means
     "look closer" (the option-by-option comparison decides), never "they differ".
     """
-    if plan.upper and blob.startswith(plan.shown_prefix) and blob.find(plan.shown_key, len(plan.shown_prefix) - 1) < 0:
+    if plan.upper and leads_with(blob, plan.shown_prefix, plan.shown_key):
         return True  # as overlay shows them: the lowers, then upper and work (each once), and no more lowers
     blob = b"\0" + blob  # every option now starts after a NUL
     want, key = plan.shown_lowers, plan.shown_key

@@ -94,6 +94,12 @@ class Ref(NamedTuple):
     mnt_id: int = 0
 
 
+def _write_slot(mm: mmap.mmap, at: int, ref: Ref) -> None:
+    """The count and mount id of the slot at ``at`` (a count below zero is zero, and names no mount)."""
+    count = max(ref.count, 0)
+    _REF.pack_into(mm, at + ID_SIZE, count, ref.mnt_id if count else 0)
+
+
 class RefRecord:
     """One layer's slot: ``ref`` as read, :meth:`set` stores another (callers hold the root lock between)."""
 
@@ -110,8 +116,7 @@ class RefRecord:
         """Store ``ref`` (the layer gets a slot when it had none)."""
         mm = self._mm
         if mm is not None and mm is self._store._mm:  # the slot read is still this layer's (slots change
-            count = max(ref.count, 0)                 # under the root lock only, and this table is current)
-            _REF.pack_into(mm, self._at + ID_SIZE, count, ref.mnt_id if count else 0)
+            _write_slot(mm, self._at, ref)            # under the root lock only, and this table is current)
         else:
             self._store._put(self._id, ref)
         self.ref = ref
@@ -285,8 +290,7 @@ class RefStore:
             at = self._claim(mm, layer_id)
             mm = self._mm  # grown, perhaps: mapped again
             assert mm is not None
-        count = max(ref.count, 0)
-        _REF.pack_into(mm, at + ID_SIZE, count, ref.mnt_id if count else 0)
+        _write_slot(mm, at, ref)
 
     # -- the interface -------------------------------------------------------------------------
     def record(self, layer_id: str) -> RefRecord:
