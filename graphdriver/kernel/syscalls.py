@@ -14,8 +14,8 @@ _FS_ENCODING = sys.getfilesystemencoding()  # what os.fsencode/os.fsdecode use, 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 # mount, umount2 and syscall(2) are called without argtypes, which ctypes converts faster (0.8 against
-# 1.3 us a call here). Every argument is an int (passed as a C int, sign-extended to the register; a
-# mount flag word past 31 bits goes as a c_ulong), bytes or None (char *).
+# 1.3 us a call here). Every argument is an int (passed as a C int, sign-extended to the register: every
+# MS_* flag is below bit 32, and the kernel reads none above), bytes or None (char *).
 _sys = _libc["syscall"]
 _sys.restype = ctypes.c_long
 try:  # glibc 2.36+ wraps fsconfig(2): one argument fewer to convert, 500 times a mount at most
@@ -83,7 +83,7 @@ def mount(source: str | bytes, target: str | bytes, fstype: str | bytes | None, 
           data: str | bytes | None = None) -> None:
     """mount(2). ``data`` goes to the kernel as is (it silently cuts it at one page)."""
     raw = data.encode() if isinstance(data, str) else data
-    if _libc.mount(_b(source), _b(target), _b(fstype), flags if flags < 1 << 31 else ctypes.c_ulong(flags), raw) < 0:
+    if _libc.mount(_b(source), _b(target), _b(fstype), flags, raw) < 0:
         _check(-1, "mount", os.fsdecode(target))
 
 
