@@ -182,10 +182,10 @@ def statmount(mnt_id: int, bufsize: int = 1 << 12, *, brief: bool = False) -> St
     sbuf, size = _statmount_buffer(_SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF if brief else _SM_MASK),
                                    max(bufsize, _SM_SIZE + 512), mnt_id)
     buf = sbuf.data
-    (used, got, magic, sb_flags, fs_type, got_id, _, mnt_attr, mnt_point, sb_source,
-     opt_num, opt_array) = _SM_READ.unpack_from(buf, 0)
-    read_only = bool(sb_flags & SB_RDONLY or mnt_attr & MOUNT_ATTR_RDONLY)
-    used = used if _SM_SIZE <= used <= size else size  # only what was filled
+    head = StatMountHead._make(_SM_READ.unpack_from(buf))
+    got, magic, fs_type, mnt_point, sb_source = head.mask, head.sb_magic, head.fs_type, head.mnt_point, head.sb_source
+    opt_num, opt_array, got_id, read_only = head.opt_num, head.opt_array, head.mnt_id, head.read_only
+    used = head.size if _SM_SIZE <= head.size <= size else size  # only what was filled
     if brief and magic not in _MAGIC_TYPES:
         return statmount(mnt_id, bufsize)
     # opt_num NUL-terminated strings from opt_array on, up to the next string the kernel laid out (brief:
