@@ -3,15 +3,21 @@
 Which way a diff is computed: *native* (walk only the layer's own directory, overlay2 and aufs, against
 the layer's own parent, when the kernel makes that exact) or *naive* (mount both and compare the trees).
 ``native_diff_reason`` says why native is not used; ``diff_status`` is the pair ``info`` shows.
+
+The archive modules are imported by the first call that needs them: a driver that only mounts (the CLI's
+one-shot ``layer mount``, a runtime's get/put) never loads them.
 """
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import BinaryIO
 
-from . import apply as _apply
-from . import diff as _diff
-from . import native as _native
+
+def _archive(name: str) -> ModuleType:
+    """``graphdriver.archive.<name>``, imported on first use."""
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 class DiffMixin:
@@ -20,23 +26,23 @@ class DiffMixin:
     def apply_diff(self, layer_id: str, parent: str | None, stream: BinaryIO) -> int:
         """Extract the layer tar ``stream`` (plain, gzip, zstd) into ``layer_id``; bytes of content written."""
         self._require(layer_id)  # type: ignore[attr-defined]
-        return _apply.apply_layer(self, layer_id, parent, stream)  # type: ignore[arg-type]
+        return _archive("apply").apply_layer(self, layer_id, parent, stream)  # type: ignore[arg-type]
 
     def diff(self, layer_id: str, parent: str | None) -> BinaryIO:
         """The layer's changes against ``parent`` (None: its own parent) as an uncompressed OCI layer tar."""
-        return _diff.diff_stream(self, layer_id, parent)  # type: ignore[arg-type]
+        return _archive("diff").diff_stream(self, layer_id, parent)  # type: ignore[arg-type]
 
     def changes(self, layer_id: str, parent: str | None) -> list[tuple[str, int]]:
         """(path, kind) for every change; kind 0 Modified, 1 Added, 2 Deleted (Docker's numbering)."""
-        return _diff.changes(self, layer_id, parent)  # type: ignore[arg-type]
+        return _archive("diff").changes(self, layer_id, parent)  # type: ignore[arg-type]
 
     def diff_size(self, layer_id: str, parent: str | None = None) -> int:
         """Bytes of regular-file content the layer adds or changes (what apply_diff returned for it)."""
-        return _diff.diff_size(self, layer_id, parent)  # type: ignore[arg-type]
+        return _archive("diff").diff_size(self, layer_id, parent)  # type: ignore[arg-type]
 
     def native_diff_reason(self) -> str | None:
         """None when native diff is in use for this backend, else why not (one line)."""
-        return _native.native_diff_problem(self)  # type: ignore[arg-type]
+        return _archive("native").native_diff_problem(self)  # type: ignore[arg-type]
 
     def diff_status(self) -> list[tuple[str, str]]:
         """Status pairs for ``info``: ("Native Overlay Diff", "true"/"false") on overlay2."""

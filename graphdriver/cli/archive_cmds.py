@@ -12,7 +12,6 @@ from plumbum import cli
 
 from ..archive.diff import KIND_LETTER
 from .app import emit, top
-from .layer import LayerApp
 
 PROGRESS_MIN = 32 << 20  # show progress for inputs at least this big (or of unknown size)
 
@@ -50,7 +49,6 @@ def _input(path: str) -> tuple[BinaryIO, int | None]:
     return f, os.fstat(f.fileno()).st_size
 
 
-@LayerApp.subcommand("apply")
 class LayerApply(cli.Application):
     """Extract a layer tar (plain, gzip or zstd) into layer ID; prints the bytes of content written."""
 
@@ -75,7 +73,6 @@ class LayerApply(cli.Application):
         return 0
 
 
-@LayerApp.subcommand("diff")
 class LayerDiff(cli.Application):
     """Write layer ID's changes (against its parent, or --parent P) as an uncompressed layer tar."""
 
@@ -99,7 +96,6 @@ class LayerDiff(cli.Application):
         return 0
 
 
-@LayerApp.subcommand("changes")
 class LayerChanges(cli.Application):
     """List layer ID's changes like ``docker diff``: ``A /added``, ``C /changed``, ``D /deleted``."""
 
@@ -113,7 +109,6 @@ class LayerChanges(cli.Application):
         return 0
 
 
-@LayerApp.subcommand("diff-size")
 class LayerDiffSize(cli.Application):
     """Bytes of file content layer ID adds or changes against its parent (or --parent P)."""
 

@@ -6,13 +6,12 @@ import sys
 
 from plumbum import cli
 
-from .app import CommandGroup, GraphDriverApp, emit
+from .app import CommandGroup, emit
 from .image import container_store
 
 _KINDS = {0: "C", 1: "A", 2: "D"}
 
 
-@GraphDriverApp.subcommand("container")
 class ContainerApp(CommandGroup):
     """Containers: an -init layer and a read-write layer on an image, as dockerd makes them."""
 

@@ -12,7 +12,7 @@ from plumbum import cli
 from ..kernel import mountinfo
 from ..plan.overlay import kernel_lowers
 from ..registry import open_driver
-from .app import GraphDriverApp, top
+from .app import top
 from .demo_images import discard_root
 
 
@@ -92,7 +92,6 @@ def layer_story(driver_name: str | None, say=print) -> None:
     say("cleaned up")
 
 
-@GraphDriverApp.subcommand("demo")
 class DemoCmd(cli.Application):
     """Walk through layers, copy-on-write and whiteouts, then images and containers (load, two containers
     sharing an image, commit) on temporary roots, then clean up."""

@@ -6,7 +6,7 @@ import sys
 
 from plumbum import cli
 
-from .app import CommandGroup, GraphDriverApp, emit, top
+from .app import CommandGroup, emit, top
 
 
 def container_store(app: cli.Application):  # noqa: ANN201  (a ContainerStore; imported on use: fast start-up)
@@ -47,7 +47,6 @@ class _Progress:
                   file=self.out, flush=True)
 
 
-@GraphDriverApp.subcommand("image")
 class ImageApp(CommandGroup):
     """Images: load docker-save archives and OCI layouts, inspect, tag, save, remove."""
 

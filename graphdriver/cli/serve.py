@@ -1,7 +1,7 @@
 """The ``serve`` group: long-running servers that let other runtimes use graphdriver.
 
-``serve docker-plugin`` lives here; other servers attach to :class:`ServeApp` with
-``@ServeApp.subcommand(...)``.
+``serve docker-plugin`` lives here; ``serve containerd-snapshotter`` in :mod:`.serve_containerd`,
+imported when it runs.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import sys
 
 from plumbum import cli
 
-from .app import CommandGroup, GraphDriverApp, top
+from .app import CommandGroup, top
 
 
-@GraphDriverApp.subcommand("serve")
 class ServeApp(CommandGroup):
     """Serve graphdriver to another runtime (docker-plugin, ...)."""
+
+
+ServeApp.subcommand("containerd-snapshotter", f"{__package__}.serve_containerd.ContainerdSnapshotterCmd")
 
 
 def setup_logging(debug: bool) -> None:

@@ -8,10 +8,9 @@ import sys
 from plumbum import cli
 
 from .app import top
-from .serve import ServeApp, setup_logging
+from .serve import setup_logging
 
 
-@ServeApp.subcommand("containerd-snapshotter")
 class ContainerdSnapshotterCmd(cli.Application):
     """Serve containerd's snapshots gRPC service on a unix socket ([proxy_plugins.NAME] type = "snapshot")."""
 

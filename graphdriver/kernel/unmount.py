@@ -6,14 +6,14 @@ import errno
 import os
 import time
 
-import psutil
-
 from ..errors import MountBusy
 from . import syscalls
 
 
 def holders(path: str) -> list[str]:
     """``name[pid]`` of every process whose cwd, root, executable, open files or maps lie under ``path``."""
+    import psutil  # only a busy mount needs it: one-shot calls stay quick to start
+
     prefix = os.path.realpath(path).rstrip("/") + "/"
     found: list[str] = []
 
