@@ -99,6 +99,15 @@ def statmount_ok() -> bool:
     return statcalls.statmount_supported()
 
 
+def _root_id(path: str) -> statcalls.MountID | None:
+    """statx's mount id of ``path`` when a mount's root is there; None when not (or no such path)."""
+    try:
+        mid = statcalls.mount_id(path)
+    except FileNotFoundError:
+        return None
+    return mid if mid.is_mount_root else None
+
+
 def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntry | None:
     """The mount whose root is at ``path``, or None when nothing is mounted there.
 
@@ -107,11 +116,8 @@ def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntr
     expected (statmount's first buffer is sized from it). ``brief``: statmount leaves out the mount
     point and source (empty), which a plan check never reads.
     """
-    try:
-        mid = statcalls.mount_id(path)
-    except FileNotFoundError:
-        return None
-    if not mid.is_mount_root:
+    mid = _root_id(path)
+    if mid is None:
         return None
     if mid.unique and statmount_ok():
         sm = statcalls.statmount(mid.mnt_id, _room(path, size_hint), brief=brief)
@@ -159,11 +165,8 @@ def shown_as(path: str | bytes, magic: int, prefix: bytes, key: bytes, size_hint
 
 def current_mount_id(path: str) -> int | None:
     """The mount id at ``path`` when ``path`` is a mount root, else None. One statx call."""
-    try:
-        mid = statcalls.mount_id(path)
-    except FileNotFoundError:
-        return None
-    if not mid.is_mount_root:
+    mid = _root_id(path)
+    if mid is None:
         return None
     if mid.mnt_id == 0:  # statx without STATX_MNT_ID (kernels before 5.8): mountinfo has the id
         entry = mount_at(path)
