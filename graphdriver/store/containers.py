@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-import psutil
-
 from ..errors import ContainerNotFound, ContainerRunning, GraphDriverError, LayerNotMounted, NameInUse
 from . import initlayer
 from .files import read_json, write_json
@@ -59,6 +57,8 @@ class Container:
 @contextmanager
 def paused(pid: int | None, timeout: float = 5.0) -> Iterator[None]:
     """Stop process ``pid`` and all its descendants (SIGSTOP) for the block, then continue them."""
+    import psutil  # only a commit of a running container needs it
+
     stopped: dict[int, psutil.Process] = {}
     try:
         while pid:
