@@ -1,7 +1,7 @@
 """The top-level ``graphdriver`` application, its global switches, and error handling.
 
-Subcommand groups live in their own modules (layer.py, image.py, ...) and attach themselves with
-``@GraphDriverApp.subcommand(...)``; :func:`main` imports them.
+Subcommand groups live in their own modules (layer.py, image.py, ...); :mod:`.commands` attaches them,
+most by name so that they are imported only when they run; :func:`main` imports it.
 """
 
 from __future__ import annotations
