@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 
@@ -13,10 +14,22 @@ DEFAULT_ROOT = "/var/lib/graphdriver"
 PRIORITY = ("overlay2", "aufs", "vfs")
 
 
+#: The built-in backends, each in its own module under graphdriver/drivers/.
+BUILTIN = ("overlay2", "aufs", "vfs")
+
+
+def backend(name: str) -> type[Driver] | None:
+    """The backend called ``name`` (a built-in one imported on first use: a process pays only for the
+    backends it opens), or None when there is none."""
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(f"{__package__}.drivers.{name}")
+    return _REGISTRY.get(name)
+
+
 def backends() -> dict[str, type[Driver]]:
     """Every registered backend by name (importing the built-in ones)."""
-    from . import drivers  # noqa: F401  (registers overlay2, aufs, vfs)
-
+    for name in BUILTIN:
+        backend(name)
     return dict(_REGISTRY)
 
 
@@ -28,7 +41,7 @@ def default_driver(root: str) -> str:
     """The first backend in :data:`PRIORITY` that can run under ``root``."""
     reasons = []
     for name in PRIORITY:
-        cls = backends().get(name)
+        cls = backend(name)
         if cls is None:
             continue
         why = cls.unsupported_reason(root)
@@ -57,14 +70,13 @@ def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
 
 def _open(root: str, name: str | None, options: dict[str, str] | None) -> Driver:
     recorded = read_text(_record_path(root))
-    table = backends()
     if name is None:
         name = recorded or default_driver(root)
-    if name not in table:
-        raise DriverUnsupported(f"unknown driver {name!r} (known: {', '.join(sorted(table))})")
+    cls = backend(name)
+    if cls is None:
+        raise DriverUnsupported(f"unknown driver {name!r} (known: {', '.join(sorted(backends()))})")
     if recorded and recorded != name:
         raise DriverMismatch(f"root {root} was created with driver {recorded}; it cannot be opened with {name}")
-    cls = table[name]
     why = cls.unsupported_reason(root)
     if why is not None:
         raise DriverUnsupported(f"driver {name} cannot run at {root}: {why}")

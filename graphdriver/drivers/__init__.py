@@ -1,13 +1,2 @@
-"""The built-in backends; importing this package registers them."""
-
-from . import overlay2  # noqa: F401
-
-try:
-    from . import vfs  # noqa: F401
-except ImportError:  # lands separately
-    pass
-
-try:
-    from . import aufs  # noqa: F401
-except ImportError:  # the aufs backend lands separately
-    pass
+"""The built-in backends, one module each; importing a module registers its backend
+(:func:`graphdriver.registry.backend` imports them by name, on first use)."""

@@ -214,14 +214,15 @@ def test_a_refused_open_leaves_no_root_behind() -> None:
 
 
 def test_one_shot_calls_load_only_what_they_run(root: str) -> None:
-    """``layer`` commands import neither psutil, the archive code, the stores nor the servers (they are
-    lazy subcommands); the top-level help still lists every group, and a lazy one runs."""
+    """``layer`` commands import neither psutil, the archive code, the stores, the servers (lazy
+    subcommands) nor a backend they do not open; the top-level help still lists every group."""
     probe = ("import sys, runpy\n"
              "sys.argv = ['graphdriver', '--root', sys.argv[1], 'layer', 'ls']\n"
              "try:\n    runpy.run_module('graphdriver', run_name='__main__')\n"
              "except SystemExit:\n    pass\n"
              "lazy = ('psutil', 'graphdriver.archive.apply', 'graphdriver.archive.diff', "
-             "'graphdriver.store.images', 'graphdriver.cli.demo', 'graphdriver.cli.serve')\n"
+             "'graphdriver.store.images', 'graphdriver.cli.demo', 'graphdriver.cli.serve', "
+             "'graphdriver.drivers.aufs', 'graphdriver.drivers.vfs')\n"
              "print(' '.join(m for m in lazy if m in sys.modules) or 'none', file=sys.stderr)\n")
     r = subprocess.run([sys.executable, "-c", probe, root], capture_output=True, text=True, timeout=120)
     assert r.stderr.strip().splitlines()[-1] == "none", r.stderr
