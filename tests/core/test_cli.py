@@ -225,6 +225,7 @@ def test_one_shot_calls_load_only_what_they_run(root: str) -> None:
              "'graphdriver.drivers.aufs', 'graphdriver.drivers.vfs')\n"
              "print(' '.join(m for m in lazy if m in sys.modules) or 'none', file=sys.stderr)\n")
     r = subprocess.run([sys.executable, "-c", probe, root], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split()[:3] == ["ID", "PARENT", "MOUNTS"], r.stdout + r.stderr  # it ran, and listed
     assert r.stderr.strip().splitlines()[-1] == "none", r.stderr
     helptext = ok(root, "--help")
     for group in ("layer", "image", "container", "serve", "demo", "info", "verify", "cleanup"):
