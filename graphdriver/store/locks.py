@@ -48,12 +48,10 @@ class RootLock:
         local = self._local
         d = getattr(local, "d", None)
         if d is None or d.pid != _pid:  # first use in this thread, or a forked child: not held here yet
-            d = local.d = KeptFd(self.path, os.O_RDWR | os.O_CREAT)
             local.depth = 0
-            local.generation = self._generation
         depth = local.depth
         if not depth:
-            if local.generation != self._generation:
+            if d is None or d.pid != _pid or local.generation != self._generation:  # (re)open: see renew()
                 d = local.d = KeptFd(self.path, os.O_RDWR | os.O_CREAT)
                 local.generation = self._generation
             _flock(d.fd, _LOCK_EX)

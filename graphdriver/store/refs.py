@@ -269,7 +269,7 @@ class RefStore:
                 at = HEADER + capacity * SLOT
                 _HEAD.pack_into(mm, _HEAD_AT, capacity * 2, 0, capacity + 1)
         key = layer_id.encode().ljust(ID_SIZE, b"\0")
-        _REF.pack_into(mm, at + ID_SIZE, 0, 0)
+        _write_slot(mm, at, Ref())
         mm[at:at + ID_SIZE] = key
         self._slots[layer_id] = (at, key)
         return at
@@ -314,7 +314,7 @@ class RefStore:
         mm = self._mapped(create=False, linked=True)
         at = self._find(mm, layer_id) if mm is not None else -1
         if mm is not None and at >= 0:
-            _REF.pack_into(mm, at + ID_SIZE, 0, 0)
+            _write_slot(mm, at, Ref())
             mm[at:at + ID_SIZE] = bytes(ID_SIZE)
             self._slots.pop(layer_id, None)
 

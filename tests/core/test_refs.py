@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -73,8 +74,6 @@ def test_a_foreign_mount_at_the_mount_point_is_refused(root: str) -> None:
 
 @pytest.mark.parametrize("how", ["cleanup", "by hand"])
 def test_a_table_removed_by_another_process_is_followed(root: str, how: str) -> None:
-    import shutil
-
     d = open_driver(root, "overlay2")
     d.create("a")
     d.create("b", "a")
