@@ -11,24 +11,22 @@ from .errors import DriverMismatch, DriverUnsupported, NotRoot
 from .store.files import read_text, write_atomic
 
 DEFAULT_ROOT = "/var/lib/graphdriver"
+#: The built-in backends (each in its own module under graphdriver/drivers/), in the order the default
+#: is chosen.
 PRIORITY = ("overlay2", "aufs", "vfs")
-
-
-#: The built-in backends, each in its own module under graphdriver/drivers/.
-BUILTIN = ("overlay2", "aufs", "vfs")
 
 
 def backend(name: str) -> type[Driver] | None:
     """The backend called ``name`` (a built-in one imported on first use: a process pays only for the
     backends it opens), or None when there is none."""
-    if name not in _REGISTRY and name in BUILTIN:
+    if name not in _REGISTRY and name in PRIORITY:
         importlib.import_module(f"{__package__}.drivers.{name}")
     return _REGISTRY.get(name)
 
 
 def backends() -> dict[str, type[Driver]]:
     """Every registered backend by name (importing the built-in ones)."""
-    for name in BUILTIN:
+    for name in PRIORITY:
         backend(name)
     return dict(_REGISTRY)
 
