@@ -120,7 +120,7 @@ def decode_option_blob(blob: bytes) -> tuple[str, ...]:
     return tuple(o.decode(_FS_ENCODING, "surrogateescape") for o in blob.split(b"\0")[:-1])
 
 
-_SM_SIZE = STATMOUNT_STRINGS = 512  # the fixed part, spares included: strings start here
+STATMOUNT_STRINGS = 512  # the fixed part of struct statmount, spares included: strings start here
 _SM_MASK = (STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC | STATMOUNT_MNT_POINT | STATMOUNT_FS_TYPE
             | STATMOUNT_SB_SOURCE | STATMOUNT_OPT_ARRAY)
 
@@ -180,12 +180,12 @@ def statmount(mnt_id: int, bufsize: int = 1 << 12, *, brief: bool = False) -> St
     a type it does not know by its magic number is asked for by name.
     """
     sbuf, size = _statmount_buffer(_SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF if brief else _SM_MASK),
-                                   max(bufsize, _SM_SIZE + 512), mnt_id)
+                                   max(bufsize, STATMOUNT_STRINGS + 512), mnt_id)
     buf = sbuf.data
     head = StatMountHead._make(_SM_READ.unpack_from(buf))
     got, magic, fs_type, mnt_point, sb_source = head.mask, head.sb_magic, head.fs_type, head.mnt_point, head.sb_source
     opt_num, opt_array, got_id, read_only = head.opt_num, head.opt_array, head.mnt_id, head.read_only
-    used = head.size if _SM_SIZE <= head.size <= size else size  # only what was filled
+    used = head.size if STATMOUNT_STRINGS <= head.size <= size else size  # only what was filled
     if brief and magic not in _MAGIC_TYPES:
         return statmount(mnt_id, bufsize)
     # opt_num NUL-terminated strings from opt_array on, up to the next string the kernel laid out (brief:
@@ -194,9 +194,9 @@ def statmount(mnt_id: int, bufsize: int = 1 << 12, *, brief: bool = False) -> St
     if not brief:
         for flag, off in ((STATMOUNT_FS_TYPE, fs_type), (STATMOUNT_MNT_POINT, mnt_point),
                           (STATMOUNT_SB_SOURCE, sb_source)):
-            if got & flag and opt_array < off < end - _SM_SIZE:
-                end = _SM_SIZE + off
-    blob = bytes(buf[_SM_SIZE + opt_array:end]) if got & STATMOUNT_OPT_ARRAY and opt_num else b""
+            if got & flag and opt_array < off < end - STATMOUNT_STRINGS:
+                end = STATMOUNT_STRINGS + off
+    blob = bytes(buf[STATMOUNT_STRINGS + opt_array:end]) if got & STATMOUNT_OPT_ARRAY and opt_num else b""
     if blob.count(b"\0") != opt_num:  # some other layout: keep exactly opt_num strings
         blob = b"".join(p + b"\0" for p in blob.split(b"\0")[:opt_num])
     if brief:
@@ -211,7 +211,7 @@ def _sm_string(raw: bytes, present: int, off: int) -> str:
     """The NUL-terminated string at ``off`` in statmount's string area ("" when not returned)."""
     if not present:
         return ""
-    start = _SM_SIZE + off
+    start = STATMOUNT_STRINGS + off
     return raw[start:raw.index(b"\0", start)].decode(_FS_ENCODING, "surrogateescape")
 
 
