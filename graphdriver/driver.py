@@ -1,9 +1,10 @@
 """The Driver interface (Docker graphdriver semantics, Python names), the backend registry, open_driver.
 
 A backend subclasses :class:`Driver` and supplies the hooks at the bottom: where a layer lives, how a
-staged layer is built and published, and (for union backends) the mount plan, how to execute it and how to
-check the kernel's view of it. Everything generic — id rules, locking, atomic staging, reference counts
-across processes, drift detection, cleanup — lives here once.
+staged layer is built and published, and (for union backends, the hooks of
+:class:`~graphdriver.mounts.MountRefs`) the mount plan, how to execute it and how to check the kernel's
+view of it. Everything generic — id rules, locking, atomic staging, cleanup here; reference counts across
+processes and drift detection in :mod:`graphdriver.mounts` — lives once.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar
 
 from .archive.driver_diff import DiffMixin
 from .errors import (
@@ -23,16 +23,20 @@ from .errors import (
     LayerExists,
     LayerInUse,
     LayerNotFound,
-    LayerNotMounted,
-    MountFailed,
     StorageOptUnsupported,
 )
 from .ids import check_id
 from .kernel import mountinfo, probe, quota
 from .kernel.unmount import unmount
+from .mounts import Drift, MountRefs, MountState
 from .store.files import read_json, read_text, write_atomic, write_json
 from .store.locks import RootLock
-from .store.refs import Ref, RefStore, prune_runtime, runtime_dir
+from .store.refs import RefStore, prune_runtime, runtime_dir
+
+if TYPE_CHECKING:
+    from .kernel.quickmount import QuickMount
+
+__all__ = ["Drift", "Driver", "MountState", "register"]
 
 _REGISTRY: dict[str, type[Driver]] = {}
 
@@ -43,27 +47,7 @@ def register(cls: type[Driver]) -> type[Driver]:
     return cls
 
 
-class MountState(NamedTuple):
-    """Whether ``get`` mounts a union for a layer, the kernel's mount id at its mount point (None: nothing
-    mounted) and, when the backend planned the mount while looking, that plan."""
-
-    mounts: bool
-    mnt_id: int | None
-    plan: object | None = None
-
-
-@dataclass(frozen=True)
-class Drift:
-    """A difference between what this root expects and what the kernel shows."""
-
-    layer: str
-    problem: str
-
-    def __str__(self) -> str:
-        return f"{self.layer}: {self.problem}"
-
-
-class Driver(DiffMixin, ABC):
+class Driver(MountRefs, DiffMixin, ABC):
     """A layer store on one backend under ``<root>/<name>``.
 
     Layers appear atomically: built in ``<home>/.staging`` and renamed into place. Mutations hold a
@@ -84,6 +68,8 @@ class Driver(DiffMixin, ABC):
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.lock = RootLock(os.path.join(self.home, ".lock"))
         self.refs = RefStore(self._refs_dir, self.home)
+        #: layer id -> how to mount it again as this object last did (backends that can: overlay2)
+        self._quick: dict[str, QuickMount] = {}
         self.setup()
 
     # -- paths of the generic state -------------------------------------------------------------
@@ -162,62 +148,12 @@ class Driver(DiffMixin, ABC):
             trash = os.path.join(self._staging, f"{layer_id}.{uuid.uuid4().hex[:8]}.remove")
             parent = self.parent(layer_id)
             self.unpublish_layer(layer_id, trash)
+            self._quick.pop(layer_id, None)
             if parent is not None:
                 self._unlink(self._child_marker(parent, layer_id))
             self._unlink(self._meta_path(layer_id))
             self.refs.drop(layer_id)
             self.discard(trash)
-
-    def get(self, layer_id: str, mount_label: str = "") -> str:
-        """The path of the layer's root filesystem, mounting it on first use (reference counted)."""
-        check_id(layer_id)
-        with self.lock.held():
-            rec = self.refs.record(layer_id)
-            ref = rec.ref
-            if not ref.count:
-                mnt_id = self.mount_known(layer_id)
-                if mnt_id:
-                    rec.set(Ref(1, mnt_id))
-                    return self.mount_point(layer_id)
-            state = self.mount_state(layer_id)
-            if not state.mounts:
-                rec.set(Ref(ref.count + 1, 0))
-                return self.rootfs_path(layer_id)
-            target = self.mount_point(layer_id)
-            current = state.mnt_id
-            if current is None:
-                rec.set(Ref(1, self.mount_layer(layer_id, state.plan)))
-                return target
-            if ref.count and ref.mnt_id == current:
-                rec.set(Ref(ref.count + 1, current))
-                return target
-            problems = self.check_mount(layer_id, mountinfo.mount_at(target))
-            if problems:
-                raise MountFailed(f"layer {layer_id}: a foreign mount sits at {target} "
-                                  f"({'; '.join(problems)}); run cleanup")
-            rec.set(Ref(max(ref.count, 1) + 1, current))
-            return target
-
-    def put(self, layer_id: str) -> None:
-        """Drop one reference; the last one unmounts."""
-        check_id(layer_id)
-        with self.lock.held():
-            rec = self.refs.record(layer_id)
-            ref = rec.ref
-            # A record naming a mount was written by a get that mounted this layer (a mounted layer
-            # cannot be removed): no need to look at the layout again.
-            if not (ref.mnt_id and ref.count) and not self.locate(layer_id):
-                if not ref.count:
-                    raise LayerNotMounted(f"layer {layer_id} is not mounted")
-                rec.set(Ref(ref.count - 1, 0))
-                return
-            if ref.count > 1 and mountinfo.current_mount_id(self.mount_point(layer_id)) is not None:
-                rec.set(Ref(ref.count - 1, ref.mnt_id))
-                return
-            if ref.count > 1 or not self.unmount_layer(layer_id):  # the kernel shows nothing there
-                self.refs.drop(layer_id)
-                raise LayerNotMounted(f"layer {layer_id} is not mounted")
-            rec.set(Ref())  # zeroed in place
 
     def exists(self, layer_id: str) -> bool:
         """True when the layer is there (a bad id is simply absent)."""
@@ -230,13 +166,6 @@ class Driver(DiffMixin, ABC):
     def _present(self, layer_id: str) -> bool:
         """The layer directory and its record are both there (``layer_id`` already checked)."""
         return os.path.isdir(self.layer_path(layer_id)) and os.path.exists(self._meta_path(layer_id))
-
-    def mount_count(self, layer_id: str) -> int:
-        """Live references to the layer's mount (0 when the kernel shows it unmounted)."""
-        ref = self.refs.read(layer_id)
-        if not ref.count or not self.needs_mount(layer_id):
-            return ref.count
-        return ref.count if mountinfo.current_mount_id(self.mount_point(layer_id)) is not None else 0
 
     def parent(self, layer_id: str) -> str | None:
         """The layer's parent id, or None for a base layer."""
@@ -294,34 +223,6 @@ class Driver(DiffMixin, ABC):
                 if ".tmp-" in name or not self.exists(child) or not self.exists(parent):
                     self._unlink(os.path.join(self._children_dir, name))
             self.cleanup_backend()
-
-    def verify(self) -> list[Drift]:
-        """Every mount this root holds, checked against the kernel; what differs is returned."""
-        drift: list[Drift] = []
-        with self.lock.held():
-            refs = self.refs.all()
-            expected = set()
-            for layer_id, ref in sorted(refs.items()):
-                if not self.exists(layer_id):
-                    drift.append(Drift(layer_id, "holds references but the layer is gone"))
-                    continue
-                if not self.needs_mount(layer_id):
-                    continue
-                target = self.mount_point(layer_id)
-                expected.add(target)
-                current = mountinfo.current_mount_id(target)
-                if current is None:
-                    drift.append(Drift(layer_id, f"expected a mount at {target}; the kernel shows none"))
-                    continue
-                if current != ref.mnt_id:
-                    drift.append(Drift(layer_id, f"the mount at {target} was replaced "
-                                                 f"(mount id {ref.mnt_id} became {current})"))
-                for problem in self.check_mount(layer_id, mountinfo.mount_at(target)):
-                    drift.append(Drift(layer_id, problem))
-            for entry in mountinfo.mounts_under(self.home):
-                if entry.mount_point not in expected:
-                    drift.append(Drift("-", f"unexpected {entry.fs_type} mount at {entry.mount_point}"))
-        return drift
 
     # -- helpers ------------------------------------------------------------------------------
     def _require(self, layer_id: str) -> None:
@@ -405,49 +306,6 @@ class Driver(DiffMixin, ABC):
     @abstractmethod
     def rootfs_path(self, layer_id: str) -> str:
         """Where the layer's root filesystem is seen when no union mount is needed."""
-
-    def needs_mount(self, layer_id: str) -> bool:
-        """True when ``get`` must mount a union."""
-        return False
-
-    def mount_known(self, layer_id: str) -> int:
-        """Mount a layer nothing counts as mounted, by a plan this object made before, when one look
-        shows its layout as it was then and nothing mounted; the kernel's mount id, or 0 (nothing
-        changed: :meth:`mount_state` decides). A backend without such plans answers 0."""
-        return 0
-
-    def mount_state(self, layer_id: str) -> MountState:
-        """What ``get`` needs to know first (:class:`MountState`); :class:`LayerNotFound` when the layer
-        is absent. The id is checked."""
-        if not self.locate(layer_id):
-            return MountState(False, None)
-        return MountState(True, mountinfo.current_mount_id(self.mount_point(layer_id)))
-
-    def locate(self, layer_id: str) -> bool:
-        """:meth:`needs_mount` of a layer that must exist (:class:`LayerNotFound` if not); the id is checked.
-
-        The get/put path's one look at the layout: a backend may answer with a single syscall.
-        """
-        if not self._present(layer_id):
-            raise LayerNotFound(f"layer {layer_id} not found")
-        return self.needs_mount(layer_id)
-
-    def mount_point(self, layer_id: str) -> str:
-        """Where the union is mounted."""
-        return self.rootfs_path(layer_id)
-
-    def mount_layer(self, layer_id: str, plan: object | None = None) -> int:
-        """Plan (unless :meth:`mount_state` just did: ``plan``), execute and verify the union mount;
-        returns the kernel's mount id."""
-        raise NotImplementedError(f"{self.name} does not mount")
-
-    def unmount_layer(self, layer_id: str) -> bool:
-        """Undo :meth:`mount_layer`; False when nothing was mounted."""
-        return unmount(self.mount_point(layer_id))
-
-    def check_mount(self, layer_id: str, entry: mountinfo.MountEntry | None) -> list[str]:
-        """Compare the kernel's view of a mount with the plan; return the differences."""
-        return [] if entry is not None else ["not mounted"]
 
     def backend_status(self) -> list[tuple[str, str]]:
         """Backend-specific Status pairs."""

@@ -19,12 +19,14 @@ import os
 from functools import cached_property
 from typing import ClassVar
 
-from ..driver import Driver, MountState, register
+from ..driver import Driver, register
 from ..errors import MountFailed, StorageOptUnsupported
 from ..ids import short_link_id
 from ..kernel import mountinfo, probe, statcalls, syscalls
 from ..kernel.overlay import LayerView, mount_overlay
+from ..kernel.quickmount import QuickMount
 from ..kernel.unmount import unmount
+from ..mounts import MountState
 from ..plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, index_links, plan_overlay
 from ..store.files import read_text, write_atomic
 
@@ -243,10 +245,15 @@ class Overlay2(Driver):
         the mount's id."""
         mount_overlay(plan, self._view)
         if plan.upper:  # shown exactly as planned: known from the option array's bytes
-            shown = mountinfo.shown_as(plan.mount_args[0], statcalls.OVERLAY_MAGIC, plan.shown_prefix,
-                                       plan.shown_key, len(plan.shown_lowers))
-            if shown:
-                return shown
+            target, hint = plan.mount_args[0], len(plan.shown_lowers)
+            shown = mountinfo.shown(target, statcalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key, hint)
+            if shown is not None:
+                cached = self._plans.get(layer_id)
+                if cached is not None and cached[1] is plan:  # planned for the mount point as it is
+                    quick = QuickMount.of(plan, cached[0], shown, self._view, mountinfo.shown_room(target, hint))
+                    if quick is not None:  # the layer's next get, after its put, repeats this mount
+                        self._quick[layer_id] = quick
+                return shown[0]
         entry = mountinfo.mount_at(plan.target, len(plan.shown_lowers), brief=True)
         problems = check_overlay(plan, entry)
         if problems:

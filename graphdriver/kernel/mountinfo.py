@@ -148,19 +148,25 @@ def shown_as(path: str | bytes, magic: int, prefix: bytes, key: bytes, size_hint
     type with superblock ``magic`` whose option array :func:`leads_with` ``prefix`` (and ``key``
     nowhere after it); 0: look closer (:func:`mount_at`), it says neither yes nor no.
 
-    The check after a mount, at the cost of its two syscalls: nothing is decoded or built.
+    The check after a mount, at the cost of its two syscalls (:func:`shown`, which says more).
     """
+    got = shown(path, magic, prefix, key, size_hint)
+    return got[0] if got else 0
+
+
+def shown(path: str | bytes, magic: int, prefix: bytes, key: bytes,
+          size_hint: int = 0) -> tuple[int, int, int, int] | None:
+    """:func:`statcalls.shown` where the kernel has statmount (else None): (mount id, parent mount id,
+    root inode, root birth time) of a mount shown as :func:`shown_as` asks."""
     if not statmount_ok():
-        return 0
-    got = statcalls.statmount_at(path, max(_room(path, size_hint), 1024))
-    if got is None:
-        return 0
-    data, head = got
-    if head.sb_magic != magic or head.read_only or not head.mask & statcalls.STATMOUNT_OPT_ARRAY \
-            or not statcalls.STATMOUNT_STRINGS <= head.size <= len(data) \
-            or not leads_with(data, prefix, key, statcalls.STATMOUNT_STRINGS + head.opt_array, head.size):
-        return 0
-    return head.mnt_id
+        return None
+    return statcalls.shown(os.fsencode(path), magic, prefix, key, shown_room(path, size_hint))
+
+
+def shown_room(path: str | bytes, size_hint: int = 0) -> int:
+    """The first statmount buffer :func:`shown_as` gives the kernel (``size_hint``: bytes of options
+    expected)."""
+    return max(_room(path, size_hint), 1024)
 
 
 def current_mount_id(path: str) -> int | None:

@@ -7,14 +7,18 @@ import os
 import threading
 
 
-class KeptFd:
-    """A descriptor kept open for reuse (``fd``), closed when the last reference to it goes."""
+class _Held:
+    """One thread's hold on a root lock: its own open file description of the lock file (kept open for
+    the thread's next call: a lock is two syscalls, not four), how deep it is held, and for which
+    process and generation of the file it was opened."""
 
-    fd = -1
+    __slots__ = ("fd", "pid", "generation", "depth")
 
-    def __init__(self, path: str, flags: int, mode: int = 0o600) -> None:
-        self.fd = os.open(path, flags | os.O_CLOEXEC, mode)
+    def __init__(self, path: str, generation: int) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.pid = os.getpid()  # a forked child shares the open file description: see RootLock
+        self.generation = generation
+        self.depth = 0
 
     def __del__(self) -> None:
         if self.fd >= 0:
@@ -25,9 +29,8 @@ class RootLock:
     """Exclusive, reentrant within one thread, exclusive across threads and processes.
 
     Each thread flocks its own open file description (locks belong to open file descriptions, so two
-    threads of one process exclude each other as two processes do). The descriptor stays open for the
-    thread's next call: a lock is two syscalls, not four. A forked child opens its own (a shared
-    description would not exclude the parent).
+    threads of one process exclude each other as two processes do). A forked child opens its own (a
+    shared description would not exclude the parent).
     """
 
     def __init__(self, path: str) -> None:
@@ -45,23 +48,19 @@ class RootLock:
         self._generation += 1
 
     def __enter__(self) -> None:
-        local = self._local
-        d = getattr(local, "d", None)
-        if d is None or d.pid != _pid:  # first use in this thread, or a forked child: not held here yet
-            local.depth = 0
-        depth = local.depth
-        if not depth:
-            if d is None or d.pid != _pid or local.generation != self._generation:  # (re)open: see renew()
-                d = local.d = KeptFd(self.path, os.O_RDWR | os.O_CREAT)
-                local.generation = self._generation
-            _flock(d.fd, _LOCK_EX)
-        local.depth = depth + 1
+        held = getattr(self._local, "held", None)
+        if held is None or held.pid != _pid or not held.depth and held.generation != self._generation:
+            # first use in this thread, a forked child (not held here yet), or renewed: (re)open
+            held = self._local.held = _Held(self.path, self._generation)
+        if not held.depth:
+            _flock(held.fd, _LOCK_EX)
+        held.depth += 1
 
     def __exit__(self, *exc: object) -> None:
-        local = self._local
-        depth = local.depth = local.depth - 1
-        if not depth:
-            _flock(local.d.fd, _LOCK_UN)
+        held = self._local.held
+        held.depth -= 1
+        if not held.depth:
+            _flock(held.fd, _LOCK_UN)
 
 
 _pid = os.getpid()

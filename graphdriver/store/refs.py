@@ -94,6 +94,12 @@ class Ref(NamedTuple):
     mnt_id: int = 0
 
 
+#: (mapping, offset) -> (count, mount id), and (mapping, offset, count, mount id): a slot's count read and
+#: written where :meth:`RefStore.live_slot` says it lies.
+count_at = _REF.unpack_from
+set_count_at = _REF.pack_into
+
+
 def _write_slot(mm: mmap.mmap, at: int, ref: Ref) -> None:
     """The count and mount id of the slot at ``at`` (a count below zero is zero, and names no mount)."""
     count = max(ref.count, 0)
@@ -300,6 +306,23 @@ class RefStore:
         if at < 0:
             return RefRecord(self, layer_id, Ref())
         return RefRecord(self, layer_id, Ref._make(_REF.unpack_from(mm, at + ID_SIZE)), mm, at)
+
+    def live_slot(self, layer_id: str) -> tuple[mmap.mmap, int] | None:
+        """Where ``layer_id``'s count lies, (mapping, offset) for :data:`count_at` and
+        :data:`set_count_at`, when this process found its slot before and the table is still the root's
+        live one (the operation's one fstat); None: go through :meth:`record`. Callers hold the lock."""
+        mm = self._mm
+        held = self._slots.get(layer_id)
+        if mm is None or held is None or _RETIRED.unpack_from(mm, _RETIRED_AT)[0]:
+            return None
+        try:
+            st = os.fstat(self._fd)
+        except OSError:
+            return None
+        at, key = held
+        if st.st_nlink == 0 or st.st_size < len(mm) or mm[at:at + ID_SIZE] != key:  # see _gone
+            return None
+        return mm, at + ID_SIZE
 
     def read(self, layer_id: str) -> Ref:
         """The stored reference, or an empty one (no slot, no table, or a table of an earlier boot)."""

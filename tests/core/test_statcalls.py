@@ -40,15 +40,17 @@ def test_statmount_grows_a_small_buffer_until_every_option_fits(long_overlay: tu
     assert statcalls.statmount(mid, 1 << 16) == small  # a buffer big enough at once says the same
 
 
-def test_the_check_after_a_mount_gets_the_whole_option_array_from_a_small_first_buffer(
-        long_overlay: tuple[str, list[str]]) -> None:
+def test_the_check_after_a_mount_reads_the_whole_option_array_from_a_small_first_buffer(
+        long_overlay: tuple[str, list[str]], root: str) -> None:
     target, lowers = long_overlay
-    got = statcalls.statmount_at(target, 64)
-    assert got is not None
-    data, head = got
-    assert head.mnt_id == statcalls.mount_id(target).mnt_id and head.sb_magic == statcalls.OVERLAY_MAGIC
-    assert statcalls.STATMOUNT_STRINGS < head.size <= len(data)  # all of it filled, and within the buffer
-    blob = bytes(data[statcalls.STATMOUNT_STRINGS + head.opt_array:head.size])
-    assert blob.split(b"\0")[:head.opt_num][0] == f"lowerdir={':'.join(lowers)}".encode()
+    listed = [e for e in mountinfo.read_mountinfo() if e.mount_point == target][-1].options
+    assert listed[0] == f"lowerdir={':'.join(lowers)}"
+    prefix = b"".join(o.encode() + b"\0" for o in listed[:3])  # lowers, upper and work dir: ~3 KB
+    got = statcalls.shown(target.encode(), statcalls.OVERLAY_MAGIC, prefix, b"\0lowerdir=", 64)
+    assert got is not None  # the first 64 bytes could not hold it: grown until the whole array came
+    upper = statcalls.mount_id(os.path.join(root, "upper"))
+    assert got == (statcalls.mount_id(target).mnt_id, statcalls.mount_id(root).mnt_id, upper.ino, upper.born)
+    wrong = prefix[:-2] + b"X\0"  # the last byte of the work dir's path, ~3 KB in
+    assert statcalls.shown(target.encode(), statcalls.OVERLAY_MAGIC, wrong, b"\0lowerdir=", 64) is None
     entry = mountinfo.mount_at(target)  # mount_at's first guess (no size hint) is too small as well
-    assert entry is not None and entry.options == statcalls.statmount(head.mnt_id, 1 << 16).options
+    assert entry is not None and list(entry.options) == list(listed)
