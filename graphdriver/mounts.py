@@ -66,6 +66,8 @@ class MountRefs:
             return self._get(check_id(layer_id))
 
     def _get(self, layer_id: str) -> str:
+        """``get`` the general way (the lock held, the id checked): the count, the layout and the kernel
+        looked at, the mount planned or its cached plan used, made and verified."""
         rec = self.refs.record(layer_id)
         ref = rec.ref
         if not ref.count:
@@ -106,6 +108,7 @@ class MountRefs:
             self._put(check_id(layer_id))
 
     def _put(self, layer_id: str) -> None:
+        """``put`` the general way (the lock held, the id checked)."""
         rec = self.refs.record(layer_id)
         ref = rec.ref
         # A record naming a mount was written by a get that mounted this layer (a mounted layer

@@ -74,7 +74,10 @@ class QuickMount:
         elif _libc.unshare(CLONE_FS) < 0:  # this thread's cwd its own, to move for the mount and back
             return 0
         else:
-            back = os.open(".", _CWD_FLAGS)
+            try:
+                back = os.open(".", _CWD_FLAGS)
+            except OSError:
+                return 0
             try:
                 os.fchdir(self.view_fd)
                 if self.subdir:
@@ -86,7 +89,10 @@ class QuickMount:
             finally:
                 os.fchdir(back)
                 os.close(back)
-        got = statcalls.shown(self.target, _MAGIC, self.prefix, self.shown_key, self.room)
+        try:
+            got = statcalls.shown(self.target, _MAGIC, self.prefix, self.shown_key, self.room)
+        except OSError:
+            got = None
         if got is not None and got[1:] == self.ident:
             return got[0]
         _libc.umount2(self.target, MNT_DETACH)
