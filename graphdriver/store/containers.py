@@ -253,11 +253,10 @@ class ContainerStore:
             for image_id in self.images.ids():
                 if image_id in in_use or self.images.tags_of(image_id) and not all_unused:
                     continue
-                sizes = {f"Deleted: {c}": int(self.images.layer_info(c).get("size", 0))
-                         for c in self.images.chain(image_id)}
-                lines = self.images.remove(image_id, in_use)
+                sizes = {c: int(self.images.layer_info(c).get("size", 0)) for c in self.images.chain(image_id)}
+                lines, dropped = self.images.remove_freeing(image_id, in_use)
                 done += lines
-                freed += sum(sizes.get(line, 0) for line in lines)
+                freed += sum(sizes[c] for c in dropped)
             return done, freed
 
     # -- mounts and contents ----------------------------------------------------------------------

@@ -287,6 +287,10 @@ class ImageStore:
 
         Returns what was done, as Docker prints it (``Untagged: x``, ``Deleted: sha256:...``).
         """
+        return self.remove_freeing(ref, in_use)[0]
+
+    def remove_freeing(self, ref: str, in_use: Collection[str] = ()) -> tuple[list[str], list[str]]:
+        """:meth:`remove`, also naming the chain ids whose layers it removed (the space it freed)."""
         with self.lock.held():
             image_id = self.resolve(ref)
             repos = self.repos()
@@ -298,7 +302,7 @@ class ImageStore:
             if by_tag and len(tags) > 1:
                 del repos[normalize_ref(ref)]
                 write_json(self._repos_path(), repos)
-                return [f"Untagged: {normalize_ref(ref)}"]
+                return [f"Untagged: {normalize_ref(ref)}"], []
             if image_id in in_use:
                 raise ImageInUse(f"image {ref} is in use by a container; remove the container first")
             chain = self.chain(image_id)
@@ -308,12 +312,14 @@ class ImageStore:
             os.unlink(self._config_path(image_id))
             done = [f"Untagged: {t}" for t in sorted(tags)] + [f"Deleted: {image_id}"]
             still = {c for other in self.ids() for c in self.chain(other)}
+            dropped = []
             for c in reversed(chain):
                 if c in still or self.driver.children(hex_of(c)):
                     break
                 self._drop_layer(hex_of(c))
                 done.append(f"Deleted: {c}")
-            return done
+                dropped.append(c)
+            return done, dropped
 
     # -- read side --------------------------------------------------------------------------------
     def size(self, image_id: str) -> int:
