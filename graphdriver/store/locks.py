@@ -21,8 +21,9 @@ class _Held:
         self.depth = 0
 
     def __del__(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
+        fd = getattr(self, "fd", -1)  # unset when the open failed
+        if fd >= 0:
+            os.close(fd)
 
 
 class RootLock:

@@ -130,3 +130,14 @@ def test_a_layer_with_a_lower_index_is_mounted_again_from_it(root: str) -> None:
         assert f.read() == "from the base"  # the base, 159 lowers down, through the index
     d.put(top)
     assert _overlays_at(path) == []
+
+
+def test_a_count_table_removed_by_hand_is_not_trusted_by_the_quick_put(d, root: str) -> None:
+    path = d.get("b")  # counted in the table this object has mapped
+    shutil.rmtree(d.refs.dir)  # by hand: no retired mark, the file simply has no name left
+    other = open_driver(root, "overlay2")
+    assert other.get("b") == path and other.mount_count("b") == 2  # a new table: the mount adopted
+    d.put("b")  # must count in the new table, not unmount under the other holder
+    assert mountinfo.mount_at(path) is not None and other.mount_count("b") == 1
+    other.put("b")
+    assert _overlays_at(path) == []
