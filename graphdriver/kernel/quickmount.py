@@ -8,9 +8,9 @@ and the mount's identity (the mount it sits on, the upper dir at its root) — a
 syscalls with nothing re-derived: one statx of the mount point (nothing mounted there, and the same
 directory: not a layer or root made again), the mount, then statx and statmount (the options as planned,
 over the same mount and upper dir as the first time: nothing slipped in between). It takes only plans
-the general path confirmed this way (mount(2) in one page, an upper dir, the layer view or absolute
-paths, statmount); anything it does not confirm is left as found or unmounted again at once, and handed
-back (0) for the general path to look at, do and report.
+the general path confirmed this way (mount(2) in one page, an upper dir, statmount; paths absolute or
+relative, from the layer view or the directory itself); anything it does not confirm is left as found
+or unmounted again at once, and handed back (0) for the general path to look at, do and report.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _MAGIC = statcalls.OVERLAY_MAGIC
 class QuickMount:
     """One layer's overlay, as first planned, mounted and confirmed."""
 
-    __slots__ = ("path", "target", "data", "key", "ident", "view_fd", "subdir", "prefix", "shown_key", "room")
+    __slots__ = ("path", "target", "data", "key", "ident", "view_fd", "start", "subdir", "prefix", "shown_key", "room")
 
     def __init__(self, plan: OverlayPlan, key: tuple[int, int], ident: tuple[int, int, int], view: LayerView | None,
                  room: int) -> None:
@@ -37,10 +37,12 @@ class QuickMount:
         self.target, self.data = plan.mount_args
         self.key = key  # the mount point's identity when planned (statcalls.unmounted_key)
         self.ident = ident  # (parent mount id, root inode, root birth time) as first confirmed
-        # The view's descriptor (-1: every planned path is absolute). A view made again keeps its earlier
-        # descriptors open, and a root made again fails the look at the mount point first.
+        # Where relative paths start: the view's descriptor (a view made again keeps its earlier ones
+        # open, and a root made again fails the look at the mount point first) and the layer's lower
+        # index below it; else the directory by its path (None: every planned path is absolute).
         self.view_fd = view.fd() if view is not None else -1
-        self.subdir = plan.subdir  # below the view: the layer's lower index
+        self.subdir = plan.subdir
+        self.start = plan.start if view is None else None
         self.prefix, self.shown_key = plan.shown_prefix, plan.shown_key
         self.room = room  # statmount's first buffer
 
@@ -48,14 +50,13 @@ class QuickMount:
     def of(cls, plan: OverlayPlan, key: tuple[int, int], shown: tuple[int, int, int, int], view: LayerView | None,
            room: int) -> QuickMount | None:
         """A quick mount for ``plan``, planned for the mount point ``key`` and just shown by the kernel as
-        ``shown`` (:func:`statcalls.shown`), when it can take it: mount(2), an upper dir, and paths
-        absolute or relative to ``view`` (usable, a view of the plan's ``cwd``); else None."""
+        ``shown`` (:func:`statcalls.shown`), when it can take it (mount(2) and an upper dir); else None.
+        Relative paths start where the general path starts them: ``view`` when it is usable and a view
+        of the plan's ``cwd``, else the directory by its path."""
         if plan.api != "mount" or not plan.upper:
             return None
-        if plan.cwd is None:
+        if plan.cwd is None or view is None or not view.usable or view.path != plan.cwd:
             view = None
-        elif view is None or not view.usable or view.path != plan.cwd:
-            return None
         return cls(plan, key, shown[1:], view, room)
 
     def mount(self) -> int:
@@ -68,7 +69,7 @@ class QuickMount:
                 return 0
         except OSError:
             return 0
-        if self.view_fd < 0:
+        if self.view_fd < 0 and self.start is None:
             if _libc.mount(b"overlay", self.target, b"overlay", 0, self.data) < 0:
                 return 0
         elif _libc.unshare(CLONE_FS) < 0:  # this thread's cwd its own, to move for the mount and back
@@ -79,9 +80,12 @@ class QuickMount:
             except OSError:
                 return 0
             try:
-                os.fchdir(self.view_fd)
-                if self.subdir:
-                    os.chdir(self.subdir)
+                if self.view_fd < 0:
+                    os.chdir(self.start)
+                else:
+                    os.fchdir(self.view_fd)
+                    if self.subdir:
+                        os.chdir(self.subdir)
                 if _libc.mount(b"overlay", self.target, b"overlay", 0, self.data) < 0:
                     return 0
             except OSError:

@@ -141,3 +141,22 @@ def test_a_count_table_removed_by_hand_is_not_trusted_by_the_quick_put(d, root: 
     assert mountinfo.mount_at(path) is not None and other.mount_count("b") == 1
     other.put("b")
     assert _overlays_at(path) == []
+
+
+@pytest.mark.parametrize("view", ["true", "false"])
+def test_either_spelling_of_the_lowers_is_mounted_again_quickly(root: str, view: str, monkeypatch) -> None:
+    if not statcalls.statmount_supported():
+        pytest.skip("the kernel has no statmount(2) (6.8+)")
+    d = open_driver(root, "overlay2", {"overlay2.layer_view": view})
+    d.create("a")
+    d.create("b", "a")
+    path = d.get("b")
+    d.put("b")
+    monkeypatch.setattr(d, "mount_layer", lambda *a: pytest.fail("mounted the general way"))
+    cwd = os.getcwd()
+    assert d.get("b") == path and os.getcwd() == cwd  # relative paths: from the view or by chdir, and back
+    monkeypatch.undo()
+    entry = mountinfo.mount_at(path)
+    assert shown_dirs(d, entry, "lowerdir") == [os.path.realpath(d.diff_path("a"))] and d.verify() == []
+    d.put("b")
+    assert _overlays_at(path) == []
