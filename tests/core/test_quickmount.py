@@ -160,3 +160,29 @@ def test_either_spelling_of_the_lowers_is_mounted_again_quickly(root: str, view:
     assert shown_dirs(d, entry, "lowerdir") == [os.path.realpath(d.diff_path("a"))] and d.verify() == []
     d.put("b")
     assert _overlays_at(path) == []
+
+
+def test_threads_sharing_one_driver_count_one_mount_between_them(d) -> None:
+    import threading
+
+    path = d.mount_point("b")
+    stacked: list[int] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(40):
+                assert d.get("b") == path
+                stacked.append(len(_overlays_at(path)))
+                d.put("b")
+        except BaseException as e:  # reported below, in the test's own thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(stacked) == 160 and set(stacked) == {1}  # mounted while held, never twice
+    assert d.mount_count("b") == 0 and _overlays_at(path) == [] and d.verify() == []
