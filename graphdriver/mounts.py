@@ -67,14 +67,9 @@ class MountRefs:
 
     def _get(self, layer_id: str) -> str:
         """``get`` the general way (the lock held, the id checked): the count, the layout and the kernel
-        looked at, the mount planned or its cached plan used, made and verified."""
+        looked at, the mount planned (or a plan cached for the layout as it is) made and verified."""
         rec = self.refs.record(layer_id)
         ref = rec.ref
-        if not ref.count:
-            mnt_id = self.mount_known(layer_id)
-            if mnt_id:
-                rec.set(Ref(1, mnt_id))
-                return self.mount_point(layer_id)
         state = self.mount_state(layer_id)
         if not state.mounts:
             rec.set(Ref(ref.count + 1, 0))
@@ -165,12 +160,6 @@ class MountRefs:
     def needs_mount(self, layer_id: str) -> bool:
         """True when ``get`` must mount a union."""
         return False
-
-    def mount_known(self, layer_id: str) -> int:
-        """Mount a layer nothing counts as mounted, by a plan this object made before, when one look
-        shows its layout as it was then and nothing mounted; the kernel's mount id, or 0 (nothing
-        changed: :meth:`mount_state` decides). A backend without such plans answers 0."""
-        return 0
 
     def mount_state(self, layer_id: str) -> MountState:
         """What ``get`` needs to know first (:class:`MountState`); :class:`LayerNotFound` when the layer

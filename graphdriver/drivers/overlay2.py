@@ -127,19 +127,6 @@ class Overlay2(Driver):
             cached = self._plans[layer_id] = (key, self.plan(layer_id) if self.locate(layer_id) else None)
         return MountState(cached[1] is not None, None, cached[1])
 
-    def mount_known(self, layer_id: str) -> int:
-        """:meth:`mount_state`'s one statx, read raw: nothing mounted on ``merged/`` and the directory the
-        plan was cached for, then the plan executed and verified. 0 sends anything else the slow way."""
-        cached = self._plans.get(layer_id)
-        if cached is None or cached[1] is None:
-            return 0
-        try:
-            if statcalls.unmounted_key(cached[1].mount_args[0]) != cached[0]:  # merged/, as bytes
-                return 0
-        except OSError:
-            return 0
-        return self.mount_layer(layer_id, cached[1])
-
     # -- create / remove ------------------------------------------------------------------------
     def build_layer(self, stage: str, layer_id: str, parent: str | None, rw: bool) -> None:
         os.chmod(stage, 0o701)

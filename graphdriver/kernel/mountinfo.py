@@ -136,16 +136,9 @@ def _room(path: str | bytes, size_hint: int) -> int:
     return 2048 + len(path) + size_hint + (size_hint >> 3)
 
 
-def leads_with(blob: bytes | bytearray, prefix: bytes, key: bytes, start: int = 0, end: int | None = None) -> bool:
-    """True when the option array in ``blob[start:end]`` starts with ``prefix`` and, after it, shows
-    ``key`` (an option's ``\0name=``) nowhere: the planned options, in the kernel's order, and no more
-    of the kind ``key`` names."""
-    return blob.startswith(prefix, start, end) and blob.find(key, start + len(prefix) - 1, end) < 0
-
-
 def shown_as(path: str | bytes, magic: int, prefix: bytes, key: bytes, size_hint: int = 0) -> int:
     """The mount id when the mount whose root is at ``path`` is a read-write mount of the filesystem
-    type with superblock ``magic`` whose option array :func:`leads_with` ``prefix`` (and ``key``
+    type with superblock ``magic`` whose option array :func:`statcalls.leads_with` ``prefix`` (and ``key``
     nowhere after it); 0: look closer (:func:`mount_at`), it says neither yes nor no.
 
     The check after a mount, at the cost of its two syscalls (:func:`shown`, which says more).

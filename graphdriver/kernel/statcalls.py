@@ -68,7 +68,7 @@ def _statx(path: str | bytes, want: int) -> ctypes.Array[ctypes.c_char]:
     buf = getattr(_tls, "statx", None)
     if buf is None:
         buf = _tls.statx = ctypes.create_string_buffer(_STATX_SIZE)
-    if _sys(SYS_STATX, AT_FDCWD, path if type(path) is bytes else _b(path), AT_SYMLINK_NOFOLLOW, want, buf) < 0:
+    if _sys(SYS_STATX, AT_FDCWD, _b(path), AT_SYMLINK_NOFOLLOW, want, buf) < 0:
         _check(-1, "statx", os.fsdecode(path))
     return buf
 
@@ -158,30 +158,32 @@ class StatMountHead(NamedTuple):
         return bool(self.sb_flags & SB_RDONLY or self.mnt_attr & MOUNT_ATTR_RDONLY)
 
 
+def leads_with(blob: bytes | bytearray, prefix: bytes, key: bytes, start: int = 0, end: int | None = None) -> bool:
+    """True when the option array in ``blob[start:end]`` starts with ``prefix`` and, after it, shows
+    ``key`` (an option's ``\0name=``) nowhere: the planned options, in the kernel's order, and no more
+    of the kind ``key`` names."""
+    return blob.startswith(prefix, start, end) and blob.find(key, start + len(prefix) - 1, end) < 0
+
+
 _SHOWN_WANT = STATX_MNT_ID_UNIQUE | STATX_INO | STATX_CTIME | STATX_BTIME
 
 
 def shown(path: bytes, magic: int, prefix: bytes, key: bytes, bufsize: int) -> tuple[int, int, int, int] | None:
     """The check right after a mount, at the cost of its two syscalls (statx, then a brief statmount of
     ``bufsize`` bytes, grown if it is short). When the mount whose root is at ``path`` is a read-write
-    mount of the filesystem with superblock ``magic`` whose option array starts with ``prefix`` and shows
-    ``key`` nowhere after it: (its mount id, the id of the mount it sits on, and the inode and birth time
+    mount of the filesystem with superblock ``magic`` whose option array :func:`leads_with` ``prefix``
+    (and ``key`` nowhere after it): (its mount id, the id of the mount it sits on, and the inode and birth time
     — else ctime — that statx gives for its root); else None (neither yes nor no: look closer). Nothing
     is decoded or built."""
     mask, attrs, ino, attrs_mask, btime, btime_ns, ctime, ctime_ns, mnt_id = _STATX_READ.unpack_from(
         _statx(path, _SHOWN_WANT))
     if not (mask & STATX_MNT_ID_UNIQUE and attrs_mask & attrs & STATX_ATTR_MOUNT_ROOT):
         return None
-    req = _SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF)
-    buf = getattr(_tls, "statmount", None)  # the usual case inline: the thread's buffer is big enough
-    if buf is None or len(buf.data) < bufsize or _sys(SYS_STATMOUNT, req, buf.c, bufsize, 0) < 0:
-        buf = _statmount_buffer(req, bufsize, mnt_id)[0]
-    data = buf.data
+    data = _statmount_buffer(_SM_REQ.pack(24, 0, mnt_id, _SM_BRIEF), bufsize, mnt_id)[0].data
     size, got, sb_magic, sb_flags, _, got_id, parent_id, attr, _, _, _, opt_array = _SM_READ.unpack_from(data)
-    start = STATMOUNT_STRINGS + opt_array
     if sb_magic != magic or sb_flags & SB_RDONLY or attr & MOUNT_ATTR_RDONLY or not got & STATMOUNT_OPT_ARRAY \
-            or not STATMOUNT_STRINGS <= size <= len(data) or not data.startswith(prefix, start, size) \
-            or data.find(key, start + len(prefix) - 1, size) >= 0:
+            or not STATMOUNT_STRINGS <= size <= len(data) \
+            or not leads_with(data, prefix, key, STATMOUNT_STRINGS + opt_array, size):
         return None
     return got_id, parent_id, ino, _born(mask, btime, btime_ns, ctime, ctime_ns)
 

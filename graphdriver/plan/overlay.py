@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..errors import MountFailed, TooManyLayers
-from ..kernel.mountinfo import MountEntry, leads_with
+from ..kernel.mountinfo import MountEntry
+from ..kernel.statcalls import leads_with
 
 #: The kernel's overlayfs stack limit (OVL_MAX_STACK): lower layers in one mount.
 OVL_MAX_STACK = 500

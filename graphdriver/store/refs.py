@@ -243,15 +243,21 @@ class RefStore:
             f.write(self.home)
 
     # -- slots ---------------------------------------------------------------------------------
-    def _find(self, mm: mmap.mmap, layer_id: str) -> int:
-        """The offset of ``layer_id``'s slot, or -1."""
+    def _held_at(self, mm: mmap.mmap, layer_id: str) -> int:
+        """The offset of ``layer_id``'s slot where this process found it before, if it is still there; -1."""
         held = self._slots.get(layer_id)
         if held is not None:
             at, key = held
             if at + SLOT <= len(mm) and mm[at:at + ID_SIZE] == key:
                 return at
-        else:
-            key = layer_id.encode().ljust(ID_SIZE, b"\0")
+        return -1
+
+    def _find(self, mm: mmap.mmap, layer_id: str) -> int:
+        """The offset of ``layer_id``'s slot, or -1."""
+        at = self._held_at(mm, layer_id)
+        if at >= 0:
+            return at
+        key = layer_id.encode().ljust(ID_SIZE, b"\0")
         _, _, assigned = _HEAD.unpack_from(mm, _HEAD_AT)
         end = min(HEADER + assigned * SLOT, len(mm))  # a reader's mapping may predate a growth
         at = mm.find(key, HEADER, end)
@@ -312,17 +318,10 @@ class RefStore:
         :data:`set_count_at`, when this process found its slot before and the table is still the root's
         live one (the operation's one fstat); None: go through :meth:`record`. Callers hold the lock."""
         mm = self._mm
-        held = self._slots.get(layer_id)
-        if mm is None or held is None or _RETIRED.unpack_from(mm, _RETIRED_AT)[0]:
+        if mm is None or _RETIRED.unpack_from(mm, _RETIRED_AT)[0] or self._gone(len(mm)):
             return None
-        try:
-            st = os.fstat(self._fd)
-        except OSError:
-            return None
-        at, key = held
-        if st.st_nlink == 0 or st.st_size < len(mm) or mm[at:at + ID_SIZE] != key:  # see _gone
-            return None
-        return mm, at + ID_SIZE
+        at = self._held_at(mm, layer_id)
+        return (mm, at + ID_SIZE) if at >= 0 else None
 
     def read(self, layer_id: str) -> Ref:
         """The stored reference, or an empty one (no slot, no table, or a table of an earlier boot)."""

@@ -34,7 +34,7 @@ def _overlays_at(path: str) -> list[mountinfo.MountEntry]:
 
 
 def test_a_layer_mounted_again_derives_nothing_and_is_verified(d, monkeypatch) -> None:
-    for name in ("plan", "mount_state", "mount_known", "mount_layer"):
+    for name in ("plan", "mount_state", "mount_layer"):
         monkeypatch.setattr(d, name, lambda *a, name=name: pytest.fail(f"{name} called"))
     monkeypatch.setattr(mountinfo, "read_mountinfo", lambda *a: pytest.fail("mountinfo read"))
     path = d.get("b")
@@ -122,7 +122,7 @@ def test_a_layer_with_a_lower_index_is_mounted_again_from_it(root: str) -> None:
     assert d.plan(top).subdir
     path = d.get(top)
     d.put(top)
-    assert d._quick[top].subdir == d.plan(top).subdir
+    assert d._quick[top].plan.subdir == d.plan(top).subdir
     assert d.get(top) == path and len(_overlays_at(path)) == 1 and d.verify() == []
     with open(os.path.join(d.diff_path(f"{0:064x}"), "deep"), "w") as f:
         f.write("from the base")
