@@ -136,28 +136,20 @@ def _room(path: str | bytes, size_hint: int) -> int:
     return 2048 + len(path) + size_hint + (size_hint >> 3)
 
 
-def shown_as(path: str | bytes, magic: int, prefix: bytes, key: bytes, size_hint: int = 0) -> int:
-    """The mount id when the mount whose root is at ``path`` is a read-write mount of the filesystem
-    type with superblock ``magic`` whose option array :func:`statcalls.leads_with` ``prefix`` (and ``key``
-    nowhere after it); 0: look closer (:func:`mount_at`), it says neither yes nor no.
-
-    The check after a mount, at the cost of its two syscalls (:func:`shown`, which says more).
-    """
-    got = shown(path, magic, prefix, key, size_hint)
-    return got[0] if got else 0
-
-
 def shown(path: str | bytes, magic: int, prefix: bytes, key: bytes,
           size_hint: int = 0) -> tuple[int, int, int, int] | None:
-    """:func:`statcalls.shown` where the kernel has statmount (else None): (mount id, parent mount id,
-    root inode, root birth time) of a mount shown as :func:`shown_as` asks."""
+    """The check after a mount, at the cost of its two syscalls: :func:`statcalls.shown` where the kernel
+    has statmount. (mount id, parent mount id, root inode, root birth time) when the mount whose root is
+    at ``path`` is a read-write mount of the filesystem with superblock ``magic`` whose option array
+    :func:`statcalls.leads_with` ``prefix`` (and ``key`` nowhere after it); None: look closer
+    (:func:`mount_at`), it says neither yes nor no."""
     if not statmount_ok():
         return None
     return statcalls.shown(os.fsencode(path), magic, prefix, key, shown_room(path, size_hint))
 
 
 def shown_room(path: str | bytes, size_hint: int = 0) -> int:
-    """The first statmount buffer :func:`shown_as` gives the kernel (``size_hint``: bytes of options
+    """The first statmount buffer :func:`shown` gives the kernel (``size_hint``: bytes of options
     expected)."""
     return max(_room(path, size_hint), 1024)
 

@@ -89,13 +89,13 @@ def test_the_check_after_a_mount_reads_the_option_bytes(root: str) -> None:
     d = _stack(root)
     path = d.get("b")
     plan = d.plan("b")
-    assert mountinfo.shown_as(path, statcalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) == \
-        mountinfo.current_mount_id(path)
+    got = mountinfo.shown(path, statcalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key)
+    assert got is not None and got[0] == mountinfo.current_mount_id(path)
     other = d.plan("c")  # another layer's options: not a match, and not a "no" either
-    assert mountinfo.shown_as(path, statcalls.OVERLAY_MAGIC, other.shown_prefix, other.shown_key) == 0
-    assert mountinfo.shown_as(path, 0x01021994, plan.shown_prefix, plan.shown_key) == 0  # tmpfs's magic
+    assert mountinfo.shown(path, statcalls.OVERLAY_MAGIC, other.shown_prefix, other.shown_key) is None
+    assert mountinfo.shown(path, 0x01021994, plan.shown_prefix, plan.shown_key) is None  # tmpfs's magic
     syscalls.mount("", path, "", syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY)
-    assert mountinfo.shown_as(path, statcalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) == 0  # read-only
+    assert mountinfo.shown(path, statcalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) is None  # read-only
     d.put("b")
-    assert mountinfo.shown_as(path, statcalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) == 0  # no mount
+    assert mountinfo.shown(path, statcalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) is None  # no mount
     assert statcalls.unmounted_key(path) == (os.stat(path).st_ino, statcalls.mount_id(path).born)
