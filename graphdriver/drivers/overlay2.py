@@ -237,7 +237,7 @@ class Overlay2(Driver):
             if shown is not None:
                 cached = self._plans.get(layer_id)
                 if cached is not None and cached[1] is plan:  # planned for the mount point as it is
-                    quick = QuickMount.of(plan, cached[0], shown, self._view, mountinfo.shown_room(target, hint))
+                    quick = QuickMount.of(plan, cached[0], shown, self._view, mountinfo.statmount_room(target, hint))
                     if quick is not None:  # the layer's next get, after its put, repeats this mount
                         self._quick[layer_id] = quick
                 return shown[0]

@@ -120,7 +120,7 @@ def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntr
     if mid is None:
         return None
     if mid.unique and statmount_ok():
-        sm = statcalls.statmount(mid.mnt_id, _room(path, size_hint), brief=brief)
+        sm = statcalls.statmount(mid.mnt_id, statmount_room(path, size_hint), brief=brief)
         return MountEntry(sm.mnt_id, sm.mount_point, sm.fs_type, sm.source, sm.read_only,
                           option_blob=sm.option_blob)
     real = os.path.realpath(path)
@@ -129,11 +129,6 @@ def mount_at(path: str, size_hint: int = 0, *, brief: bool = False) -> MountEntr
         return None
     # Name the mount as statx does (current_mount_id): on 6.8+ that is the unique id, not mountinfo's.
     return replace(found[-1], mnt_id=mid.mnt_id) if mid.mnt_id else found[-1]
-
-
-def _room(path: str | bytes, size_hint: int) -> int:
-    """statmount's first buffer for the mount at ``path`` with ``size_hint`` bytes of options expected."""
-    return 2048 + len(path) + size_hint + (size_hint >> 3)
 
 
 def shown(path: str | bytes, magic: int, prefix: bytes, key: bytes,
@@ -145,13 +140,13 @@ def shown(path: str | bytes, magic: int, prefix: bytes, key: bytes,
     (:func:`mount_at`), it says neither yes nor no."""
     if not statmount_ok():
         return None
-    return statcalls.shown(os.fsencode(path), magic, prefix, key, shown_room(path, size_hint))
+    return statcalls.shown(os.fsencode(path), magic, prefix, key, statmount_room(path, size_hint))
 
 
-def shown_room(path: str | bytes, size_hint: int = 0) -> int:
-    """The first statmount buffer :func:`shown` gives the kernel (``size_hint``: bytes of options
-    expected)."""
-    return max(_room(path, size_hint), 1024)
+def statmount_room(path: str | bytes, size_hint: int = 0) -> int:
+    """statmount's first buffer for the mount at ``path`` (:func:`mount_at`, :func:`shown`), with
+    ``size_hint`` bytes of options expected."""
+    return 2048 + len(path) + size_hint + (size_hint >> 3)
 
 
 def current_mount_id(path: str) -> int | None:
