@@ -13,6 +13,7 @@ from test_overlay2 import shown_dirs
 from graphdriver import open_driver
 from graphdriver.errors import MountBusy
 from graphdriver.kernel import mountinfo, statcalls
+from graphdriver.kernel.overlay import mount_overlay
 
 
 @pytest.fixture
@@ -186,3 +187,27 @@ def test_threads_sharing_one_driver_count_one_mount_between_them(d) -> None:
     assert errors == []
     assert len(stacked) == 160 and set(stacked) == {1}  # mounted while held, never twice
     assert d.mount_count("b") == 0 and _overlays_at(path) == [] and d.verify() == []
+
+
+def test_an_uncounted_mount_left_at_the_mount_point_is_adopted_not_stacked_on(d) -> None:
+    """What a process that died between its mount and its count leaves: the layer's own overlay, counted
+    nowhere. A second overlay on the same work dir would empty that dir under the live mount (the kernel
+    only warns with index=off): the quick path looks before it mounts and leaves it to the general path."""
+    base = d.get("a")
+    with open(os.path.join(base, "f"), "w") as f:
+        f.write("lower")
+    d.put("a")
+    mount_overlay(d.plan("b"), d._view)  # as the dead process mounted it
+    path = d.mount_point("b")
+    left = mountinfo.current_mount_id(path)
+    assert d.get("b") == path
+    assert len(_overlays_at(path)) == 1 and mountinfo.current_mount_id(path) == left  # adopted, not stacked on
+    assert d.mount_count("b") == 2
+    with open(os.path.join(path, "f"), "a") as f:  # a copy-up: the live mount's work dir still serves
+        f.write(" and upper")
+    with open(os.path.join(d.diff_path("b"), "f")) as f:
+        assert f.read() == "lower and upper"
+    d.put("b")
+    assert mountinfo.current_mount_id(path) == left
+    d.put("b")
+    assert _overlays_at(path) == [] and d.mount_count("b") == 0
