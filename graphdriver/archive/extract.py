@@ -112,7 +112,37 @@ class TarExtractor:
         self._err.close()
 
     def _first_error(self) -> str:
+        """tar's first error line; led by what the filesystem lacks when it is full (tar reports a write
+        cut short by a full disk as ``Wrote only N of M bytes``, without the errno)."""
         self._err.seek(0)
         lines = [ln.strip() for ln in self._err.read().decode(errors="replace").splitlines() if ln.strip()]
         useful = [ln for ln in lines if "Exiting with failure" not in ln and "Removing leading" not in ln]
-        return (useful or lines or [f"tar exited with status {self.proc.returncode}"])[0][:400]
+        first = (useful or lines or [f"tar exited with status {self.proc.returncode}"])[0][:400]
+        full = no_room(self.dest)
+        return f"{full} (tar: {first})" if full else first
+
+
+#: Below this much free space (or with no inode free) a failed extraction is put down to a full disk.
+ROOM_MARGIN = 1 << 20
+
+
+def no_room(path: str) -> str | None:
+    """"no space left on <mount point> (<type>): N bytes free" (or "no inodes left ...") when the
+    filesystem holding ``path`` has less than :data:`ROOM_MARGIN` bytes or no inode left; else None."""
+    import psutil  # only a failed extraction needs it: one-shot calls stay quick to start
+
+    try:
+        st = os.statvfs(path)
+        real = os.path.realpath(path)
+        parts = [p for p in psutil.disk_partitions(all=True)
+                 if real == p.mountpoint or real.startswith(p.mountpoint.rstrip("/") + "/")]
+    except OSError:
+        return None
+    where = max(parts, key=lambda p: len(p.mountpoint), default=None)
+    name = f"{where.mountpoint} ({where.fstype})" if where else f"the filesystem holding {path}"
+    free = st.f_bfree * st.f_frsize  # as root: the reserved blocks too
+    if st.f_files and not st.f_ffree:
+        return f"no inodes left on {name}"
+    if free < ROOM_MARGIN:
+        return f"no space left on {name}: {free} bytes free"
+    return None

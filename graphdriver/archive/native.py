@@ -62,8 +62,11 @@ def probe_mount(workdir: str, extra: tuple[str, ...]) -> str | None:
         except OSError as e:
             return f"probe overlay mount failed ({e.strerror})"
         try:
-            with open(os.path.join(merged, "d", "f"), "w") as f:
-                f.write("x")
+            try:
+                with open(os.path.join(merged, "d", "f"), "w") as f:
+                    f.write("x")
+            except OSError as e:  # a full disk, say: the write names no file
+                raise OSError(e.errno, e.strerror, os.path.join(merged, "d", "f")) from None
             if overlay_opaque(os.path.join(base, "upper", "d")) == b"y":
                 return "the kernel copies the opaque xattr up with a directory (old overlay bug)"
             try:

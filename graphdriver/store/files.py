@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from typing import Any
 
 
+def write_all(fd: int, data: bytes, path: str, *, sync: bool = False) -> None:
+    """Write all of ``data`` to ``fd`` (then fsync it, with ``sync``): a short write (the filesystem filling
+    up) is carried on, and the error a write gets (ENOSPC, EDQUOT, EIO) names ``path``."""
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.write(fd, view)
+            if not n:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[n:]
+        if sync:
+            os.fsync(fd)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
+
+
 def write_atomic(path: str, data: bytes | str, mode: int = 0o600, *, sync: bool = False) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new content, never a mix."""
+    """Replace ``path`` with ``data`` so readers see the old or the new content, never a mix; on failure
+    (a full disk, say) ``path`` is as it was and no temporary file is left."""
     raw = data.encode() if isinstance(data, str) else data
     tmp = f"{path}.tmp-{os.getpid()}-{id(raw):x}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, raw)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            write_all(fd, raw, path, sync=sync)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def write_json(path: str, obj: Any, *, sync: bool = False) -> None:

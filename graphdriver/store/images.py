@@ -14,6 +14,7 @@ is reused, never applied twice. A load either completes or removes every layer i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -194,7 +195,8 @@ class ImageStore:
             for stale in os.listdir(self.tmp):  # a crashed load's decompressed copy (loads hold the lock)
                 os.unlink(os.path.join(self.tmp, stale))
             src = open_source(path, self.tmp, stdin)
-            created: list[str] = []
+            created: list[str] = []  # layers, then configs, this load made: undone if it fails
+            configs: list[str] = []
             try:
                 specs = read_images(src)
                 for spec in specs:
@@ -228,12 +230,16 @@ class ImageStore:
                 for spec in specs:
                     if not os.path.exists(self._config_path(spec.image_id)):
                         write_atomic(self._config_path(spec.image_id), spec.config)
+                        configs.append(self._config_path(spec.image_id))
                     tags = [normalize_ref(t) for t in spec.tags]
                     repos.update({t: spec.image_id for t in tags})
                     out.append(LoadedImage(spec.image_id, tags))
                 write_json(self._repos_path(), repos)
                 return out
             except BaseException:
+                for config in configs:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(config)
                 for layer_id in reversed(created):
                     try:
                         self._drop_layer(layer_id)
@@ -266,10 +272,17 @@ class ImageStore:
             for c in chain_ids(json.loads(config)["rootfs"]["diff_ids"]):
                 if not self._layer_present(hex_of(c)):
                     raise InvalidImage(f"layer {c} of the new image is missing")
-            write_atomic(self._config_path(image_id), config)
+            path = self._config_path(image_id)
+            new = not os.path.exists(path)
+            write_atomic(path, config)
             repos = self.repos()
             repos.update({normalize_ref(t): image_id for t in tags})
-            write_json(self._repos_path(), repos)
+            try:
+                write_json(self._repos_path(), repos)
+            except BaseException:
+                if new:  # not recorded without its names: the commit fails whole
+                    os.unlink(path)
+                raise
             return image_id
 
     def tag(self, ref: str, new_tag: str) -> str:

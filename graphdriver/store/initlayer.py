@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass
 
 from ..errors import GraphDriverError
+from .files import write_all
 
 HOST_RESOLV = "/etc/resolv.conf"
 #: What Docker falls back to when the host names only loopback resolvers (unreachable from a container).
@@ -172,7 +173,7 @@ def _apply(pfd: int, name: str, e: Entry, rootfs: str) -> None:
         os.unlink(name, dir_fd=pfd)
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, e.mode, dir_fd=pfd)
     try:
-        os.write(fd, e.content or b"")
+        write_all(fd, e.content or b"", os.path.join(rootfs, e.path.lstrip("/")))
         os.fchmod(fd, e.mode)
     finally:
         os.close(fd)

@@ -1,0 +1,119 @@
+"""A full disk: one clear error naming what ran out, nothing half-made left, and the same call working
+once there is room again. Each backend's root sits on a small tmpfs of its own, filled for real."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+
+import pytest
+
+from graphdriver import Driver, open_driver
+from graphdriver.errors import ApplyFailed, GraphDriverError
+from graphdriver.kernel import syscalls
+from graphdriver.store.files import write_atomic
+
+from .util import read, root_state, write
+
+SIZE = 4 << 20
+
+
+@pytest.fixture
+def disk(root: str) -> Iterator[str]:
+    """A 4 MiB tmpfs under ``root``: the filesystem the tests fill."""
+    mnt = os.path.join(root, "disk")
+    os.mkdir(mnt)
+    syscalls.mount("tmpfs", mnt, "tmpfs", 0, f"size={SIZE},mode=0755")
+    try:
+        yield mnt
+    finally:
+        syscalls.umount2(mnt, syscalls.MNT_DETACH)
+
+
+@pytest.fixture
+def store(disk: str, backend: str) -> Driver:
+    return open_driver(os.path.join(disk, "store"), backend)
+
+
+def fill(disk: str, leave: int = 0) -> str:
+    """Fill ``disk`` until fewer than ``leave`` bytes (rounded to pages) are free; the filler's path."""
+    path = os.path.join(disk, "filler")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    chunk = b"\0" * 65536
+    try:
+        while True:
+            st = os.statvfs(disk)
+            room = st.f_bfree * st.f_frsize - leave
+            if room <= 0:
+                break
+            os.write(fd, chunk[:min(len(chunk), room)])
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return path
+
+
+def tar_with(name: str, size: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        tf.addfile(info, io.BytesIO(os.urandom(size)))
+    return buf.getvalue()
+
+
+def test_creating_a_layer_on_a_full_disk_fails_whole_and_works_once_there_is_room(store: Driver, disk: str) -> None:
+    store.create("base")
+    write(os.path.join(store.get("base"), "kept"), "x" * 100_000)
+    store.put("base")
+    filler = fill(disk)
+    before = root_state(store.root)
+    with pytest.raises((OSError, GraphDriverError)) as err:
+        store.create("child", "base")
+    assert "No space left on device" in str(err.value) and store.root in str(err.value)  # names where
+    assert root_state(store.root) == before and store.layers() == ["base"]
+    os.unlink(filler)
+    store.create("child", "base")
+    assert read(os.path.join(store.get("child"), "kept")) == "x" * 100_000
+    store.put("child")
+
+
+def test_the_cli_says_it_in_one_line(store: Driver, disk: str) -> None:
+    store.create("base")
+    fill(disk)
+    r = subprocess.run([sys.executable, "-m", "graphdriver", "--root", store.root, "layer", "create", "child",
+                        "--parent", "base"], capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "No space left on device" in lines[0] and store.root in lines[0], lines[0]
+    assert store.layers() == ["base"]
+
+
+def test_applying_a_tar_on_a_full_disk_names_the_filesystem_and_changes_nothing(store: Driver, disk: str) -> None:
+    store.create("base")
+    data = tar_with("big", 1 << 20)
+    filler = fill(disk, leave=256 << 10)
+    before = root_state(store.root)
+    with pytest.raises(ApplyFailed, match=rf"layer base failed: no space left on {disk} \(tmpfs\): \d+ bytes free"):
+        store.apply_diff("base", None, io.BytesIO(data))
+    assert root_state(store.root) == before
+    os.unlink(filler)
+    assert store.apply_diff("base", None, io.BytesIO(data)) == 1 << 20
+    assert os.path.getsize(os.path.join(store.get("base"), "big")) == 1 << 20
+    store.put("base")
+
+
+def test_a_small_file_replaced_on_a_full_disk_keeps_its_old_content(disk: str) -> None:
+    path = os.path.join(disk, "record")
+    write_atomic(path, b"old")
+    fill(disk, leave=4096)  # room for a page at most: the write below is cut short, then refused
+    with pytest.raises(OSError) as err:
+        write_atomic(path, b"n" * 40_000)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == path
+    assert read(path) == "old" and sorted(os.listdir(disk)) == ["filler", "record"]  # no temporary left
