@@ -195,7 +195,7 @@ class ImageStore:
             for stale in os.listdir(self.tmp):  # a crashed load's decompressed copy (loads hold the lock)
                 os.unlink(os.path.join(self.tmp, stale))
             src = open_source(path, self.tmp, stdin)
-            created: list[str] = []  # layers, then configs, this load made: undone if it fails
+            created: list[str] = []  # the layers and the configs this load makes: undone if it fails
             configs: list[str] = []
             try:
                 specs = read_images(src)
@@ -281,7 +281,8 @@ class ImageStore:
                 write_json(self._repos_path(), repos)
             except BaseException:
                 if new:  # not recorded without its names: the commit fails whole
-                    os.unlink(path)
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
                 raise
             return image_id
 
