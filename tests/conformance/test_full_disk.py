@@ -12,51 +12,25 @@ import tarfile
 from collections.abc import Iterator
 
 import pytest
+from support.fulldisk import fill, small_tmpfs
 
 from graphdriver import Driver, open_driver
 from graphdriver.errors import ApplyFailed, GraphDriverError
-from graphdriver.kernel import syscalls
 from graphdriver.store.files import write_atomic
 
 from .util import read, root_state, write
-
-SIZE = 4 << 20
 
 
 @pytest.fixture
 def disk(root: str) -> Iterator[str]:
     """A 4 MiB tmpfs under ``root``: the filesystem the tests fill."""
-    mnt = os.path.join(root, "disk")
-    os.mkdir(mnt)
-    syscalls.mount("tmpfs", mnt, "tmpfs", 0, f"size={SIZE},mode=0755")
-    try:
+    with small_tmpfs(os.path.join(root, "disk")) as mnt:
         yield mnt
-    finally:
-        syscalls.umount2(mnt, syscalls.MNT_DETACH)
 
 
 @pytest.fixture
 def store(disk: str, backend: str) -> Driver:
     return open_driver(os.path.join(disk, "store"), backend)
-
-
-def fill(disk: str, leave: int = 0) -> str:
-    """Fill ``disk`` until fewer than ``leave`` bytes (rounded to pages) are free; the filler's path."""
-    path = os.path.join(disk, "filler")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    chunk = b"\0" * 65536
-    try:
-        while True:
-            st = os.statvfs(disk)
-            room = st.f_bfree * st.f_frsize - leave
-            if room <= 0:
-                break
-            os.write(fd, chunk[:min(len(chunk), room)])
-    except OSError as e:
-        assert e.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    return path
 
 
 def tar_with(name: str, size: int) -> bytes:

@@ -4,40 +4,23 @@ as they were (no half-made container, layer, record or temporary file)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from imgkit import docker_archive, layer_tar
+from support.fulldisk import fill, small_tmpfs
 
 from graphdriver import open_driver
 from graphdriver.errors import GraphDriverError
-from graphdriver.kernel import syscalls
 from graphdriver.store.containers import ContainerStore
 from graphdriver.store.images import ImageStore
 
 
 @pytest.fixture
-def disk(root: str):
-    mnt = os.path.join(root, "disk")
-    os.mkdir(mnt)
-    syscalls.mount("tmpfs", mnt, "tmpfs", 0, "size=4m,mode=0755")
-    try:
+def disk(root: str) -> Iterator[str]:
+    """A 4 MiB tmpfs under ``root``: the filesystem the tests fill."""
+    with small_tmpfs(os.path.join(root, "disk")) as mnt:
         yield mnt
-    finally:
-        syscalls.umount2(mnt, syscalls.MNT_DETACH)
-
-
-def fill(disk: str, leave: int) -> str:
-    """Fill ``disk`` until ``leave`` bytes (or fewer) are free; the filler's path."""
-    path = os.path.join(disk, "filler")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        while (room := os.statvfs(disk).f_bfree * os.statvfs(disk).f_frsize - leave) > 0:
-            os.write(fd, b"\0" * min(65536, room))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return path
 
 
 def temporaries(top: str) -> list[str]:
