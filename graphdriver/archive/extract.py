@@ -118,17 +118,20 @@ class TarExtractor:
         lines = [ln.strip() for ln in self._err.read().decode(errors="replace").splitlines() if ln.strip()]
         useful = [ln for ln in lines if "Exiting with failure" not in ln and "Removing leading" not in ln]
         first = (useful or lines or [f"tar exited with status {self.proc.returncode}"])[0][:400]
-        full = no_room(self.dest)
+        full = no_room(self.dest, first)
         return f"{full} (tar: {first})" if full else first
 
 
-#: Below this much free space (or with no inode free) a failed extraction is put down to a full disk.
-ROOM_MARGIN = 1 << 20
+#: How GNU tar words a write the filesystem refused for room: a short write has no errno at all.
+_NO_ROOM = ("No space left on device", "Disk quota exceeded", "Wrote only")
 
 
-def no_room(path: str) -> str | None:
-    """"no space left on <mount point> (<type>): N bytes free" (or "no inodes left ...") when the
-    filesystem holding ``path`` has less than :data:`ROOM_MARGIN` bytes or no inode left; else None."""
+def no_room(path: str, tar_error: str) -> str | None:
+    """When ``tar_error`` is a write refused for room: what the filesystem holding ``path`` lacks —
+    ``no space left on <mount point> (<type>): N bytes free``, ``no inodes left on ...`` or ``disk quota
+    exceeded on ...``; else None."""
+    if not any(words in tar_error for words in _NO_ROOM):
+        return None
     import psutil  # only a failed extraction needs it: one-shot calls stay quick to start
 
     try:
@@ -140,9 +143,8 @@ def no_room(path: str) -> str | None:
         return None
     where = max(parts, key=lambda p: len(p.mountpoint), default=None)
     name = f"{where.mountpoint} ({where.fstype})" if where else f"the filesystem holding {path}"
-    free = st.f_bfree * st.f_frsize  # as root: the reserved blocks too
+    if "Disk quota exceeded" in tar_error:
+        return f"disk quota exceeded on {name}"
     if st.f_files and not st.f_ffree:
         return f"no inodes left on {name}"
-    if free < ROOM_MARGIN:
-        return f"no space left on {name}: {free} bytes free"
-    return None
+    return f"no space left on {name}: {st.f_bfree * st.f_frsize} bytes free"  # as root: reserved blocks too

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -15,6 +16,7 @@ import pytest
 from support.fulldisk import fill, small_tmpfs
 
 from graphdriver import Driver, open_driver
+from graphdriver.archive.extract import no_room
 from graphdriver.errors import ApplyFailed, GraphDriverError
 from graphdriver.store.files import write_atomic
 
@@ -91,3 +93,17 @@ def test_a_small_file_replaced_on_a_full_disk_keeps_its_old_content(disk: str) -
         write_atomic(path, b"n" * 40_000)
     assert err.value.errno == errno.ENOSPC and err.value.filename == path
     assert read(path) == "old" and sorted(os.listdir(disk)) == ["filler", "record"]  # no temporary left
+
+
+def test_a_tar_error_is_put_down_to_the_filesystem_only_when_tar_says_it_had_no_room(root: str, disk: str) -> None:
+    fill(disk)
+    assert no_room(disk, "tar: x: Cannot open: Permission denied") is None
+    assert re.fullmatch(rf"no space left on {disk} \(tmpfs\): \d+ bytes free",
+                        no_room(disk, "tar: x: Wrote only 512 of 10240 bytes") or "")
+    with small_tmpfs(os.path.join(root, "few"), inodes=8) as few:
+        try:
+            for i in range(8):
+                os.mkdir(os.path.join(few, str(i)))
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+        assert no_room(few, "tar: d/f: Cannot open: No space left on device") == f"no inodes left on {few} (tmpfs)"

@@ -11,10 +11,11 @@ from graphdriver.kernel import syscalls
 
 
 @contextmanager
-def small_tmpfs(path: str, size: int = 4 << 20) -> Iterator[str]:
-    """A tmpfs of ``size`` bytes mounted at ``path`` (made here), detached afterwards."""
+def small_tmpfs(path: str, size: int = 4 << 20, inodes: int = 0) -> Iterator[str]:
+    """A tmpfs of ``size`` bytes (and ``inodes`` inodes, when given) mounted at ``path`` (made here),
+    detached afterwards."""
     os.mkdir(path)
-    syscalls.mount("tmpfs", path, "tmpfs", 0, f"size={size},mode=0755")
+    syscalls.mount("tmpfs", path, "tmpfs", 0, f"size={size},mode=0755" + (f",nr_inodes={inodes}" if inodes else ""))
     try:
         yield path
     finally:
