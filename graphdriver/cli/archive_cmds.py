@@ -11,6 +11,7 @@ from typing import BinaryIO
 from plumbum import cli
 
 from ..archive.diff import KIND_LETTER
+from ..store.files import replacing
 from .app import emit, top
 
 PROGRESS_MIN = 32 << 20  # show progress for inputs at least this big (or of unknown size)
@@ -89,10 +90,8 @@ class LayerDiff(cli.Application):
                 shutil.copyfileobj(stream, sys.stdout.buffer, 1 << 20)
                 sys.stdout.buffer.flush()
             else:
-                tmp = self.output_path + ".partial"
-                with open(tmp, "wb") as out:
+                with replacing(self.output_path) as out:
                     shutil.copyfileobj(stream, out, 1 << 20)
-                os.replace(tmp, self.output_path)
         return 0
 
 

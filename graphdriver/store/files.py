@@ -6,7 +6,9 @@ import contextlib
 import errno
 import json
 import os
-from typing import Any
+import tempfile
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 
 def write_all(fd: int, data: bytes, path: str, *, sync: bool = False) -> None:
@@ -40,6 +42,26 @@ def write_atomic(path: str, data: bytes | str, mode: int = 0o600, *, sync: bool 
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def replacing(path: str, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A file to write that replaces ``path`` once the block ends without error (a temporary file next
+    to it, renamed over it). On any error ``path`` is as it was, nothing else is left, and an error that
+    names no file (a full disk, say) names ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:
+            raise OSError(e.errno, e.strerror, path) from None
         raise
 
 

@@ -234,8 +234,10 @@ def open_source(path: str, tmpdir: str, stdin: BinaryIO | None = None) -> Source
                     chunk = src.read(CHUNK)
                 decoder.finish()
             return TarSource(tmp, label=label, cleanup=tmp)
-        except BaseException:
+        except BaseException as e:
             os.unlink(tmp)
+            if isinstance(e, OSError) and not e.filename:  # a full disk, say: name where it was writing
+                raise OSError(e.errno, e.strerror, tmpdir) from None
             raise
     finally:
         if path != "-":

@@ -28,7 +28,7 @@ from typing import BinaryIO
 from ..driver import Driver
 from ..errors import GraphDriverError, ImageInUse, ImageNotFound, InvalidImage
 from . import tarsplit
-from .files import read_json, write_atomic, write_json
+from .files import read_json, replacing, write_atomic, write_json
 from .imageio import (
     chain_ids,
     check_digest,
@@ -399,16 +399,8 @@ class ImageStore:
                 write_image_tar(sys.stdout.buffer, images)
                 sys.stdout.buffer.flush()
                 return
-            out_dir = os.path.dirname(os.path.abspath(out_path))
-            fd, tmp = tempfile.mkstemp(prefix=".save-", dir=out_dir)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    write_image_tar(out, images)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, out_path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            with replacing(out_path) as out:
+                write_image_tar(out, images)
 
 
 def check_image_id(image_id: str) -> str:

@@ -107,3 +107,17 @@ def test_a_tar_error_is_put_down_to_the_filesystem_only_when_tar_says_it_had_no_
         except OSError as e:
             assert e.errno == errno.ENOSPC
         assert no_room(few, "tar: d/f: Cannot open: No space left on device") == f"no inodes left on {few} (tmpfs)"
+
+
+def test_a_diff_written_to_a_full_disk_leaves_the_old_file_and_nothing_else(driver: Driver, disk: str) -> None:
+    driver.create("base")
+    write(os.path.join(driver.get("base"), "big"), "b" * 300_000)
+    driver.put("base")
+    out = os.path.join(disk, "base.tar")
+    write(out, "an older export")
+    fill(disk)
+    r = subprocess.run([sys.executable, "-m", "graphdriver", "--root", driver.root, "layer", "diff", "base",
+                        "-o", out], capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and lines == [f"graphdriver: No space left on device ({out})"], r.stderr
+    assert read(out) == "an older export" and sorted(os.listdir(disk)) == ["base.tar", "filler"]

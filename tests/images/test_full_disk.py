@@ -3,6 +3,7 @@ as they were (no half-made container, layer, record or temporary file)."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 
@@ -110,3 +111,23 @@ def test_a_commit_on_a_filling_disk_makes_its_image_whole_or_not_at_all(root: st
     assert failed >= 3
     new = cs.commit("web", "app:2")
     assert cs.images.resolve("app:2") == new and len(cs.images.chain(new)) == 2
+
+
+def test_save_to_a_full_disk_and_a_compressed_load_on_one_say_where_and_leave_nothing(root: str, disk: str,
+                                                                                       gd) -> None:
+    built = docker_archive(os.path.join(root, "img.tar"), [layer_tar({"a": "a" * 30000})], ["app:1"],
+                           gzip_outer=True)
+    gd("image", "load", "-i", built.path, check=True)
+    out = os.path.join(disk, "app.tar")
+    fill(disk)
+    r = gd("image", "save", "app:1", "-o", out)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [f"graphdriver: No space left on device ({out})"]
+    assert os.listdir(disk) == ["filler"]
+    store_root = os.path.join(disk, "store")  # a store on the full disk: the archive is decompressed there first
+    os.unlink(os.path.join(disk, "filler"))
+    images = ImageStore(store_root, open_driver(store_root))
+    fill(disk)
+    with pytest.raises(OSError) as err:
+        images.load(built.path)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == images.tmp
+    assert os.listdir(images.tmp) == [] and images.ids() == [] and images.driver.layers() == []
