@@ -244,8 +244,8 @@ class ContainerStore:
 
     def prune_images(self, all_unused: bool = False) -> tuple[list[str], int]:
         """``image prune``: remove the images no container uses that have no name (``all_unused``: every
-        image no container uses), and the layers only they held. Returns what was done (``image rm``'s
-        lines) and the bytes of layer content freed."""
+        image no container uses), the layers only they held, and layers no image holds. Returns what was
+        done (``image rm``'s lines) and the bytes of layer content freed."""
         with self.lock.held():
             in_use = self.images_in_use()
             done: list[str] = []
@@ -257,7 +257,25 @@ class ContainerStore:
                 lines, dropped = self.images.remove_freeing(image_id, in_use)
                 done += lines
                 freed += sum(sizes[c] for c in dropped)
-            return done, freed
+            lines, loose = self._drop_loose_layers()
+            return done + lines, freed + loose
+
+    def _drop_loose_layers(self) -> tuple[list[str], int]:
+        """Image layers that no image holds — what a load or a commit killed before its image was recorded
+        leaves — removed top first (a layer anything is built on stays); ``image rm``'s lines for them
+        and the bytes freed. The lock is held (a load in progress holds it too)."""
+        held = {c for image_id in self.images.ids() for c in self.images.chain(image_id)}
+        loose = {"sha256:" + n[:-len(".json")] for n in os.listdir(self.images.layerdb) if n.endswith(".json")}
+        loose -= held
+        done: list[str] = []
+        freed = 0
+        while tops := [c for c in sorted(loose) if not self.driver.children(c.split(":", 1)[1])]:
+            for c in tops:
+                freed += int(self.images.layer_info(c).get("size", 0))
+                self.images._drop_layer(c.split(":", 1)[1])
+                done.append(f"Deleted: {c}")
+                loose.discard(c)
+        return done, freed
 
     # -- mounts and contents ----------------------------------------------------------------------
     def mount(self, ref: str) -> str:

@@ -56,3 +56,30 @@ def test_prune_all_keeps_only_what_containers_use(tmp_path, store, gd):
     gd("container", "rm", "user", check=True)
     assert gd("image", "prune", check=True).stdout.startswith("Deleted Images:\n")  # now unused, and unnamed
     assert store.images.ids() == [] and store.driver.layers() == []
+
+
+def test_prune_takes_the_layers_a_killed_load_left_and_a_new_load_is_whole(tmp_path, store, root):
+    import subprocess
+    import sys
+
+    built = docker_archive(str(tmp_path / "two.tar"), [_layer("first", 40_000), _layer("second")], ["two:1"])
+    kill_at_second_layer = (
+        "import os, sys; from graphdriver import open_driver; from graphdriver.store.images import ImageStore\n"
+        "s = ImageStore(sys.argv[1], open_driver(sys.argv[1]))\n"
+        "apply, calls = s._apply, []\n"
+        "def dies_at_the_second(*a):\n"
+        "    calls.append(a)\n"
+        "    if len(calls) == 2:\n"
+        "        os._exit(9)\n"
+        "    apply(*a)\n"
+        "s._apply = dies_at_the_second\n"
+        "s.load(sys.argv[2])\n"
+    )
+    assert subprocess.run([sys.executable, "-c", kill_at_second_layer, root, built.path]).returncode == 9
+    first = built.chain_ids[0]
+    assert store.images.ids() == [] and store.driver.layers() == [hex_of(first)]  # complete, held by no image
+    done, freed = store.prune_images()
+    assert done == [f"Deleted: {first}"] and freed == 40_000
+    assert store.driver.layers() == [] and os.listdir(store.images.layerdb) == []
+    [loaded] = store.images.load(built.path)
+    assert store.images.chain(loaded.image_id) == built.chain_ids and store.prune_images() == ([], 0)
