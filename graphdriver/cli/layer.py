@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from plumbum import cli
 
 from ..kernel import probe
 from .app import CommandGroup, GraphDriverApp, emit, top
+from .image import container_store
 
 
 def layer_inspect(driver, layer_id: str) -> dict:
@@ -49,10 +52,12 @@ class VerifyCmd(cli.Application):
 
 @GraphDriverApp.subcommand("cleanup")
 class CleanupCmd(cli.Application):
-    """Unmount every mount under this root and remove half-made layers."""
+    """Unmount every mount under this root and remove half-made layers (and containers)."""
 
     def main(self) -> int:
         d = top(self).driver()
+        if os.path.isdir(os.path.join(d.root, "containers")):  # containers a kill cut short: their layers go
+            container_store(self).recover()
         d.cleanup()
         emit(self, {"Cleaned": d.root}, f"cleaned {d.root}")
         return 0

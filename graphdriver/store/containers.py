@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import ContainerNotFound, ContainerRunning, GraphDriverError, LayerNotMounted, NameInUse
 from . import initlayer
-from .files import read_json, write_json
+from .files import read_json, write_atomic, write_json
 from .images import ImageStore, normalize_ref
 
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
@@ -150,6 +150,7 @@ class ContainerStore:
             raise GraphDriverError(f"invalid hostname {hostname!r}")
         addresses = initlayer.netns_addresses(netns) if netns else []
         with self.lock.held():
+            self.recover()
             image_id = self.images.resolve(image_ref)
             if name and any(c.name == name for c in self.all()):
                 raise NameInUse(f"container name {name} is already in use")
@@ -159,6 +160,7 @@ class ContainerStore:
             entries = initlayer.plan(c.hostname, addresses, extra, c.dns, initlayer.read_host_resolv())
             top = self.images.top_layer(image_id)
             made: list[str] = []
+            write_atomic(self._creating(cid), "")  # a kill from here to the record: recover() undoes it
             try:
                 self.driver.create(c.init_layer, top)
                 made.append(c.init_layer)
@@ -176,8 +178,34 @@ class ContainerStore:
                         self.driver.remove(layer)
                     except GraphDriverError:
                         pass
+                os.unlink(self._creating(cid))
                 raise
+            os.unlink(self._creating(cid))
             return c
+
+    def _creating(self, cid: str) -> str:
+        """The mark of a create in progress: there from before its first layer until its record."""
+        return os.path.join(self.dir, cid + ".creating")
+
+    def recover(self) -> list[str]:
+        """Undo the creates a kill cut short (a mark without a record: their layers are removed; with its
+        record the create had finished). The ids of those undone; the lock is held by the caller or
+        taken here, so no create in progress is touched."""
+        undone = []
+        with self.lock.held():
+            for n in os.listdir(self.dir):
+                if not n.endswith(".creating"):
+                    continue
+                cid = n[:-len(".creating")]
+                if not os.path.exists(self._path(cid)):
+                    for layer in (cid, cid + "-init"):  # the rw layer (built on the init layer) first
+                        if self.driver.exists(layer):
+                            for _ in range(self.driver.mount_count(layer)):  # only the dead create held it
+                                self.driver.put(layer)
+                            self.driver.remove(layer)
+                    undone.append(cid)
+                os.unlink(os.path.join(self.dir, n))
+        return undone
 
     def running_pid(self, c: Container) -> int | None:
         """The pid of the ``container run`` holding this container, or None."""
@@ -247,6 +275,7 @@ class ContainerStore:
         image no container uses), the layers only they held, and layers no image holds. Returns what was
         done (``image rm``'s lines) and the bytes of layer content freed."""
         with self.lock.held():
+            self.recover()  # a container create cut short holds image layers
             in_use = self.images_in_use()
             done: list[str] = []
             freed = 0
