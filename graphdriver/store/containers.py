@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import ContainerNotFound, ContainerRunning, GraphDriverError, LayerNotMounted, NameInUse
 from . import initlayer
-from .files import read_json, write_atomic, write_json
+from .files import read_json, write_json
 from .images import ImageStore, normalize_ref
+from .marks import WorkMarks
 
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})?")
@@ -103,6 +104,7 @@ class ContainerStore:
         self.lock = images.lock
         self.dir = os.path.join(images.root, "containers")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self._creating = WorkMarks(self.dir, ".creating")  # from before a create's first layer to its record
 
     def _path(self, cid: str) -> str:
         return os.path.join(self.dir, cid + ".json")
@@ -160,43 +162,35 @@ class ContainerStore:
             entries = initlayer.plan(c.hostname, addresses, extra, c.dns, initlayer.read_host_resolv())
             top = self.images.top_layer(image_id)
             made: list[str] = []
-            write_atomic(self._creating(cid), "")  # a kill from here to the record: recover() undoes it
-            try:
-                self.driver.create(c.init_layer, top)
-                made.append(c.init_layer)
-                path = self.driver.get(c.init_layer)
+            with self._creating.around(cid):  # a kill from here to the record: recover() undoes it
                 try:
-                    initlayer.write(path, entries)
-                finally:
-                    self.driver.put(c.init_layer)
-                self.driver.create(c.rw_layer, c.init_layer, rw=True)
-                made.append(c.rw_layer)
-                write_json(self._path(cid), asdict(c))
-            except BaseException:
-                for layer in reversed(made):
+                    self.driver.create(c.init_layer, top)
+                    made.append(c.init_layer)
+                    path = self.driver.get(c.init_layer)
                     try:
-                        self.driver.remove(layer)
-                    except GraphDriverError:
-                        pass
-                os.unlink(self._creating(cid))
-                raise
-            os.unlink(self._creating(cid))
+                        initlayer.write(path, entries)
+                    finally:
+                        self.driver.put(c.init_layer)
+                    self.driver.create(c.rw_layer, c.init_layer, rw=True)
+                    made.append(c.rw_layer)
+                    write_json(self._path(cid), asdict(c))
+                except BaseException:
+                    for layer in reversed(made):
+                        try:
+                            self.driver.remove(layer)
+                        except GraphDriverError:
+                            pass
+                    raise
             return c
 
-    def _creating(self, cid: str) -> str:
-        """The mark of a create in progress: there from before its first layer until its record."""
-        return os.path.join(self.dir, cid + ".creating")
-
     def recover(self) -> list[str]:
-        """Undo the creates a kill cut short (a mark without a record: their layers are removed; with its
-        record the create had finished). The ids of those undone; the lock is held by the caller or
-        taken here, so no create in progress is touched."""
+        """Undo what kills cut short: image layers half applied (:meth:`ImageStore.recover`), and creates
+        whose mark has no record (their layers are unmounted and removed; with a record the create had
+        finished). The container ids undone; the lock is held by the caller or taken here."""
         undone = []
         with self.lock.held():
-            for n in os.listdir(self.dir):
-                if not n.endswith(".creating"):
-                    continue
-                cid = n[:-len(".creating")]
+            self.images.recover()
+            for cid in self._creating.left():
                 if not os.path.exists(self._path(cid)):
                     for layer in (cid, cid + "-init"):  # the rw layer (built on the init layer) first
                         if self.driver.exists(layer):
@@ -204,7 +198,7 @@ class ContainerStore:
                                 self.driver.put(layer)
                             self.driver.remove(layer)
                     undone.append(cid)
-                os.unlink(os.path.join(self.dir, n))
+                self._creating.clear(cid)
         return undone
 
     def running_pid(self, c: Container) -> int | None:

@@ -40,6 +40,7 @@ from .imageio import (
 from .imagewrite import SaveImage, write_image_tar
 from .layerstream import LayerStream
 from .locks import RootLock
+from .marks import WorkMarks
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*(?::[0-9]+)?(?:/[a-z0-9][a-z0-9._-]*)*")
 _TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
@@ -86,6 +87,7 @@ class ImageStore:
         for d in (self.dir, self.configs, self.layerdb, self.tmp):
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.lock = RootLock(os.path.join(self.dir, ".lock"))
+        self._applying = WorkMarks(self.layerdb, ".applying")  # from a layer's create to its record
 
     # -- references -------------------------------------------------------------------------------
     def _repos_path(self) -> str:
@@ -157,6 +159,15 @@ class ImageStore:
             self.driver.remove(layer_id)  # a driver layer without its record: a crashed load's leftover
         return False
 
+    def recover(self) -> None:
+        """Remove the layers whose apply a kill cut short (marked, no record yet); the lock is held by the
+        caller or taken here."""
+        with self.lock.held():
+            for layer_id in self._applying.left():
+                if not os.path.exists(os.path.join(self.layerdb, layer_id + ".json")):
+                    self._drop_layer(layer_id)
+                self._applying.clear(layer_id)
+
     def _drop_layer(self, layer_id: str) -> None:
         for suffix in (".json", ".tarsplit"):
             try:
@@ -168,7 +179,13 @@ class ImageStore:
 
     def _apply(self, layer_id: str, parent: str | None, raw: BinaryIO, diff_id: str, blob_digest: str | None,
                progress: Callable[[int], None] | None) -> None:
-        """Create and fill one image layer, verifying its digests; on any failure nothing remains."""
+        """Create and fill one image layer, verifying its digests; on any failure nothing remains (and
+        after a kill, :meth:`recover` removes what was made)."""
+        with self._applying.around(layer_id):
+            self._apply_marked(layer_id, parent, raw, diff_id, blob_digest, progress)
+
+    def _apply_marked(self, layer_id: str, parent: str | None, raw: BinaryIO, diff_id: str,
+                      blob_digest: str | None, progress: Callable[[int], None] | None) -> None:
         self.driver.create(layer_id, parent)
         try:
             stream = LayerStream(raw, progress)
@@ -194,6 +211,7 @@ class ImageStore:
         with self.lock.held():
             for stale in os.listdir(self.tmp):  # a crashed load's decompressed copy (loads hold the lock)
                 os.unlink(os.path.join(self.tmp, stale))
+            self.recover()  # and a crashed load's half-applied layer
             src = open_source(path, self.tmp, stdin)
             created: list[str] = []  # the layers and the configs this load makes: undone if it fails
             configs: list[str] = []

@@ -1,5 +1,5 @@
-"""A ``container create`` killed part way: its layers are found and removed (by the next create,
-``image prune`` or ``cleanup``), never listed as a container, and the image can go with its layers."""
+"""A ``container create`` or an ``image load`` killed part way: what it made is found and removed (by
+the next create or load, ``image prune`` or ``cleanup``), never listed, and never holds other layers."""
 
 from __future__ import annotations
 
@@ -59,3 +59,31 @@ def test_a_create_killed_part_way_is_undone(tmp_path, store, gd, root: str, poin
     assert store.driver.layers() == [] and store.all() == []
     assert not [e for e in mountinfo.mounts_under(root)]
     assert [n for n in os.listdir(store.dir) if n.endswith(".creating")] == []
+
+
+_LOADER = (
+    "import os, sys\n"
+    "from graphdriver import open_driver\n"
+    "from graphdriver.store.images import ImageStore\n"
+    "s = ImageStore(sys.argv[1], open_driver(sys.argv[1]))\n"
+    "s.driver.apply_diff = lambda *a: os._exit(9)  # killed with the layer made, its content half there\n"
+    "s.load(sys.argv[2])\n"
+)
+
+
+@pytest.mark.parametrize("recovered_by", ["image prune", "cleanup", "the next load"])
+def test_a_load_killed_inside_a_layer_leaves_nothing_once_recovered(tmp_path, store, gd, root: str,
+                                                                     recovered_by: str) -> None:
+    killed = docker_archive(str(tmp_path / "a.tar"), [layer_tar({"a": "a"})], ["a:1"])
+    other = docker_archive(str(tmp_path / "b.tar"), [layer_tar({"b": "b"})], ["b:1"])
+    assert subprocess.run([sys.executable, "-c", _LOADER, root, killed.path]).returncode == 9
+    assert store.images.ids() == [] and len(store.driver.layers()) == 1  # made, in no image, no record
+    if recovered_by == "the next load":
+        store.images.load(other.path)  # another image: the leftover is not in its way, and still goes
+        assert store.driver.layers() == [other.chain_ids[0].split(":")[1]]
+    else:
+        gd(*recovered_by.split(), check=True)
+        assert store.driver.layers() == []
+    assert [n for n in os.listdir(store.images.layerdb) if not n.startswith(other.chain_ids[0].split(":")[1])] == []
+    store.images.load(killed.path)
+    assert store.images.resolve("a:1") == killed.image_id
