@@ -29,7 +29,7 @@ from .ids import check_id
 from .kernel import mountinfo, probe, quota
 from .kernel.unmount import unmount
 from .mounts import Drift, MountRefs, MountState
-from .store.files import read_json, read_text, write_atomic, write_json
+from .store.files import read_json, read_text, touch, write_atomic, write_json
 from .store.locks import RootLock
 from .store.refs import RefStore, prune_runtime, runtime_dir
 
@@ -123,7 +123,7 @@ class Driver(MountRefs, DiffMixin, ABC):
                     self._limit(stage, size)
                 write_json(self._meta_path(layer_id), {"parent": parent or "", "rw": rw, "created": time.time()})
                 if parent is not None:  # before the layer is visible: a parent never misses a child
-                    write_atomic(self._child_marker(parent, layer_id), "")
+                    touch(self._child_marker(parent, layer_id))
                 self.publish_layer(stage, layer_id, parent)
             except BaseException:
                 shutil.rmtree(stage, ignore_errors=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import os
 import shutil
 
 from .driver import _REGISTRY, Driver
 from .errors import DriverMismatch, DriverUnsupported, NotRoot
-from .store.files import read_text, write_atomic
+from .store.files import read_text, write_all
 
 DEFAULT_ROOT = "/var/lib/graphdriver"
 #: The built-in backends (each in its own module under graphdriver/drivers/), in the order the default
@@ -61,7 +62,9 @@ def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
     try:
         return _open(root, name, options)
     except BaseException:
-        if made:  # a refused open leaves no trace: not even the root directory it had to make to probe
+        # A refused open leaves no trace: not even the root directory it had to make to probe — unless
+        # another process opening it at the same time has claimed it meanwhile.
+        if made and not read_text(_record_path(root)):
             shutil.rmtree(root, ignore_errors=True)
         raise
 
@@ -80,6 +83,30 @@ def _open(root: str, name: str | None, options: dict[str, str] | None) -> Driver
         raise DriverUnsupported(f"driver {name} cannot run at {root}: {why}")
     driver = cls(root, options)
     if not recorded:
-        write_atomic(_record_path(root), name + "\n", 0o644)
+        claimed = _claim(root, name)
+        if claimed != name:  # another process opened the new root first, with another driver
+            raise DriverMismatch(f"root {root} was created with driver {claimed}; it cannot be opened with {name}")
     return driver
+
+
+def _claim(root: str, name: str) -> str:
+    """Record ``name`` as the root's driver unless a driver is recorded already; the recorded one. Under
+    a lock on the root directory (of two processes opening a new root at once, one records, the other
+    reads it), in one write to the record itself: no temporary file for a kill to leave, and a record
+    found empty under the lock (a claim cut short) is claimed again."""
+    path = _record_path(root)
+    dfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(dfd, fcntl.LOCK_EX)
+        recorded = read_text(path)
+        if recorded:
+            return recorded
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            write_all(fd, f"{name}\n".encode(), path)
+        finally:
+            os.close(fd)
+        return name
+    finally:
+        os.close(dfd)  # and the lock with it
 

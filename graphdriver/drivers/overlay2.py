@@ -28,7 +28,7 @@ from ..kernel.quickmount import QuickMount
 from ..kernel.unmount import unmount
 from ..mounts import MountState
 from ..plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, index_links, plan_overlay
-from ..store.files import read_text, write_atomic
+from ..store.files import read_text, touch, write_atomic
 
 
 @register
@@ -150,7 +150,7 @@ class Overlay2(Driver):
     def parent_gained_child(self, parent: str) -> None:
         path = os.path.join(self._dir(parent), "committed")
         if not os.path.exists(path):
-            write_atomic(path, "", 0o600)
+            touch(path)
 
     def unpublish_layer(self, layer_id: str, trash: str) -> None:
         link = read_text(os.path.join(self._dir(layer_id), "link"))

@@ -45,6 +45,12 @@ def write_atomic(path: str, data: bytes | str, mode: int = 0o600, *, sync: bool 
         raise
 
 
+def touch(path: str, mode: int = 0o600) -> None:
+    """An empty file at ``path`` (kept if there): made in one step, nothing to tear, no temporary file for
+    a kill to leave behind."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, mode))
+
+
 @contextlib.contextmanager
 def replacing(path: str, mode: int = 0o644) -> Iterator[BinaryIO]:
     """A file to write that replaces ``path`` once the block ends without error (a temporary file next

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .files import write_atomic
+from .files import touch
 
 
 class WorkMarks:
@@ -24,7 +24,7 @@ class WorkMarks:
     @contextmanager
     def around(self, key: str) -> Iterator[None]:
         """Marked while the block runs; unmarked when it ends, by returning or by raising."""
-        write_atomic(self._path(key), "")
+        touch(self._path(key))
         try:
             yield
         finally:
@@ -32,8 +32,7 @@ class WorkMarks:
 
     def left(self) -> list[str]:
         """The keys of work that was cut short (with the store's lock held: nobody is doing it now)."""
-        return sorted(n[:-len(self.suffix)] for n in os.listdir(self.directory)
-                      if n.endswith(self.suffix) and ".tmp-" not in n)
+        return sorted(n[:-len(self.suffix)] for n in os.listdir(self.directory) if n.endswith(self.suffix))
 
     def clear(self, key: str) -> None:
         """Forget a mark once what it stood for is undone (or turned out finished)."""

@@ -213,6 +213,28 @@ def test_a_refused_open_leaves_no_root_behind() -> None:
         os.rmdir(os.path.dirname(where))
 
 
+def test_new_roots_opened_at_once_with_two_drivers_get_one_and_leave_no_temporary(root: str) -> None:
+    roots = [os.path.join(root, f"r{i}") for i in range(8)]
+    procs = [subprocess.Popen([sys.executable, "-m", "graphdriver", "--root", r, "--driver", d, "info"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for r in roots for d in ("overlay2", "vfs")]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    for i, r in enumerate(roots):
+        (rc1, err1), (rc2, err2) = results[2 * i:2 * i + 2]
+        with open(os.path.join(r, "driver")) as f:
+            recorded = f.read().strip()
+        assert recorded in ("overlay2", "vfs") and sorted([rc1, rc2]) == [0, 1], (err1, err2)
+        assert f"created with driver {recorded}" in (err1 + err2)  # the loser is told who won
+        assert [n for n in os.listdir(r) if ".tmp-" in n] == []
+
+
+def test_a_record_cut_short_is_claimed_again(root: str) -> None:
+    open(os.path.join(root, "driver"), "w").close()  # a kill between making the record and writing it
+    ok(root, "--driver", "vfs", "layer", "create", "a")
+    with open(os.path.join(root, "driver")) as f:
+        assert f.read() == "vfs\n"
+
+
 def test_one_shot_calls_load_only_what_they_run(root: str) -> None:
     """``layer`` commands import neither psutil, the archive code, the stores, the servers (lazy
     subcommands) nor a backend they do not open; the top-level help still lists every group."""
