@@ -49,6 +49,10 @@ class DriverUnsupported(GraphDriverError):
     """The kernel or the backing filesystem cannot run this driver."""
 
 
+class CorruptRecord(GraphDriverError):
+    """A record of the store that cannot be read (damaged, or edited by hand)."""
+
+
 class NotRoot(GraphDriverError):
     """graphdriver mounts and chowns; it needs root."""
 

@@ -18,7 +18,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from ..errors import ContainerNotFound, ContainerRunning, GraphDriverError, LayerNotMounted, NameInUse
+from ..errors import (
+    ContainerNotFound,
+    ContainerRunning,
+    CorruptRecord,
+    GraphDriverError,
+    LayerNotMounted,
+    NameInUse,
+)
 from . import initlayer
 from .files import read_json, write_json
 from .images import ImageStore, normalize_ref
@@ -118,9 +125,12 @@ class ContainerStore:
         out = []
         for n in os.listdir(self.dir):
             if n.endswith(".json") and ".tmp-" not in n:
-                rec = read_json(os.path.join(self.dir, n))
+                rec = read_json(os.path.join(self.dir, n), {})
                 if rec:
-                    out.append(Container(**rec))
+                    try:
+                        out.append(Container(**rec))
+                    except TypeError as e:  # fields missing or unknown
+                        raise CorruptRecord(f"record {os.path.join(self.dir, n)} cannot be read: {e}") from None
         return sorted(out, key=lambda c: c.created)
 
     def get(self, ref: str) -> Container:

@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from ..errors import CorruptRecord
+
 
 def write_all(fd: int, data: bytes, path: str, *, sync: bool = False) -> None:
     """Write all of ``data`` to ``fd`` (then fsync it, with ``sync``): a short write (the filesystem filling
@@ -77,12 +79,19 @@ def write_json(path: str, obj: Any, *, sync: bool = False) -> None:
 
 
 def read_json(path: str, default: Any = None) -> Any:
-    """Read JSON from ``path``; ``default`` when the file is absent."""
+    """Read JSON from ``path``; ``default`` when the file is absent; :class:`CorruptRecord` naming it when
+    it is not JSON, or not of ``default``'s type (damaged, or edited by hand)."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            value = json.load(f)
     except FileNotFoundError:
         return default
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise CorruptRecord(f"record {path} cannot be read: {e}") from None
+    if default is not None and not isinstance(value, type(default)):
+        raise CorruptRecord(f"record {path} cannot be read: a JSON {type(value).__name__}, "
+                            f"not the {type(default).__name__} expected")
+    return value
 
 
 def read_bytes(path: str) -> bytes | None:

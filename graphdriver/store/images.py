@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..driver import Driver
-from ..errors import GraphDriverError, ImageInUse, ImageNotFound, InvalidImage
+from ..errors import CorruptRecord, GraphDriverError, ImageInUse, ImageNotFound, InvalidImage
 from . import tarsplit
 from .files import read_json, replacing, write_atomic, write_json
 from .imageio import (
@@ -136,7 +136,10 @@ class ImageStore:
 
     def config(self, image_id: str) -> dict:
         """The image config, parsed."""
-        return json.loads(self.config_bytes(image_id))
+        try:
+            return json.loads(self.config_bytes(image_id))
+        except ValueError as e:
+            raise CorruptRecord(f"image config {self._config_path(image_id)} cannot be read: {e}") from None
 
     def chain(self, image_id: str) -> list[str]:
         """The image's chainIDs, bottom layer first."""

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from graphdriver import Driver
-from graphdriver.errors import InvalidID, LayerExists, LayerNotFound
+from graphdriver.errors import CorruptRecord, InvalidID, LayerExists, LayerNotFound
 
 from .util import race, root_state
 
@@ -124,3 +124,21 @@ def test_concurrent_processes_keep_the_store_whole(driver: Driver) -> None:
     path = driver.get("p1-14")
     assert os.path.isdir(path)
     driver.put("p1-14")
+
+
+@pytest.mark.parametrize("damage", [b"garbage{", b"\xff\xfe", b"[1, 2]"])
+def test_a_damaged_record_is_one_clear_line_naming_it(driver: Driver, damage: bytes) -> None:
+    import subprocess
+    import sys
+
+    driver.create("a")
+    driver.create("b", "a")
+    record = driver._meta_path("b")
+    with open(record, "wb") as f:
+        f.write(damage)
+    with pytest.raises(CorruptRecord, match=f"record {record} cannot be read"):
+        driver.parent("b")
+    r = subprocess.run([sys.executable, "-m", "graphdriver", "--root", driver.root, "layer", "ls"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.startswith(f"graphdriver: record {record} cannot be read: ")
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -67,3 +67,25 @@ def test_load_from_stdin(tmp_path, store, root):
         assert b"Loaded image: stdin:1" in p.stdout
     assert store.images.inspect("stdin:1")["RootFS"]["Layers"] == built.diff_ids
     assert os.listdir(store.images.tmp) == []
+
+
+def test_damaged_image_and_container_records_are_one_clear_line_naming_them(tmp_path, store, gd):
+    built = docker_archive(str(tmp_path / "app.tar"), [layer_tar({"a": "a"})], ["app:1"])
+    store.images.load(built.path)
+    c = store.create("app:1", name="web")
+    records = [
+        (os.path.join(store.images.dir, "repositories.json"), ("image", "ls"), b'{"app:1": '),
+        (store._path(c.id), ("container", "ls"), b'{"id": "x", "surprise": 1}'),
+        (store.images._config_path(built.image_id), ("image", "inspect", "app:1"), b"\x00\x01"),
+    ]
+    for path, command, damage in records:
+        with open(path, "rb") as f:
+            kept = f.read()
+        with open(path, "wb") as f:
+            f.write(damage)
+        r = gd(*command)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert path in r.stderr and "cannot be read" in r.stderr, r.stderr
+        with open(path, "wb") as f:
+            f.write(kept)
+        gd(*command, check=True)
