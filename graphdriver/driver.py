@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from .archive.driver_diff import DiffMixin
 from .errors import (
+    CorruptRecord,
     GraphDriverError,
     InvalidID,
     LayerExists,
@@ -182,6 +183,8 @@ class Driver(MountRefs, DiffMixin, ABC):
         out: list[str] = []
         cur = self.parent(layer_id)
         while cur:
+            if cur == layer_id or cur in out:  # records edited by hand: parents can only be older
+                raise CorruptRecord(f"layer {layer_id}: its parents loop back to {cur} ({self._meta_path(cur)})")
             out.append(cur)
             cur = read_json(self._meta_path(cur), {}).get("parent") or None
         return out

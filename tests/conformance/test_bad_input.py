@@ -142,3 +142,14 @@ def test_a_damaged_record_is_one_clear_line_naming_it(driver: Driver, damage: by
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and r.stderr.startswith(f"graphdriver: record {record} cannot be read: ")
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_parents_edited_into_a_loop_are_named_not_followed_forever(driver: Driver) -> None:
+    import json
+
+    driver.create("a")
+    driver.create("b", "a")
+    with open(driver._meta_path("a"), "w") as f:  # by hand: a's parent is now its own child
+        json.dump({"parent": "b", "rw": False, "created": 0}, f)
+    with pytest.raises(CorruptRecord, match="layer b: its parents loop back to b"):
+        driver.ancestors("b")
