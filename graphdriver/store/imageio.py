@@ -295,9 +295,13 @@ def _docker_images(src: Source) -> list[ImageSpec]:
     out = []
     for entry in manifest:
         try:
-            cfg_path, layers, tags = entry["Config"], list(entry["Layers"]), list(entry.get("RepoTags") or [])
-        except (KeyError, TypeError) as e:
+            cfg_path, layers, tags = entry["Config"], entry["Layers"], entry.get("RepoTags") or []
+        except (KeyError, TypeError, AttributeError) as e:
             raise InvalidImage(f"manifest.json in {src.label}: bad entry ({e})") from None
+        if not (isinstance(cfg_path, str) and isinstance(layers, list) and isinstance(tags, list)
+                and all(isinstance(x, str) for x in (*layers, *tags))):
+            raise InvalidImage(f"manifest.json in {src.label}: bad entry (Config is a path, Layers and "
+                               f"RepoTags lists of them)")
         m = re.fullmatch(r"(?:blobs/sha256/)?([0-9a-f]{64})(?:\.json)?", cfg_path)
         raw, cfg = _config(src, cfg_path, f"sha256:{m.group(1)}" if m else None, None)
         specs = []

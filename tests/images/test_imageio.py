@@ -191,3 +191,21 @@ def test_oci_nested_index_picks_this_platform(tmp_path):
         json.dump(outer, f)
     [spec] = imageio.read_images(imageio.open_source(built.path, str(tmp_path)))
     assert spec.image_id == built.image_id and spec.tags == ["multi/arch:1"]
+
+
+@pytest.mark.parametrize("entry", [{"Config": 5, "Layers": []}, {"Config": "c.json", "Layers": "l.tar"},
+                                   {"Config": "c.json", "Layers": [7]}, {"Config": "c.json", "Layers": [],
+                                                                         "RepoTags": "x:1"}, 1, "entry"])
+def test_a_manifest_entry_of_the_wrong_shape_is_refused_by_name(tmp_path, entry):
+    import io
+    import json
+    import tarfile
+
+    path = tmp_path / "odd.tar"
+    with tarfile.open(path, "w") as tf:
+        for name, data in (("manifest.json", json.dumps([entry]).encode()), ("c.json", b"{}")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with pytest.raises(InvalidImage, match=r"manifest.json in .*odd.tar: bad entry"):
+        imageio.read_images(imageio.open_source(str(path), str(tmp_path)))
