@@ -49,9 +49,14 @@ def overlay_xattr_prefix(driver: Driver) -> str:
 
 
 def _refuse_mounted(driver: Driver, layer_id: str) -> None:
-    """A union layer's directories must not change under a live mount."""
+    """A union layer's directories must not change under a live mount, nor a layer others are built on
+    under them (their content, and any mount of theirs, would change with it)."""
     if driver.needs_mount(layer_id) and driver.mount_count(layer_id):
         raise LayerInUse(f"layer {layer_id} is mounted; apply into it once it is unmounted")
+    kids = driver.children(layer_id)
+    if kids:
+        raise LayerInUse(f"layer {layer_id} has children ({', '.join(kids)}): a layer others are built on "
+                         f"stays as it is; apply into a layer before building on it")
 
 
 def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: BinaryIO) -> int:

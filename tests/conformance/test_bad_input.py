@@ -153,3 +153,23 @@ def test_parents_edited_into_a_loop_are_named_not_followed_forever(driver: Drive
         json.dump({"parent": "b", "rw": False, "created": 0}, f)
     with pytest.raises(CorruptRecord, match="layer b: its parents loop back to b"):
         driver.ancestors("b")
+
+
+def test_applying_into_a_layer_others_are_built_on_is_refused_and_changes_nothing(driver: Driver) -> None:
+    import io
+    import tarfile
+
+    from graphdriver.errors import LayerInUse
+
+    driver.create("base")
+    driver.create("child", "base")
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tf:
+        info = tarfile.TarInfo("late")
+        info.size = 4
+        tf.addfile(info, io.BytesIO(b"late"))
+    before = root_state(driver.root)
+    data.seek(0)
+    with pytest.raises(LayerInUse, match=r"layer base has children \(child\)"):
+        driver.apply_diff("base", None, data)
+    assert root_state(driver.root) == before
