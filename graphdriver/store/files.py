@@ -31,20 +31,12 @@ def write_all(fd: int, data: bytes, path: str, *, sync: bool = False) -> None:
 
 def write_atomic(path: str, data: bytes | str, mode: int = 0o600, *, sync: bool = False) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new content, never a mix; on failure
-    (a full disk, say) ``path`` is as it was and no temporary file is left."""
-    raw = data.encode() if isinstance(data, str) else data
-    tmp = f"{path}.tmp-{os.getpid()}-{id(raw):x}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        try:
-            write_all(fd, raw, path, sync=sync)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    (a full disk, say) ``path`` is as it was and no temporary file is left (see :func:`replacing`)."""
+    with replacing(path, mode) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def touch(path: str, mode: int = 0o600) -> None:
@@ -56,14 +48,15 @@ def touch(path: str, mode: int = 0o600) -> None:
 @contextlib.contextmanager
 def replacing(path: str, mode: int = 0o644) -> Iterator[BinaryIO]:
     """A file to write that replaces ``path`` once the block ends without error (a temporary file next
-    to it, renamed over it). On any error ``path`` is as it was, nothing else is left, and an error that
-    names no file (a full disk, say) names ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial",
+    to it, ``<name>.tmp-<pid>-...``, renamed over it). On any error ``path`` is as it was, nothing else is
+    left, and an error that names no file (a full disk, say) names ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{os.path.basename(path)}.tmp-{os.getpid()}-",  # ".tmp-": see cleanup
                                dir=os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
-        os.chmod(tmp, mode)
+        if mode != 0o600:  # mkstemp's
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):

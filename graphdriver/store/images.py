@@ -185,27 +185,24 @@ class ImageStore:
         """Create and fill one image layer, verifying its digests; on any failure nothing remains (and
         after a kill, :meth:`recover` removes what was made)."""
         with self._applying.around(layer_id):
-            self._apply_marked(layer_id, parent, raw, diff_id, blob_digest, progress)
-
-    def _apply_marked(self, layer_id: str, parent: str | None, raw: BinaryIO, diff_id: str,
-                      blob_digest: str | None, progress: Callable[[int], None] | None) -> None:
-        self.driver.create(layer_id, parent)
-        try:
-            stream = LayerStream(raw, progress)
-            size = self.driver.apply_diff(layer_id, parent, stream)
-            stream.drain()
-            if blob_digest is not None and stream.blob_digest != blob_digest:
-                raise InvalidImage(f"digest mismatch for layer blob {blob_digest}: got {stream.blob_digest}")
-            if stream.diff_id != diff_id:
-                raise InvalidImage(f"diffID mismatch for layer {diff_id}: the uncompressed tar is {stream.diff_id}")
-            write_atomic(os.path.join(self.layerdb, layer_id + ".tarsplit"), stream.split.result())
-            write_json(os.path.join(self.layerdb, layer_id + ".json"),
-                       {"diff_id": diff_id, "parent": "sha256:" + parent if parent else "", "size": size,
-                        "tar_size": stream.size, "created": time.time(),
-                        "not_reproducible": (stream.split.duplicate or b"").decode(errors="replace")})
-        except BaseException:
-            self._drop_layer(layer_id)
-            raise
+            self.driver.create(layer_id, parent)
+            try:
+                stream = LayerStream(raw, progress)
+                size = self.driver.apply_diff(layer_id, parent, stream)
+                stream.drain()
+                if blob_digest is not None and stream.blob_digest != blob_digest:
+                    raise InvalidImage(f"digest mismatch for layer blob {blob_digest}: got {stream.blob_digest}")
+                if stream.diff_id != diff_id:
+                    raise InvalidImage(f"diffID mismatch for layer {diff_id}: "
+                                       f"the uncompressed tar is {stream.diff_id}")
+                write_atomic(os.path.join(self.layerdb, layer_id + ".tarsplit"), stream.split.result())
+                write_json(os.path.join(self.layerdb, layer_id + ".json"),
+                           {"diff_id": diff_id, "parent": "sha256:" + parent if parent else "", "size": size,
+                            "tar_size": stream.size, "created": time.time(),
+                            "not_reproducible": (stream.split.duplicate or b"").decode(errors="replace")})
+            except BaseException:
+                self._drop_layer(layer_id)
+                raise
 
     # -- load -------------------------------------------------------------------------------------
     def load(self, path: str, progress: Progress | None = None, stdin: BinaryIO | None = None) -> list[LoadedImage]:

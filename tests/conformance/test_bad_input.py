@@ -157,19 +157,14 @@ def test_parents_edited_into_a_loop_are_named_not_followed_forever(driver: Drive
 
 def test_applying_into_a_layer_others_are_built_on_is_refused_and_changes_nothing(driver: Driver) -> None:
     import io
-    import tarfile
+
+    from archive.tarbuild import file, tar
 
     from graphdriver.errors import LayerInUse
 
     driver.create("base")
     driver.create("child", "base")
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tf:
-        info = tarfile.TarInfo("late")
-        info.size = 4
-        tf.addfile(info, io.BytesIO(b"late"))
     before = root_state(driver.root)
-    data.seek(0)
     with pytest.raises(LayerInUse, match=r"layer base has children \(child\)"):
-        driver.apply_diff("base", None, data)
+        driver.apply_diff("base", None, io.BytesIO(tar(file("late", b"late"))))
     assert root_state(driver.root) == before

@@ -10,8 +10,9 @@ import random
 import signal
 import subprocess
 import sys
-import tarfile
 import time
+
+from archive.tarbuild import file, tar
 
 import graphdriver
 from graphdriver import Driver, open_driver
@@ -20,18 +21,12 @@ from graphdriver.kernel import mountinfo
 CONTENT = b"0123456789abcdef" * 262144  # 4 MiB: extracting it is most of an iteration, where kills land
 
 _WORKER = """
-import io, sys, tarfile
+import io, sys
 from graphdriver import open_driver
 root, name, start, source = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 d = open_driver(root, name)
 with open(source, "rb") as f:
-    content = f.read()
-buf = io.BytesIO()
-with tarfile.open(fileobj=buf, mode="w") as tf:
-    info = tarfile.TarInfo("f")
-    info.size = len(content)
-    tf.addfile(info, io.BytesIO(content))
-data = buf.getvalue()
+    data = f.read()  # a layer tar holding f
 for i in range(start, start + 1000):  # made, filled, mounted through a child and removed again
     base, child = f"b{i}", f"c{i}"
     d.create(base)
@@ -79,8 +74,8 @@ def _whole(driver: Driver) -> list[str]:
 
 
 def test_killed_at_random_moments_the_root_is_whole_after_cleanup(backend: str, root: str, tmp_path) -> None:
-    source = tmp_path / "content"
-    source.write_bytes(CONTENT)
+    source = tmp_path / "layer.tar"
+    source.write_bytes(tar(file("f", CONTENT)))
     project = os.path.dirname(os.path.dirname(os.path.abspath(graphdriver.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [project, os.environ.get("PYTHONPATH")])))
     rnd = random.Random(20261123)
@@ -101,13 +96,7 @@ def test_killed_at_random_moments_the_root_is_whole_after_cleanup(backend: str, 
     assert made >= 12, "the worker got too little done before each kill to test anything"
     driver = open_driver(root, backend)  # and the work carries on
     driver.create("after")
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tf:
-        info = tarfile.TarInfo("g")
-        info.size = 1
-        tf.addfile(info, io.BytesIO(b"g"))
-    data.seek(0)
-    driver.apply_diff("after", None, data)
+    driver.apply_diff("after", None, io.BytesIO(tar(file("g", b"g"))))
     driver.create("after-child", "after")
     assert os.listdir(driver.get("after-child")) == ["g"]
     driver.put("after-child")

@@ -9,10 +9,10 @@ import os
 import re
 import subprocess
 import sys
-import tarfile
 from collections.abc import Iterator
 
 import pytest
+from archive.tarbuild import file, tar
 from support.fulldisk import fill, small_tmpfs
 
 from graphdriver import Driver, open_driver
@@ -33,15 +33,6 @@ def disk(root: str) -> Iterator[str]:
 @pytest.fixture
 def store(disk: str, backend: str) -> Driver:
     return open_driver(os.path.join(disk, "store"), backend)
-
-
-def tar_with(name: str, size: int) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        info = tarfile.TarInfo(name)
-        info.size = size
-        tf.addfile(info, io.BytesIO(os.urandom(size)))
-    return buf.getvalue()
 
 
 def test_creating_a_layer_on_a_full_disk_fails_whole_and_works_once_there_is_room(store: Driver, disk: str) -> None:
@@ -73,7 +64,7 @@ def test_the_cli_says_it_in_one_line(store: Driver, disk: str) -> None:
 
 def test_applying_a_tar_on_a_full_disk_names_the_filesystem_and_changes_nothing(store: Driver, disk: str) -> None:
     store.create("base")
-    data = tar_with("big", 1 << 20)
+    data = tar(file("big", os.urandom(1 << 20)))
     filler = fill(disk, leave=256 << 10)
     before = root_state(store.root)
     with pytest.raises(ApplyFailed, match=rf"layer base failed: no space left on {disk} \(tmpfs\): \d+ bytes free"):
