@@ -53,6 +53,11 @@ class CorruptRecord(GraphDriverError):
     """A record of the store that cannot be read (damaged, or edited by hand)."""
 
 
+class NoStore(GraphDriverError):
+    """Nothing has been stored at the root yet (no driver is recorded there): a command that only reads,
+    or needs something stored, creates no store."""
+
+
 class NotRoot(GraphDriverError):
     """graphdriver mounts and chowns; it needs root."""
 

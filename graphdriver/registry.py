@@ -8,7 +8,7 @@ import os
 import shutil
 
 from .driver import _REGISTRY, Driver
-from .errors import DriverMismatch, DriverUnsupported, NotRoot
+from .errors import DriverMismatch, DriverUnsupported, NoStore, NotRoot
 from .store.files import read_text, write_all
 
 DEFAULT_ROOT = "/var/lib/graphdriver"
@@ -50,13 +50,44 @@ def default_driver(root: str) -> str:
     raise DriverUnsupported("no storage driver can run here (" + "; ".join(reasons) + ")")
 
 
+def recorded_driver(root: str) -> str | None:
+    """The driver recorded at ``root``; None while nothing has been stored there."""
+    return read_text(_record_path(os.path.abspath(root))) or None
+
+
+def chosen_driver(root: str, name: str | None = None) -> str:
+    """The driver :func:`open_driver` would use at ``root``, creating nothing: ``name``, else the one
+    recorded there, else the best that can run there. A root not made yet is judged by the nearest
+    directory above it that exists (the filesystem it would be made on)."""
+    root = os.path.abspath(root)
+    where = root
+    while not os.path.isdir(where):
+        where = os.path.dirname(where)
+    recorded = recorded_driver(root)
+    if name is None:
+        name = recorded or default_driver(where)
+    cls = backend(name)
+    if cls is None:
+        raise DriverUnsupported(f"unknown driver {name!r} (known: {', '.join(sorted(backends()))})")
+    if recorded and recorded != name:
+        raise DriverMismatch(f"root {root} was created with driver {recorded}; it cannot be opened with {name}")
+    why = cls.unsupported_reason(where)
+    if why is not None:
+        raise DriverUnsupported(f"driver {name} cannot run at {root}: {why}")
+    return name
+
+
 def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
                 options: dict[str, str] | None = None, *,
-                require_root: bool = True) -> Driver:
-    """Open (creating if needed) the layer store at ``root`` with backend ``name`` (default: best)."""
+                require_root: bool = True, create: bool = True) -> Driver:
+    """Open the layer store at ``root`` with backend ``name`` (default: the recorded one, else the best).
+    ``create``: make the store (and record the driver) if nothing is stored there yet; without it, such
+    a root is left as it is and :class:`NoStore` raised."""
     if require_root and os.geteuid() != 0:
         raise NotRoot("graphdriver must run as root (it mounts filesystems and keeps owners)")
     root = os.path.abspath(root)
+    if not create and not recorded_driver(root):
+        raise NoStore(f"nothing is stored at {root} yet (no layer store there)")
     made = not os.path.isdir(root)
     os.makedirs(root, mode=0o711, exist_ok=True)
     try:
@@ -64,23 +95,16 @@ def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
     except BaseException:
         # A refused open leaves no trace: not even the root directory it had to make to probe — unless
         # another process opening it at the same time has claimed it meanwhile.
-        if made and not read_text(_record_path(root)):
+        if made and not recorded_driver(root):
             shutil.rmtree(root, ignore_errors=True)
         raise
 
 
 def _open(root: str, name: str | None, options: dict[str, str] | None) -> Driver:
-    recorded = read_text(_record_path(root))
-    if name is None:
-        name = recorded or default_driver(root)
+    recorded = recorded_driver(root)
+    name = chosen_driver(root, name)
     cls = backend(name)
-    if cls is None:
-        raise DriverUnsupported(f"unknown driver {name!r} (known: {', '.join(sorted(backends()))})")
-    if recorded and recorded != name:
-        raise DriverMismatch(f"root {root} was created with driver {recorded}; it cannot be opened with {name}")
-    why = cls.unsupported_reason(root)
-    if why is not None:
-        raise DriverUnsupported(f"driver {name} cannot run at {root}: {why}")
+    assert cls is not None  # chosen_driver found it
     driver = cls(root, options)
     if not recorded:
         claimed = _claim(root, name)

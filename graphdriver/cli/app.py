@@ -14,7 +14,7 @@ from typing import Any
 from plumbum import cli
 
 from ..driver import Driver
-from ..errors import GraphDriverError
+from ..errors import GraphDriverError, NoStore
 from ..registry import DEFAULT_ROOT, open_driver
 
 
@@ -32,12 +32,23 @@ class GraphDriverApp(cli.Application):
 
     _driver: Driver | None = None
 
-    def driver(self) -> Driver:
-        """The Driver for ``--root``/``--driver`` (opened once per run)."""
+    def driver(self, *, create: bool = False) -> Driver:
+        """The Driver for ``--root``/``--driver`` (opened once per run). Only commands that store
+        something ``create`` the store: any other on a root where nothing is stored yet gets
+        :class:`~graphdriver.errors.NoStore` and leaves the root as it was (no directory made, no
+        driver recorded)."""
         if self._driver is None:
             opts = dict(o.split("=", 1) for o in self.storage_opts if "=" in o)
-            self._driver = open_driver(self.root, self.driver_name, opts)
+            self._driver = open_driver(self.root, self.driver_name, opts, create=create)
         return self._driver
+
+    def stored_driver(self) -> Driver | None:
+        """:meth:`driver`, or None while nothing is stored at the root (commands that list or check:
+        nothing there is an answer, not an error)."""
+        try:
+            return self.driver()
+        except NoStore:
+            return None
 
     def main(self, *args: str) -> int:
         if args:

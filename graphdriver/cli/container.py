@@ -7,7 +7,7 @@ import sys
 from plumbum import cli
 
 from .app import CommandGroup, emit
-from .image import container_store
+from .image import container_store, stored_container_store
 
 _KINDS = {0: "C", 1: "A", 2: "D"}
 
@@ -37,9 +37,9 @@ class ContainerLs(cli.Application):
     """List containers."""
 
     def main(self) -> int:
-        store = container_store(self)
+        store = stored_container_store(self)
         rows, lines = [], [f"{'CONTAINER ID':<12}  {'IMAGE':<30}  {'NAME':<20}  MOUNTED  RUNNING"]
-        for c in store.all():
+        for c in store.all() if store is not None else []:
             tags = store.images.tags_of(c.image)
             image = tags[0] if tags else c.image.split(":", 1)[1][:12]
             mounted = store.driver.mount_count(c.rw_layer) if store.driver.exists(c.rw_layer) else 0

@@ -9,13 +9,19 @@ from plumbum import cli
 from .app import CommandGroup, emit, top
 
 
-def container_store(app: cli.Application):  # noqa: ANN201  (a ContainerStore; imported on use: fast start-up)
-    """The image and container stores of the app's root and driver."""
+def container_store(app: cli.Application, *, create: bool = False):  # noqa: ANN201  (a ContainerStore; imported on use: fast start-up)
+    """The image and container stores of the app's root and driver (see ``GraphDriverApp.driver`` for
+    ``create``)."""
     from ..store.containers import ContainerStore
     from ..store.images import ImageStore
 
     t = top(app)
-    return ContainerStore(ImageStore(t.root, t.driver()))
+    return ContainerStore(ImageStore(t.root, t.driver(create=create)))
+
+
+def stored_container_store(app: cli.Application):  # noqa: ANN201
+    """:func:`container_store`, or None while nothing is stored at the root."""
+    return container_store(app) if top(app).stored_driver() is not None else None
 
 
 def human(n: float) -> str:
@@ -63,7 +69,7 @@ class ImageLoad(cli.Application):
         if self.input == "-" and sys.stdin.isatty():
             print("graphdriver image load: no input: use -i FILE or pipe an archive in", file=sys.stderr)
             return 2
-        store = container_store(self)
+        store = container_store(self, create=True)
         loaded = store.images.load(self.input, None if self.quiet else _Progress(), sys.stdin.buffer)
         lines = []
         for img in loaded:
@@ -77,7 +83,8 @@ class ImageLs(cli.Application):
     """List images."""
 
     def main(self) -> int:
-        rows = container_store(self).images.list()
+        store = stored_container_store(self)
+        rows = store.images.list() if store is not None else []
         lines = [f"{'REPOSITORY:TAG':<40} {'IMAGE ID':<12}  {'LAYERS':>6}  {'SIZE':>8}"]
         for r in rows:
             short = r["Id"].split(":", 1)[1][:12]
@@ -121,7 +128,8 @@ class ImagePrune(cli.Application):
     all_unused = cli.Flag(["-a", "--all"], help="also named images no container uses")
 
     def main(self) -> int:
-        done, freed = container_store(self).prune_images(self.all_unused)
+        store = stored_container_store(self)
+        done, freed = store.prune_images(self.all_unused) if store is not None else ([], 0)
         items = [{line.split(": ", 1)[0]: line.split(": ", 1)[1]} for line in done]
         lines = ["Deleted Images:", *(line[0].lower() + line[1:] for line in done), ""] if done else []
         text = "\n".join([*lines, f"Total reclaimed space: {human(freed)}"])  # as docker image prune prints

@@ -6,7 +6,10 @@ import os
 
 from plumbum import cli
 
+from ..errors import LayerNotFound
+from ..ids import check_id
 from ..kernel import probe
+from ..registry import chosen_driver
 from .app import CommandGroup, GraphDriverApp, emit, top
 from .image import container_store
 
@@ -24,9 +27,17 @@ class InfoCmd(cli.Application):
     """Driver, root, backing filesystem, kernel, probed features and counts."""
 
     def main(self) -> int:
-        d = top(self).driver()
+        app = top(self)
+        d = app.stored_driver()
+        if d is None:  # what would be used; nothing made
+            name, root = chosen_driver(app.root, app.driver_name), os.path.abspath(app.root)
+            info = {"Driver": name, "Root": root, "Kernel": probe.kernel_release(), "Stored": False,
+                    "Status": [], "Layers": 0, "Mounted": 0}
+            emit(self, info, f"Driver: {name} (recorded when something is first stored)\n"
+                             f"Root: {root} (nothing stored yet)\nKernel: {info['Kernel']}")
+            return 0
         status = d.status()
-        info = {"Driver": d.name, "Root": d.root, "Kernel": probe.kernel_release(),
+        info = {"Driver": d.name, "Root": d.root, "Kernel": probe.kernel_release(), "Stored": True,
                 "Status": [list(p) for p in status],
                 "Layers": len(d.layers()), "Mounted": len(d.refs.all())}
         lines = [f"Driver: {d.name}", f"Root: {d.root}", f"Kernel: {info['Kernel']}"]
@@ -41,7 +52,10 @@ class VerifyCmd(cli.Application):
     """Check every mount this root holds against the kernel's view; exit 1 on drift."""
 
     def main(self) -> int:
-        d = top(self).driver()
+        d = top(self).stored_driver()
+        if d is None:
+            emit(self, {"Drift": [], "Referenced": 0}, f"ok: nothing stored at {os.path.abspath(top(self).root)}")
+            return 0
         drift = d.verify()
         held = d.refs.all()
         text = "\n".join(f"DRIFT {x}" for x in drift) if drift else f"ok: {len(held)} layers referenced, no drift"
@@ -55,7 +69,11 @@ class CleanupCmd(cli.Application):
     """Unmount every mount under this root and remove half-made layers (and containers)."""
 
     def main(self) -> int:
-        d = top(self).driver()
+        d = top(self).stored_driver()
+        if d is None:
+            root = os.path.abspath(top(self).root)
+            emit(self, {"Cleaned": root}, f"nothing stored at {root}: nothing to clean")
+            return 0
         if os.path.isdir(os.path.join(d.root, "containers")):  # containers a kill cut short: their layers go
             container_store(self).recover()
         d.cleanup()
@@ -77,7 +95,13 @@ class LayerCreate(cli.Application):
     opts = cli.SwitchAttr(["--opt"], str, list=True, help="storage option KEY=VALUE (e.g. size=10G)")
 
     def main(self, layer_id: str) -> int:
-        d = top(self).driver()
+        check_id(layer_id)  # refused before anything is made: a bad call on a new root leaves no store
+        if self.parent_id:
+            check_id(self.parent_id, "parent id")
+            if top(self).stored_driver() is None:
+                raise LayerNotFound(f"parent layer {self.parent_id} not found (nothing is stored at "
+                                    f"{os.path.abspath(top(self).root)} yet)")
+        d = top(self).driver(create=True)
         storage_opt = dict(o.split("=", 1) for o in self.opts if "=" in o)
         d.create(layer_id, self.parent_id, rw=self.rw, storage_opt=storage_opt)
         emit(self, layer_inspect(d, layer_id), layer_id)
@@ -99,8 +123,9 @@ class LayerLs(cli.Application):
     """List layers with their parent and mount count."""
 
     def main(self) -> int:
-        d = top(self).driver()
-        rows = [{"ID": lid, "Parent": d.parent(lid) or "", "MountCount": d.mount_count(lid)} for lid in d.layers()]
+        d = top(self).stored_driver()
+        rows = [{"ID": lid, "Parent": d.parent(lid) or "", "MountCount": d.mount_count(lid)}
+                for lid in (d.layers() if d is not None else [])]
         width = max([len(r["ID"]) for r in rows] + [2])
         text = "\n".join([f"{'ID':<{width}}  {'PARENT':<{width}}  MOUNTS"]
                          + [f"{r['ID']:<{width}}  {r['Parent'] or '-':<{width}}  {r['MountCount']}" for r in rows])
@@ -113,7 +138,8 @@ class LayerExistsCmd(cli.Application):
     """Exit 0 when layer ID exists, 1 when not."""
 
     def main(self, layer_id: str) -> int:
-        found = top(self).driver().exists(layer_id)
+        d = top(self).stored_driver()
+        found = d is not None and d.exists(layer_id)
         emit(self, {"ID": layer_id, "Exists": found}, "true" if found else "false")
         return 0 if found else 1
 

@@ -72,8 +72,9 @@ def test_layer_lifecycle(root: str) -> None:
 
 
 def test_info_names_driver_backing_fs_and_kernel(root: str) -> None:
+    ok(root, "layer", "create", "A")
     info = json.loads(ok(root, "--json", "info"))
-    assert info["Driver"] == "overlay2" and info["Kernel"] == os.uname().release
+    assert info["Driver"] == "overlay2" and info["Kernel"] == os.uname().release and info["Stored"]
     status = dict(info["Status"])
     assert status["Backing Filesystem"] == "extfs"
     text = ok(root, "info")
@@ -215,7 +216,7 @@ def test_a_refused_open_leaves_no_root_behind() -> None:
 
 def test_new_roots_opened_at_once_with_two_drivers_get_one_and_leave_no_temporary(root: str) -> None:
     roots = [os.path.join(root, f"r{i}") for i in range(8)]
-    procs = [subprocess.Popen([sys.executable, "-m", "graphdriver", "--root", r, "--driver", d, "info"],
+    procs = [subprocess.Popen([sys.executable, "-m", "graphdriver", "--root", r, "--driver", d, "layer", "create", "a"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for r in roots for d in ("overlay2", "vfs")]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
@@ -226,6 +227,40 @@ def test_new_roots_opened_at_once_with_two_drivers_get_one_and_leave_no_temporar
         assert recorded in ("overlay2", "vfs") and sorted([rc1, rc2]) == [0, 1], (err1, err2)
         assert f"created with driver {recorded}" in (err1 + err2)  # the loser is told who won
         assert [n for n in os.listdir(r) if ".tmp-" in n] == []
+
+
+@pytest.mark.parametrize("made", [False, True], ids=["no-directory", "empty-directory"])
+def test_commands_that_only_look_leave_a_new_root_as_it_was(root: str, made: bool) -> None:
+    """Nothing stored yet: listing and checking commands answer (empty, ``false``, no drift) and any
+    other command is refused by name; neither makes the root or records a driver, so the first
+    command that stores something may still choose the driver."""
+    where = os.path.join(root, "new-root")
+    if made:
+        os.mkdir(where)
+    info = json.loads(ok(where, "--json", "info"))
+    assert info["Driver"] == "overlay2" and not info["Stored"] and info["Layers"] == 0
+    assert "nothing stored yet" in ok(where, "info")
+    assert "Driver: vfs" in ok(where, "--driver", "vfs", "info")
+    assert ok(where, "layer", "ls").split() == ["ID", "PARENT", "MOUNTS"]
+    assert json.loads(ok(where, "--json", "layer", "ls")) == []
+    r = gd(where, "layer", "exists", "a")
+    assert r.returncode == 1 and r.stdout.strip() == "false"
+    assert ok(where, "verify").startswith("ok: nothing stored at")
+    assert "nothing to clean" in ok(where, "cleanup")
+    assert json.loads(ok(where, "--json", "image", "ls")) == []
+    assert json.loads(ok(where, "--json", "container", "ls")) == []
+    assert "Total reclaimed space: 0B" in ok(where, "image", "prune")
+    for args in (("layer", "mount", "a"), ("layer", "umount", "a"), ("layer", "rm", "a"),
+                 ("layer", "inspect", "a"), ("layer", "diff", "a"), ("image", "inspect", "x"),
+                 ("image", "rm", "x"), ("container", "create", "x"), ("container", "rm", "x")):
+        one_line_error(gd(where, *args), "nothing is stored at", where)
+    one_line_error(gd(where, "layer", "create", "b", "--parent", "a"), "parent layer a not found", where)
+    one_line_error(gd(where, "layer", "create", "../b"), "invalid layer id")
+    one_line_error(gd(where, "layer", "create", "b", "--parent", "a/.."), "invalid parent id")
+    assert (os.listdir(where) == []) if made else not os.path.exists(where)
+    ok(where, "--driver", "vfs", "layer", "create", "b")  # the first store chooses
+    assert "Driver: vfs" in ok(where, "info")
+    one_line_error(gd(where, "--driver", "overlay2", "layer", "ls"), "created with driver vfs", "overlay2")
 
 
 def test_a_record_cut_short_is_claimed_again(root: str) -> None:
