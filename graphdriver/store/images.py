@@ -27,8 +27,7 @@ from typing import BinaryIO
 
 from ..driver import Driver
 from ..errors import CorruptRecord, GraphDriverError, ImageInUse, ImageNotFound, InvalidImage
-from . import tarsplit
-from .files import read_json, replacing, write_atomic, write_json
+from .files import read_json, write_atomic, write_json
 from .imageio import (
     chain_ids,
     check_digest,
@@ -37,7 +36,6 @@ from .imageio import (
     read_images,
     sha256_digest,
 )
-from .imagewrite import SaveImage, write_image_tar
 from .layerstream import LayerStream
 from .locks import RootLock
 from .marks import WorkMarks
@@ -384,41 +382,11 @@ class ImageStore:
         return rows
 
     # -- save -------------------------------------------------------------------------------------
-    def _layer_chunks(self, chain_id: str) -> tuple[str, int, Callable]:
-        layer_id = hex_of(chain_id)
-        info = self.layer_info(chain_id)
-        if not info or not self.driver.exists(layer_id):
-            raise InvalidImage(f"layer {chain_id} is missing from the store")
-        if info.get("not_reproducible"):
-            raise InvalidImage(f"layer {chain_id} cannot be saved byte for byte: its tar holds "
-                               f"{info['not_reproducible']} twice and the first copy was overwritten")
-        with open(os.path.join(self.layerdb, layer_id + ".tarsplit"), "rb") as f:
-            ops = tarsplit.parse(f.read())
-        if tarsplit.total_size(ops) != info["tar_size"]:
-            raise InvalidImage(f"layer {chain_id}: tar-split record does not match the layer")
-        return info["diff_id"], info["tar_size"], lambda: tarsplit.reassemble(ops, self.driver.diff_path(layer_id))
-
     def save(self, refs: list[str], out_path: str) -> None:
         """Write the images to ``out_path`` (``-``: stdout) as a tarball ``docker load`` accepts."""
-        with self.lock.held():
-            images = []
-            for ref in refs:
-                image_id = self.resolve(ref)
-                try:
-                    tags = [normalize_ref(ref)] if normalize_ref(ref) in self.repos() else []
-                except GraphDriverError:
-                    tags = []
-                tags = tags or self.tags_of(image_id)
-                layers = [self._layer_chunks(c) for c in self.chain(image_id)]
-                images.append(SaveImage(self.config_bytes(image_id), tags, layers))
-            if out_path == "-":
-                import sys
+        from .imagewrite import save_images  # the write path, loaded when an image is saved
 
-                write_image_tar(sys.stdout.buffer, images)
-                sys.stdout.buffer.flush()
-                return
-            with replacing(out_path) as out:
-                write_image_tar(out, images)
+        save_images(self, refs, out_path)
 
 
 def check_image_id(image_id: str) -> str:

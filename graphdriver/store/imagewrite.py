@@ -1,20 +1,27 @@
 """Writing images: one tarball that is both a ``docker save`` archive (manifest.json) and an OCI image
 layout (oci-layout, index.json, blobs/sha256), as Docker 25 writes it; layers uncompressed, as ``docker save``
-does, each checked against its diffID as it is written."""
+does, each rebuilt byte for byte from its tar-split record and checked against its diffID as it is
+written."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import InvalidImage
-from .imageio import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, blob_path, sha256_digest
+from ..errors import GraphDriverError, InvalidImage
+from . import tarsplit
+from .files import replacing
+from .imageio import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, blob_path, hex_of, sha256_digest
 from .layerstream import CHUNK
+
+if TYPE_CHECKING:
+    from .images import ImageStore
 
 
 @dataclass
@@ -125,3 +132,47 @@ def write_image_tar(out: BinaryIO, images: list[SaveImage]) -> None:
         _add_bytes(tf, "index.json", json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
                                                  "manifests": index}).encode())
         _add_bytes(tf, "manifest.json", json.dumps(manifest).encode())
+
+
+def save_images(store: ImageStore, refs: list[str], out_path: str) -> None:
+    """Write ``store``'s images named by ``refs`` to ``out_path`` (``-``: stdout), under the store's lock:
+    each named by the ref given when it is a tag, else by all its tags. A file is written whole or
+    not at all (a temporary renamed over it)."""
+    from .images import normalize_ref
+
+    with store.lock.held():
+        images = []
+        for ref in refs:
+            image_id = store.resolve(ref)
+            try:
+                tags = [normalize_ref(ref)] if normalize_ref(ref) in store.repos() else []
+            except GraphDriverError:
+                tags = []
+            tags = tags or store.tags_of(image_id)
+            layers = [_layer_chunks(store, c) for c in store.chain(image_id)]
+            images.append(SaveImage(store.config_bytes(image_id), tags, layers))
+        if out_path == "-":
+            import sys
+
+            write_image_tar(sys.stdout.buffer, images)
+            sys.stdout.buffer.flush()
+            return
+        with replacing(out_path) as out:
+            write_image_tar(out, images)
+
+
+def _layer_chunks(store: ImageStore, chain_id: str) -> tuple[str, int, Callable[[], Iterable[bytes]]]:
+    """A stored layer as :class:`SaveImage` wants it: its diffID, tar size and chunks rebuilt from its
+    tar-split record over its files."""
+    layer_id = hex_of(chain_id)
+    info = store.layer_info(chain_id)
+    if not info or not store.driver.exists(layer_id):
+        raise InvalidImage(f"layer {chain_id} is missing from the store")
+    if info.get("not_reproducible"):
+        raise InvalidImage(f"layer {chain_id} cannot be saved byte for byte: its tar holds "
+                           f"{info['not_reproducible']} twice and the first copy was overwritten")
+    with open(os.path.join(store.layerdb, layer_id + ".tarsplit"), "rb") as f:
+        ops = tarsplit.parse(f.read())
+    if tarsplit.total_size(ops) != info["tar_size"]:
+        raise InvalidImage(f"layer {chain_id}: tar-split record does not match the layer")
+    return info["diff_id"], info["tar_size"], lambda: tarsplit.reassemble(ops, store.driver.diff_path(layer_id))

@@ -38,18 +38,28 @@ def test_size_without_project_quota_is_refused_and_creates_nothing(root: str, na
     assert d.layers() == [] and not d.exists("limited")
 
 
-@pytest.fixture
-def prjquota_fs() -> Iterator[str]:
-    """An ext4 with the quota and project features on a loop device, mounted with prjquota."""
+#: Filesystems with project quota: (fstype, size, mkfs arguments, what a kernel without it lacks).
+PRJQUOTA_FS = {
+    "ext4": (64 << 20, ("-O", "quota,project"), "CONFIG_QUOTA and CONFIG_QFMT_V2"),
+    "xfs": (320 << 20, (), "CONFIG_XFS_QUOTA"),  # mkfs.xfs makes nothing under 300 MiB
+}
+
+
+@pytest.fixture(params=sorted(PRJQUOTA_FS))
+def prjquota_fs(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh ext4 (quota and project features) or xfs on a loop device, mounted with prjquota."""
+    fstype = request.param
+    size, mkfs_args, config = PRJQUOTA_FS[fstype]
+    if shutil.which(f"mkfs.{fstype}") is None:
+        pytest.skip(f"mkfs.{fstype} is not installed (ci/setup installs it)")
     work = tempfile.mkdtemp(prefix="gd-quota-")
     try:
-        with loop_filesystem(work, "ext4", 64 << 20, mkfs_args=("-O", "quota,project"), options="prjquota") as mnt:
+        with loop_filesystem(work, fstype, size, mkfs_args=mkfs_args, options="prjquota") as mnt:
             yield mnt
     except LoopUnavailable as e:
         pytest.skip(str(e))
     except OSError as e:
-        pytest.skip(f"kernel has no ext4 project quota (mount -o prjquota: {e.strerror}; needs CONFIG_QUOTA "
-                    f"and CONFIG_QFMT_V2)")
+        pytest.skip(f"kernel has no {fstype} project quota (mount -o prjquota: {e.strerror}; needs {config})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
