@@ -16,6 +16,7 @@ Layout under ``<root>/overlay2``::
 from __future__ import annotations
 
 import os
+import time
 from functools import cached_property
 from typing import ClassVar
 
@@ -60,7 +61,7 @@ class Overlay2(Driver):
         self._link_dirs: dict[str, str] = {}
         #: layer id -> (identity of its ``merged/`` dir, plan or None for a base layer). A layer's lowers
         #: never change while it exists; a layer removed and made again has another ``merged/``.
-        self._plans: dict[str, tuple[tuple[int, int], OverlayPlan | None]] = {}
+        self._plans: dict[str, tuple[tuple[int, int, int], OverlayPlan | None]] = {}
         #: Layers are looked up through a detached copy of the root's mount (see LayerView): relative
         #: paths from the overlay2 directory, as Docker spells mounts too long for a page.
         self._view = LayerView(self.home) if self._view_wanted() else None
@@ -132,7 +133,14 @@ class Overlay2(Driver):
         os.chmod(stage, 0o701)
         os.mkdir(os.path.join(stage, "diff"), 0o755)
         os.mkdir(os.path.join(stage, "work"), 0o700)
-        os.mkdir(os.path.join(stage, "merged"), 0o700)
+        merged = os.path.join(stage, "merged")
+        os.mkdir(merged, 0o700)
+        # Stamped with this creation's time to the nanosecond: with its inode and birth time, the key by
+        # which every process knows its plan for the layer is still right (statcalls.unmounted_key). The
+        # kernel's own timestamps may be as coarse as a clock tick, and a layer removed and made again
+        # within one often gets the same inode back.
+        now = time.time_ns()
+        os.utime(merged, ns=(now, now))
         if parent is not None:
             parent_link = read_text(os.path.join(self._dir(parent), "link"))
             if not parent_link:

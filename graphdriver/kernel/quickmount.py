@@ -29,8 +29,8 @@ class QuickMount:
 
     __slots__ = ("plan", "view", "path", "target", "prefix", "shown_key", "key", "ident", "room")
 
-    def __init__(self, plan: OverlayPlan, key: tuple[int, int], ident: tuple[int, int, int], view: LayerView | None,
-                 room: int) -> None:
+    def __init__(self, plan: OverlayPlan, key: tuple[int, int, int], ident: tuple[int, int, int],
+                 view: LayerView | None, room: int) -> None:
         self.plan = plan
         self.view = view  # relative paths start there when it is usable (mount_overlay decides, as always)
         self.path = plan.target
@@ -41,7 +41,7 @@ class QuickMount:
         self.room = room  # statmount's first buffer
 
     @classmethod
-    def of(cls, plan: OverlayPlan, key: tuple[int, int], shown: tuple[int, int, int, int], view: LayerView | None,
+    def of(cls, plan: OverlayPlan, key: tuple[int, int, int], shown: tuple[int, int, int, int], view: LayerView | None,
            room: int) -> QuickMount | None:
         """A quick mount for ``plan``, planned for the mount point ``key`` and just shown by the kernel as
         ``shown`` (:func:`statcalls.shown`), when it can take it (mount(2) and an upper dir); else None."""

@@ -27,6 +27,7 @@ from .syscalls import (
 )
 
 STATX_INO = 0x100
+STATX_MTIME = 0x40
 STATX_CTIME = 0x80
 STATX_BTIME = 0x800
 STATX_MNT_ID = 0x1000
@@ -61,6 +62,9 @@ _STATX_WANT = STATX_MNT_ID_UNIQUE | STATX_MNT_ID | STATX_INO | STATX_CTIME | STA
 #: mnt_id (offsets from include/uapi/linux/stat.h; one unpack instead of a ctypes field read each).
 _STATX_READ = struct.Struct("=I4xQ16xQ16xQ16xqI4xqI4x32xQ")
 _STATX_SIZE = 256
+#: The same, for a directory's key: mask, attributes, ino, attributes_mask, btime, ctime, mtime (s, ns).
+_STATX_KEY = struct.Struct("=I4xQ16xQ16xQ16xqI4xqI4xqI4x")
+_KEY_WANT = STATX_INO | STATX_CTIME | STATX_BTIME | STATX_MTIME
 
 
 def _statx(path: str | bytes, want: int) -> ctypes.Array[ctypes.c_char]:
@@ -88,14 +92,15 @@ def mount_id(path: str | bytes) -> MountID:
     return MountID(mnt_id, bool(mask & STATX_MNT_ID_UNIQUE), root, ino, _born(mask, btime, btime_ns, ctime, ctime_ns))
 
 
-def unmounted_key(path: str | bytes) -> tuple[int, int] | None:
-    """(``ino``, ``born``) of ``path`` as :func:`mount_id` names them, when nothing is mounted on it;
-    None when something is, or the kernel does not say (one statx, nothing built)."""
-    mask, attrs, ino, attrs_mask, btime, btime_ns, ctime, ctime_ns, _ = _STATX_READ.unpack_from(
-        _statx(path, _STATX_WANT))
+def unmounted_key(path: str | bytes) -> tuple[int, int, int] | None:
+    """Which directory ``path`` is, when nothing is mounted on it: (``ino``, ``born`` as :func:`mount_id`
+    names them, its mtime in ns — a stamp its maker may set, see ``Overlay2.build_layer``); None when
+    something is mounted there, or the kernel does not say (one statx, nothing built)."""
+    mask, attrs, ino, attrs_mask, btime, btime_ns, ctime, ctime_ns, mtime, mtime_ns = _STATX_KEY.unpack_from(
+        _statx(path, _KEY_WANT))
     if not attrs_mask & STATX_ATTR_MOUNT_ROOT or attrs & STATX_ATTR_MOUNT_ROOT:
         return None
-    return ino, _born(mask, btime, btime_ns, ctime, ctime_ns)
+    return ino, _born(mask, btime, btime_ns, ctime, ctime_ns), mtime * 1_000_000_000 + mtime_ns
 
 
 class StatMount(NamedTuple):

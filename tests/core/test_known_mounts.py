@@ -98,4 +98,5 @@ def test_the_check_after_a_mount_reads_the_option_bytes(root: str) -> None:
     assert mountinfo.shown(path, statcalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) is None  # read-only
     d.put("b")
     assert mountinfo.shown(path, statcalls.OVERLAY_MAGIC, plan.shown_prefix, plan.shown_key) is None  # no mount
-    assert statcalls.unmounted_key(path) == (os.stat(path).st_ino, statcalls.mount_id(path).born)
+    st = os.stat(path)
+    assert statcalls.unmounted_key(path) == (st.st_ino, statcalls.mount_id(path).born, st.st_mtime_ns)

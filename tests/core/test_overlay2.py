@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import time
 
 import pytest
 
@@ -251,6 +252,59 @@ def test_a_layer_made_again_by_another_process_gets_its_new_lowers(root: str) ->
     assert shown_dirs(first, mountinfo.mount_at(path), "lowerdir") == [os.path.realpath(other.diff_path("L0"))]
     assert not os.path.exists(os.path.join(path, "only-in-L2"))
     first.put("top")
+
+
+def test_a_layer_made_again_on_the_same_inode_within_one_clock_tick_gets_its_new_lowers(root: str) -> None:
+    """The case the test above cannot produce on this kernel (its timestamps are finer than a
+    remove+create): ext4 hands a removed directory's inode straight back, and where its timestamps are
+    as coarse as a clock tick a ``merged/`` made again keeps the old one's inode and birth time. Here
+    the layer's ``merged/`` stays the same directory while its lowers become what a remove and a
+    create on another parent write, stamped as a create stamps it: the driver that cached the old plan
+    must not mount the old lowers (both its quick path and its general path look)."""
+    first = open_driver(root, "overlay2")
+    for name in ("A", "B"):
+        first.create(name)
+        with open(os.path.join(first.diff_path(name), "who"), "w") as f:
+            f.write(name)
+    first.create("X", "A")
+    merged = os.path.join(first.home, "X", "merged")
+    for quick in (True, False):
+        path = first.get("X")  # plans X (and can repeat the mount quickly next time)
+        first.put("X")
+        first.get("X")  # the quick path, as planned
+        with open(os.path.join(path, "who")) as f:
+            assert f.read() == "A"
+        first.put("X")
+        if not quick:
+            first._quick.clear()  # a driver object that never mounted X quickly: the general path
+        ino, born, _ = statcalls.unmounted_key(merged)
+        with open(os.path.join(first.home, "B", "link")) as f:
+            link_b = f.read().strip()
+        with open(os.path.join(first.home, "X", "lower"), "w") as f:
+            f.write(f"l/{link_b}")  # X made again on B: its lower file ...
+        now = time.time_ns()
+        os.utime(merged, ns=(now, now))  # ... and its merged/ stamped by the create
+        assert statcalls.unmounted_key(merged)[:2] == (ino, born)  # the same directory to the kernel
+        path = first.get("X")
+        with open(os.path.join(path, "who")) as f:
+            assert f.read() == "B"
+        assert shown_dirs(first, mountinfo.mount_at(path), "lowerdir") == [os.path.realpath(first.diff_path("B"))]
+        first.put("X")
+        with open(os.path.join(first.home, "X", "lower"), "w") as f:
+            f.write(f"l/{open(os.path.join(first.home, 'A', 'link')).read().strip()}")  # back on A
+        now = time.time_ns()
+        os.utime(merged, ns=(now, now))
+
+
+def test_a_layer_is_stamped_at_creation_to_the_nanosecond(root: str) -> None:
+    d = open_driver(root, "overlay2")
+    before = time.time_ns()
+    d.create("a")
+    d.create("b", "a")
+    after = time.time_ns()
+    stamps = [os.stat(os.path.join(d.home, x, "merged")).st_mtime_ns for x in ("a", "b")]
+    assert before <= stamps[0] < stamps[1] <= after
+    assert [statcalls.unmounted_key(os.path.join(d.home, x, "merged"))[2] for x in ("a", "b")] == stamps
 
 
 def test_relative_lowers_never_move_another_threads_working_directory(root: str, tmp_path) -> None:
