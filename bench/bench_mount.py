@@ -14,7 +14,9 @@ while they fit), and for 500 lowers the layer's lower index (``0:1:...`` from ``
 C columns: the same plus the statx + statmount(2) the driver's verification needs
 (the kernel's share of verifying), and fsconfig for every count (what the new mount API costs).
 Each round runs Python and C back to back (alternating which goes first); the ratio is the median of
-the per-round ratios, which cancels most of the noise of a shared machine. Target: <= 1.2.
+the per-round ratios, which cancels most of the noise of a shared machine. Target: <= 1.2. Then, for
+contrast only, ``--pinned-rounds`` more rounds with the benchmark and its C program kept on one CPU (no
+migrations between the kernel's sleeps in mount and umount; see bench/README.md).
 
 Part 2 — 1,000 containers on one 5-layer image: 1,000 rw layers on the image's top layer, ``get`` each
 in turn keeping all mounted; the mean of the last 20 ``get`` calls over the mean of the first 20.
@@ -171,8 +173,21 @@ def interleave(rounds: int, pair: tuple[Callable[[], float], Callable[[], float]
     return first, second, more
 
 
+@contextlib.contextmanager
+def one_cpu() -> Iterator[int]:
+    """This process, and the C programs it starts meanwhile (they inherit it), kept on one CPU: the
+    last one it may use. Restored afterwards."""
+    allowed = os.sched_getaffinity(0)
+    cpu = max(allowed)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 def bench_lowers(root: str, exe: str, tmp: str, rounds: int, lowers: tuple[int, ...],
-                 options: dict[str, str] | None = None) -> list[dict]:
+                 options: dict[str, str] | None = None, pinned_rounds: int = 0) -> list[dict]:
     """Part 1. Returns one row per lower count."""
     driver = open_driver(root, "overlay2", options)
     top_n = max(lowers)
@@ -195,20 +210,26 @@ def bench_lowers(root: str, exe: str, tmp: str, rounds: int, lowers: tuple[int, 
             extra = {"c_verify": lambda base=base, iters=iters: Baseline.run(base.primary(verify=True), iters)}
             if base.api == "mount":
                 extra["c_fsconfig"] = lambda base=base, iters=iters: Baseline.run(base.fsconfig(), iters)
-            py, c, more = interleave(rounds, (lambda top=top, iters=iters: time_get_put(driver, top, iters),
-                                              lambda base=base, iters=iters: Baseline.run(base.primary(), iters)),
-                                     extra)
+            pair = (lambda top=top, iters=iters: time_get_put(driver, top, iters),
+                    lambda base=base, iters=iters: Baseline.run(base.primary(), iters))
+            py, c, more = interleave(rounds, pair, extra)
             med = statistics.median
+            pinned = None
+            if pinned_rounds and len(os.sched_getaffinity(0)) > 1:  # for contrast: no CPU migrations
+                with one_cpu():
+                    py_1, c_1, _ = interleave(pinned_rounds, pair, {})
+                pinned = med([p / q for p, q in zip(py_1, c_1, strict=True)])
             row = {"lowers": n, "iters": iters, "rounds": rounds, "c_api": base.primary_api,
                    "python_ms": med(py) * 1e3, "c_ms": med(c) * 1e3,
                    "ratio": med([p / q for p, q in zip(py, c, strict=True)]),
                    "ratio_min": min(py) / min(c),
                    "c_fsconfig_ms": med(more.get("c_fsconfig", c)) * 1e3,
-                   "c_verify_ms": med(more["c_verify"]) * 1e3}
+                   "c_verify_ms": med(more["c_verify"]) * 1e3, "ratio_pinned": pinned}
             rows.append(row)
             print(f"# {n} lowers: python {row['python_ms']:.3f} ms, C {row['c_ms']:.3f} ms ({row['c_api']}), "
                   f"ratio {row['ratio']:.2f} (min-based {row['ratio_min']:.2f}); C fsconfig+statmount "
-                  f"{row['c_verify_ms']:.3f} ms", flush=True)
+                  f"{row['c_verify_ms']:.3f} ms"
+                  + (f"; both on one CPU: ratio {pinned:.2f}" if pinned is not None else ""), flush=True)
             if mountinfo.current_mount_id(driver.mount_point(top)) is not None:
                 raise RuntimeError(f"{driver.mount_point(top)} still mounted after the rounds")
     finally:
@@ -331,17 +352,19 @@ def report(rows: list[dict], cont: dict | None, namespace: str) -> str:
         lines += [f"get+put of the top of a chain of N+1 layers against the same raw mount+umount2 in C, "
                   f"{rows[0]['rounds']} interleaved rounds. Times: median of the per-round means. Ratio: median "
                   "of the per-round Python/C ratios (each round runs both back to back); min-based: the fastest "
-                  "Python round over the fastest C round.", "",
+                  "Python round over the fastest C round. Both on one CPU (for contrast, not the target): the "
+                  "same rounds with the benchmark and its C program kept on one CPU, no migrations.", "",
                   "| lowers | iterations x rounds | Python get+put | C mount+umount2 | C API (the driver's) | "
                   "ratio (target <= 1.2) | min-based | C + statx + statmount | Python / (C + statmount) | "
-                  "C with fsconfig |",
-                  "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+                  "C with fsconfig | both on one CPU |",
+                  "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             ok = "ok" if r["ratio"] <= TARGET_RATIO else "MISSED"
             lines.append(f"| {r['lowers']} | {r['iters']} x {r['rounds']} | {r['python_ms']:.3f} ms | "
                          f"{r['c_ms']:.3f} ms | {r['c_api']} | "
                          f"**{r['ratio']:.2f}** {ok} | {r['ratio_min']:.2f} | {r['c_verify_ms']:.3f} ms | "
-                         f"{r['python_ms'] / r['c_verify_ms']:.2f} | {r['c_fsconfig_ms']:.3f} ms |")
+                         f"{r['python_ms'] / r['c_verify_ms']:.2f} | {r['c_fsconfig_ms']:.3f} ms | "
+                         + (f"{r['ratio_pinned']:.2f} |" if r["ratio_pinned"] is not None else "- |"))
         lines.append("")
     if cont:
         ok = "ok" if cont["ratio"] <= TARGET_SCALING else "MISSED"
@@ -413,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--containers", type=int, default=1000, help="containers for part 2 (0: skip)")
     ap.add_argument("--passes", type=int, default=5, help="get-all/put-all passes in part 2 (default 5)")
     ap.add_argument("--skip-lowers", action="store_true", help="run part 2 only")
+    ap.add_argument("--pinned-rounds", type=int, default=11,
+                    help="rounds of part 1 again with both sides on one CPU, for contrast (0: skip; default 11)")
     ap.add_argument("--layer-view", choices=("true", "false"), default="true",
                     help="the driver's overlay2.layer_view option (part 1; part 2 measures both ways in C)")
     ap.add_argument("--fresh-ext4", action="store_true",
@@ -438,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             exe = compile_baseline(tmp)
             if not args.skip_lowers:
                 rows = bench_lowers(os.path.join(tmp, "chain"), exe, tmp, args.rounds, lowers,
-                                    {"overlay2.layer_view": args.layer_view})
+                                    {"overlay2.layer_view": args.layer_view}, args.pinned_rounds)
             if args.containers:
                 cont = bench_containers(os.path.join(tmp, "containers"), exe, tmp, args.containers, args.passes)
         finally:
