@@ -25,6 +25,10 @@ class LayerInUse(GraphDriverError):
     """The layer is mounted or has children."""
 
 
+class LayerChanged(GraphDriverError):
+    """A layer changed (made again, applied into) under work that read it without the root lock."""
+
+
 class LayerNotMounted(GraphDriverError):
     """``put``/``umount`` of a layer that holds no mount reference."""
 

@@ -14,9 +14,10 @@ import stat
 import tempfile
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import LayerInUse, ParentMismatch
+from ..errors import LayerInUse, LayerNotFound, ParentMismatch
 from .compress import open_stream, readinto_of, splice_of
 from .extract import TarExtractor
+from .identity import identity, removed
 from .merge import publish
 from .safety import PathGuard
 from .scan import TarScanner
@@ -49,14 +50,24 @@ def overlay_xattr_prefix(driver: Driver) -> str:
 
 
 def _refuse_mounted(driver: Driver, layer_id: str) -> None:
-    """A union layer's directories must not change under a live mount, nor a layer others are built on
-    under them (their content, and any mount of theirs, would change with it)."""
-    if driver.needs_mount(layer_id) and driver.mount_count(layer_id):
-        raise LayerInUse(f"layer {layer_id} is mounted; apply into it once it is unmounted")
+    """A layer's files must not change under those using it — a live mount, or (vfs) a ``get`` not yet
+    put — nor a layer others are built on under them (their content, and any mount of theirs, would
+    change with it)."""
+    if driver.mount_count(layer_id):
+        state = "mounted" if driver.needs_mount(layer_id) else "in use (got and not yet put)"
+        raise LayerInUse(f"layer {layer_id} is {state}; apply into it once it is released")
     kids = driver.children(layer_id)
     if kids:
         raise LayerInUse(f"layer {layer_id} has children ({', '.join(kids)}): a layer others are built on "
                          f"stays as it is; apply into a layer before building on it")
+
+
+def _require_same(driver: Driver, layer_id: str, target: str, ident: tuple[int, int] | None) -> None:
+    """With the lock held: the layer is still the one the apply read (``ident``, its directory when the
+    apply began); :class:`LayerNotFound` if it was removed, or removed and made again, meanwhile —
+    the extraction runs without the lock, so another process may have."""
+    if ident is None or not driver.exists(layer_id) or identity(target) != ident:
+        raise removed(layer_id, "a diff was being applied to it")
 
 
 def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: BinaryIO) -> int:
@@ -66,29 +77,36 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
     fmt = driver.whiteout_format
     target = driver.diff_path(layer_id)
     work = tempfile.mkdtemp(prefix=f"{layer_id}.apply-", dir=driver._staging)
+    ident = None
     try:
-        stage, trash = os.path.join(work, "root"), os.path.join(work, "trash")
-        os.mkdir(trash, 0o700)
-        os.mkdir(stage, 0o700)
-        st = os.lstat(target)
-        os.chown(stage, st.st_uid, st.st_gid)
-        os.chmod(stage, stat.S_IMODE(st.st_mode))
-        view = lower_view(driver, layer_id)
-        guard = PathGuard(fmt, lower_symlink=view.symlink_target)
-        read, _kind = open_stream(stream)
-        tar = TarExtractor(stage, f"layer {layer_id}")
         try:
-            source = splice_of(read)
-            TarScanner(read, tar.write, guard.visit, readinto_of(read),
-                       tar.splice_from(source) if source else None).run()
-        except BaseException:
-            tar.abort()
+            ident = identity(target)
+            stage, trash = os.path.join(work, "root"), os.path.join(work, "trash")
+            os.mkdir(trash, 0o700)
+            os.mkdir(stage, 0o700)
+            st = os.lstat(target)
+            os.chown(stage, st.st_uid, st.st_gid)
+            os.chmod(stage, stat.S_IMODE(st.st_mode))
+            view = lower_view(driver, layer_id)
+            guard = PathGuard(fmt, lower_symlink=view.symlink_target)
+            read, _kind = open_stream(stream)
+            tar = TarExtractor(stage, f"layer {layer_id}")
+            try:
+                source = splice_of(read)
+                TarScanner(read, tar.write, guard.visit, readinto_of(read),
+                           tar.splice_from(source) if source else None).run()
+            except BaseException:
+                tar.abort()
+                raise
+            tar.finish()
+            if fmt == "overlay":
+                translate_overlay(stage, guard.whiteouts, guard.opaques, overlay_xattr_prefix(driver))
+        except (FileNotFoundError, LayerNotFound):
+            with driver.lock.held():  # the layer (or its staging) went: say which layer, if it did
+                _require_same(driver, layer_id, target, ident)
             raise
-        tar.finish()
-        if fmt == "overlay":
-            translate_overlay(stage, guard.whiteouts, guard.opaques, overlay_xattr_prefix(driver))
         with driver.lock.held():
-            driver._require(layer_id)
+            _require_same(driver, layer_id, target, ident)
             _refuse_mounted(driver, layer_id)
             publish(stage, target, trash, guard, fmt)
         return guard.size

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
+from .identity import UnlockedRead
 from .native import native_diff_problem
 from .tarwriter import ChunkStream, TarWriter, batched, read_xattrs
 from .view import LayerView
@@ -265,12 +266,13 @@ def _lower(driver: Driver, layer_id: str) -> LayerView:
 def compute_changes(driver: Driver, layer_id: str, parent: str | None, *, naive: bool = False) -> list[Change]:
     """The layer's changes against ``parent`` (None: its own parent), native when exact."""
     parent, native = resolve_parent(driver, layer_id, parent, naive)
+    reading = UnlockedRead(driver, layer_id)  # read without the lock, and held only by its mounts, if any
     if native:
-        return native_changes(os.fsencode(driver.diff_path(layer_id)), _lower(driver, layer_id),
-                              driver.whiteout_format)
+        own = os.fsencode(reading.path)
+        return reading.run(lambda: native_changes(own, _lower(driver, layer_id), driver.whiteout_format))
     m = _Mounted(driver, layer_id, parent)
     try:
-        return naive_changes(m.old, m.new)
+        return reading.run(lambda: naive_changes(m.old, m.new))
     finally:
         m.release()
 
@@ -283,26 +285,28 @@ def changes(driver: Driver, layer_id: str, parent: str | None) -> list[tuple[str
 def diff_stream(driver: Driver, layer_id: str, parent: str | None, *, naive: bool = False) -> BinaryIO:
     """Docker's Diff: a readable stream of the layer tar (mounts, if any, held until it is closed)."""
     parent, native = resolve_parent(driver, layer_id, parent, naive)
+    reading = UnlockedRead(driver, layer_id)
     if native:
-        raw = ChunkStream(batched(native_tar(os.fsencode(driver.diff_path(layer_id)), driver.whiteout_format)))
+        raw = ChunkStream(reading.chunks(batched(native_tar(os.fsencode(reading.path), driver.whiteout_format))))
     else:
         m = _Mounted(driver, layer_id, parent)
         try:
-            found = naive_changes(m.old, m.new)
+            found = reading.run(lambda: naive_changes(m.old, m.new))
         except BaseException:
             m.release()
             raise
-        raw = ChunkStream(batched(changes_tar(found)), m.release)
+        raw = ChunkStream(reading.chunks(batched(changes_tar(found))), m.release)
     return raw  # type: ignore[return-value]
 
 
 def diff_size(driver: Driver, layer_id: str, parent: str | None, *, naive: bool = False) -> int:
     """Docker's DiffSize."""
     parent, native = resolve_parent(driver, layer_id, parent, naive)
+    reading = UnlockedRead(driver, layer_id)
     if native:
-        return native_size(os.fsencode(driver.diff_path(layer_id)), driver.whiteout_format)
+        return reading.run(lambda: native_size(os.fsencode(reading.path), driver.whiteout_format))
     m = _Mounted(driver, layer_id, parent)
     try:
-        return changes_size(naive_changes(m.old, m.new))
+        return changes_size(reading.run(lambda: naive_changes(m.old, m.new)))
     finally:
         m.release()

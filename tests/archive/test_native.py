@@ -162,18 +162,3 @@ def test_aufs_format_read_side_without_a_kernel(tmp_path):
     merged = LayerView([str(upper), str(lower)], "aufs")
     assert merged.lookup(b"etc/group") is None and merged.lookup(b"etc/passwd") is not None
     assert sorted(merged.listdir(b"opq")) == [b"new"]
-
-
-def test_apply_refuses_a_mounted_union_layer(root):
-    from graphdriver.errors import LayerInUse
-
-    d = open_driver(root, "overlay2")
-    d.create("base")
-    d.create("rw", "base", rw=True)
-    d.get("rw")
-    try:
-        with pytest.raises(LayerInUse):
-            d.apply_diff("rw", None, io.BytesIO(tar(file("x", b"1"))))
-    finally:
-        d.put("rw")
-    assert d.apply_diff("rw", None, io.BytesIO(tar(file("x", b"1")))) == 1

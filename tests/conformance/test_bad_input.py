@@ -168,3 +168,25 @@ def test_applying_into_a_layer_others_are_built_on_is_refused_and_changes_nothin
     with pytest.raises(LayerInUse, match=r"layer base has children \(child\)"):
         driver.apply_diff("base", None, io.BytesIO(tar(file("late", b"late"))))
     assert root_state(driver.root) == before
+
+
+def test_applying_into_a_layer_in_use_is_refused_and_changes_nothing(driver: Driver) -> None:
+    """Mounted (overlay2, aufs) or, on vfs, got and not yet put: a container may be using its files."""
+    import io
+
+    from archive.tarbuild import file, tar
+
+    from graphdriver.errors import LayerInUse
+
+    driver.create("base")
+    driver.create("rw", "base", rw=True)
+    path = driver.get("rw")
+    try:
+        before = root_state(driver.root)
+        with pytest.raises(LayerInUse, match=r"layer rw is (mounted|in use \(got and not yet put\)); apply into it "
+                                             r"once it is released"):
+            driver.apply_diff("rw", None, io.BytesIO(tar(file("x", b"1"))))
+        assert root_state(driver.root) == before and not os.path.exists(os.path.join(path, "x"))
+    finally:
+        driver.put("rw")
+    assert driver.apply_diff("rw", None, io.BytesIO(tar(file("x", b"1")))) == 1
