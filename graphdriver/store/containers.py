@@ -14,8 +14,6 @@ import re
 import secrets
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from ..errors import (
@@ -23,11 +21,14 @@ from ..errors import (
     ContainerRunning,
     CorruptRecord,
     GraphDriverError,
+    LayerChanged,
+    LayerNotFound,
     LayerNotMounted,
     NameInUse,
 )
 from . import initlayer
 from .files import read_json, write_json
+from .freeze import paused
 from .images import ImageStore, normalize_ref
 from .marks import WorkMarks
 
@@ -60,46 +61,6 @@ class Container:
     @property
     def rw_layer(self) -> str:
         return self.id
-
-
-@contextmanager
-def paused(pid: int | None, timeout: float = 5.0) -> Iterator[None]:
-    """Stop process ``pid`` and all its descendants (SIGSTOP) for the block, then continue them."""
-    import psutil  # only a commit of a running container needs it
-
-    stopped: dict[int, psutil.Process] = {}
-    try:
-        while pid:
-            try:
-                root = psutil.Process(pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                break
-            new = [p for p in procs if p.pid not in stopped]
-            if not new:
-                break
-            for p in new:
-                try:
-                    p.send_signal(signal.SIGSTOP)
-                    stopped[p.pid] = p
-                except psutil.NoSuchProcess:
-                    pass
-        deadline = time.monotonic() + timeout
-        for p in stopped.values():
-            while time.monotonic() < deadline:
-                try:
-                    if p.status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP, psutil.STATUS_ZOMBIE):
-                        break
-                except psutil.NoSuchProcess:
-                    break
-                time.sleep(0.002)
-        yield
-    finally:
-        for p in stopped.values():
-            try:
-                p.send_signal(signal.SIGCONT)
-            except psutil.NoSuchProcess:
-                pass
 
 
 class ContainerStore:
@@ -312,19 +273,30 @@ class ContainerStore:
 
     # -- mounts and contents ----------------------------------------------------------------------
     def mount(self, ref: str) -> str:
-        """Mount the container's rootfs (one more reference); returns its path."""
-        c = self.get(ref)
-        return self.driver.get(c.rw_layer)
+        """Mount the container's rootfs (one more reference); returns its path. Under the lock: never
+        between a ``remove``'s look at the mounts and its removal of the layers."""
+        with self.lock.held():
+            c = self.get(ref)
+            return self.driver.get(c.rw_layer)
 
     def umount(self, ref: str) -> None:
         """Drop one mount reference."""
-        c = self.get(ref)
-        self.driver.put(c.rw_layer)
+        with self.lock.held():
+            c = self.get(ref)
+            self.driver.put(c.rw_layer)
 
     def changes(self, ref: str) -> list[tuple[str, int]]:
-        """``docker diff``: the rw layer's changes against the init layer."""
+        """``docker diff``: the rw layer's changes against the init layer (read without the lock: a
+        container removed meanwhile is named)."""
         c = self.get(ref)
-        return self.driver.changes(c.rw_layer, c.init_layer)
+        try:
+            return self.driver.changes(c.rw_layer, c.init_layer)
+        except (LayerNotFound, LayerChanged):
+            with self.lock.held():  # a remove under way finishes first
+                gone = not os.path.exists(self._path(c.id))
+            if gone:
+                raise ContainerNotFound(f"container {c.name} was removed while it was being read") from None
+            raise
 
     def inspect(self, ref: str) -> dict:
         """``docker inspect``'s shape for a container."""

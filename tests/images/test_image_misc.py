@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from imgkit import docker_archive, layer_tar
 
 from graphdriver.cli.demo_images import image_story
@@ -89,3 +90,56 @@ def test_damaged_image_and_container_records_are_one_clear_line_naming_them(tmp_
         with open(path, "wb") as f:
             f.write(kept)
         gd(*command, check=True)
+
+
+def test_a_mount_waits_for_a_remove_under_way_and_finds_the_container_gone(tmp_path, store, root):
+    """A container's mount and a remove of it do not interleave: the remove looks at the mounts and
+    removes the layers under the store's lock, and the mount takes it too (before, a mount made between
+    the two left the remove failing on its rw layer, named by id)."""
+    import threading
+
+    from graphdriver import open_driver
+    from graphdriver.errors import ContainerNotFound
+    from graphdriver.store.containers import ContainerStore
+    from graphdriver.store.images import ImageStore
+
+    store.images.load(docker_archive(str(tmp_path / "img.tar"), [layer_tar({"a": b"1"})], ["x:1"]).path)
+    store.create("x:1", name="c")
+    other = ContainerStore(ImageStore(root, open_driver(root)))
+    result: dict = {}
+
+    def mount() -> None:
+        try:
+            result["path"] = other.mount("c")
+        except ContainerNotFound as e:
+            result["error"] = e
+
+    with store.lock.held():  # a remove that has looked at the mounts and is about to remove the layers
+        thread = threading.Thread(target=mount)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive() and not result  # the mount waits
+        store.remove("c")
+    thread.join(30)
+    assert isinstance(result.get("error"), ContainerNotFound) and "no such container: c" in str(result["error"])
+    assert store.driver.layers() == [c.split(":", 1)[1] for c in store.images.chain(store.images.resolve("x:1"))]
+
+
+def test_changes_of_a_container_removed_while_they_are_read_name_the_container(tmp_path, store, root):
+    from graphdriver import open_driver
+    from graphdriver.errors import ContainerNotFound
+    from graphdriver.store.containers import ContainerStore
+    from graphdriver.store.images import ImageStore
+
+    store.images.load(docker_archive(str(tmp_path / "img.tar"), [layer_tar({"a": b"1"})], ["x:1"]).path)
+    store.create("x:1", name="c")
+    other = ContainerStore(ImageStore(root, open_driver(root)))
+    read = other.driver.changes
+
+    def removed_first(*args):  # another process removes the container as the read begins
+        store.remove("c")
+        return read(*args)
+
+    other.driver.changes = removed_first
+    with pytest.raises(ContainerNotFound, match="container c was removed while it was being read"):
+        other.changes("c")
