@@ -45,7 +45,10 @@ class UnlockedRead:
         find); None: nothing."""
         if not self.driver.exists(self.layer_id):
             return removed(self.layer_id, "it was being read")
-        if self.before is None or identity(self.path) != self.before or missing:
+        if self.before is None:  # missing from the start: not a change, damage
+            return LayerNotFound(f"layer {self.layer_id} has no directory {self.path} (damaged: remove it "
+                                 f"and make it again)")
+        if identity(self.path) != self.before or missing:
             return LayerChanged(f"layer {self.layer_id} changed while it was being read (made again or applied "
                                 f"into{f': {missing} went' if missing else ''}); read it again")
         return None

@@ -325,9 +325,13 @@ class PluginRequestHandler(BaseHTTPRequestHandler):
 
     def _stream_diff(self, method: str, req: dict[str, Any]) -> str:
         """Answer a raw tar stream, or a JSON ``Err`` with status 500 if it cannot start."""
+        stream = None
         try:
             stream = self.server.plugin.diff(req)
+            block = stream.read(256 * 1024)  # a stream that fails at once is still answered with an Err
         except Exception as e:
+            if stream is not None:
+                stream.close()
             err = error_text(method, e)
             self._reply(500, {"Err": err})
             return f"error: {err}"
@@ -338,11 +342,9 @@ class PluginRequestHandler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             out = ChunkedWriter(self.wfile)
-            while True:
-                block = stream.read(256 * 1024)
-                if not block:
-                    break
+            while block:
                 sent += out.write(block)
+                block = stream.read(256 * 1024)
             out.finish()
         except Exception as e:
             # Headers are out: end the connection without the last chunk so dockerd sees a broken

@@ -364,3 +364,24 @@ def test_restarted_plugin_reopens_from_the_recorded_init(root: str, sockdir: str
             server.stop(timeout=30)
             t.join(10)
     assert json.load(open(state))["Home"] == home
+
+
+def test_a_diff_that_fails_before_its_first_byte_is_an_err_not_a_broken_stream(plugin) -> None:
+    path, home, backend = plugin
+    c = PluginClient(path)
+    init(c, home)
+    assert c.call("GraphDriver.Create", {"ID": "base"})["Err"] == ""
+    assert c.call("GraphDriver.CreateReadWrite", {"ID": "ctr", "Parent": "base"})["Err"] == ""
+    own = c.call("GraphDriver.GetMetadata", {"ID": "ctr"})["Metadata"].get("UpperDir") or \
+        os.path.join(home, "vfs", "dir", "ctr")  # vfs: the layer's own directory
+    os.rename(own, own + ".moved")  # damaged by hand: its files are gone
+    try:
+        status, data = c.diff("ctr")
+        assert status == 500, (status, data[:200])
+        err = json.loads(data)["Err"]
+        assert "ctr" in err and "\n" not in err
+        assert c.call("GraphDriver.Exists", {"ID": "base"})["Exists"] is True  # the connection lives on
+    finally:
+        os.rename(own + ".moved", own)
+    status, _ = c.diff("ctr")
+    assert status == 200
