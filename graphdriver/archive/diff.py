@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
+from ..errors import LayerNotMounted
 from .identity import UnlockedRead
 from .native import native_diff_problem
 from .tarwriter import ChunkStream, TarWriter, batched, read_xattrs
@@ -90,9 +91,14 @@ class _Mounted:
         return self.roots[1] if len(self.roots) > 1 else None
 
     def release(self) -> None:
+        """Put what was got. A reference someone else already dropped (a ``put`` too many elsewhere)
+        is not this read's to answer for: the others are put all the same."""
         held, self.roots = self.roots, []
         for lid, _ in zip(self.ids, held, strict=False):
-            self.driver.put(lid)
+            try:
+                self.driver.put(lid)
+            except LayerNotMounted:
+                pass
 
 
 # -- native ---------------------------------------------------------------------------------------

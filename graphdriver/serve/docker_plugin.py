@@ -353,7 +353,10 @@ class PluginRequestHandler(BaseHTTPRequestHandler):
             log.warning("%s failed after %d bytes: %s", method, sent, error_text(method, e))
             return f"error after {sent} bytes: {error_text(method, e)}"
         finally:
-            stream.close()
+            try:  # puts the mounts a naive diff held; the reply is out either way: log, carry on
+                stream.close()
+            except Exception as e:
+                log.warning("%s: closing the stream failed: %s", method, error_text(method, e))
         return f"ok ({sent} bytes)"
 
 

@@ -385,3 +385,31 @@ def test_a_diff_that_fails_before_its_first_byte_is_an_err_not_a_broken_stream(p
         os.rename(own + ".moved", own)
     status, _ = c.diff("ctr")
     assert status == 200
+
+
+def test_a_put_too_many_elsewhere_during_a_diff_leaves_the_diff_and_the_server_whole(plugin) -> None:
+    """A diff read through mounts (vfs here; overlay2 when native diff is off) holds them until its
+    stream is closed. Another client's ``Put`` too many drops that reference meanwhile: the stream
+    still ends whole and the server carries on (before, closing it raised and killed the connection)."""
+    path, home, backend = plugin
+    c = PluginClient(path)
+    init(c, home)
+    assert c.call("GraphDriver.Create", {"ID": "base"})["Err"] == ""
+    assert c.call("GraphDriver.CreateReadWrite", {"ID": "ctr", "Parent": "base"})["Err"] == ""
+    body = _tar({f"f{i}": os.urandom(1 << 20) for i in range(12)})  # more than the socket holds
+    assert c.apply_diff("ctr", "", _chunks(body, 1 << 16))["Err"] == ""
+    reader = PluginClient(path)
+    reader.conn.request("POST", "/GraphDriver.Diff", body=json.dumps({"ID": "ctr", "Parent": ""}).encode(),
+                        headers={"Content-Type": "application/vnd.docker.plugins.v1.2+json"})
+    resp = reader.conn.getresponse()
+    assert resp.status == 200
+    first = resp.read(1 << 16)  # the server is now blocked writing the rest
+    other = PluginClient(path)
+    extra = other.call("GraphDriver.Put", {"ID": "ctr"})  # the diff's reference, if it holds one
+    rest = resp.read()
+    with tarfile.open(fileobj=io.BytesIO(first + rest)) as tf:
+        assert sorted(tf.getnames()) == sorted(f"f{i}" for i in range(12))
+    assert extra["Err"] == "" or "not mounted" in extra["Err"]  # native diffs hold nothing
+    assert reader.call("GraphDriver.Exists", {"ID": "ctr"})["Exists"] is True  # the reader's connection lives
+    assert other.call("GraphDriver.Exists", {"ID": "ctr"})["Exists"] is True
+    assert mountinfo.mounts_under(home) == []
