@@ -296,3 +296,45 @@ def test_vfs_mode_copies_parents(served_vfs):
         assert open(os.path.join(t2, "f")).read() == "1" and os.readlink(os.path.join(t2, "link")) == "target"
     finally:
         umount(t2)
+
+
+def test_usage_of_an_active_snapshot_whose_files_come_and_go(served):
+    """A running container creates and deletes files while containerd asks for its usage: a file listed
+    and gone before it is looked at is simply not counted (before: the call failed)."""
+    import threading
+
+    stub = served.stub
+    prepare(stub, "live")
+    fs = os.path.join(served.root, "snapshots", "1", "fs")
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            for i in range(200):
+                open(os.path.join(fs, f"t{i}"), "w").close()
+            for i in range(200):
+                os.unlink(os.path.join(fs, f"t{i}"))
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        for _ in range(100):
+            assert stub.Usage(pb.UsageRequest(key="live")).inodes >= 1
+    finally:
+        stop.set()
+        worker.join()
+
+
+def test_usage_of_a_snapshot_removed_while_it_is_counted_is_not_found(served, monkeypatch):
+    from graphdriver.serve.snapshots import snapshotter as module
+
+    prepare(served.stub, "gone")
+    real = module.disk_usage
+
+    def removed_meanwhile(path):
+        served.snapshotter.remove("gone")  # another request, between the look-up and the count
+        return real(path)
+
+    monkeypatch.setattr(module, "disk_usage", removed_meanwhile)
+    code, details = code_of(served.stub.Usage, pb.UsageRequest(key="gone"))
+    assert code == NOT_FOUND and "was removed while its usage was counted" in details

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ...errors import DriverUnsupported, InvalidSnapshotRequest, SnapshotStateError
+from ...errors import DriverUnsupported, InvalidSnapshotRequest, SnapshotNotFound, SnapshotStateError
 from ...kernel import probe
 from . import filters
 from .mounts import Layout, MountPlan, plan_mounts, short_name
@@ -133,9 +133,14 @@ class Snapshotter:
     def usage(self, key: str) -> Usage:
         with self.store.read() as st:
             snap = st.get(key)
-        if snap.kind == Kind.ACTIVE:
-            return disk_usage(self.layout.fs(snap.id))
-        return Usage(snap.size, snap.inodes)
+        if snap.kind != Kind.ACTIVE:
+            return Usage(snap.size, snap.inodes)
+        used = disk_usage(self.layout.fs(snap.id))  # counted without the lock: a remove may come between
+        with self.store.read() as st:
+            now = st.find(key)
+        if now is None or now.id != snap.id:
+            raise SnapshotNotFound(f"snapshot {key!r} was removed while its usage was counted")
+        return used
 
     # -- change ------------------------------------------------------------------------------------
     def commit(self, name: str, key: str, labels: dict[str, str]) -> Snapshot:
@@ -233,7 +238,10 @@ def disk_usage(path: str) -> Usage:
     size = 0
     for dirpath, dirnames, filenames in os.walk(path):
         for name in [*dirnames, *filenames, ""]:
-            st = os.lstat(os.path.join(dirpath, name) if name else dirpath)
+            try:
+                st = os.lstat(os.path.join(dirpath, name) if name else dirpath)
+            except FileNotFoundError:  # removed since it was listed (a live container's files churn)
+                continue
             ident = (st.st_dev, st.st_ino)
             if ident in seen:
                 continue
