@@ -48,9 +48,12 @@ class UnlockedRead:
         if self.before is None:  # missing from the start: not a change, damage
             return LayerNotFound(f"layer {self.layer_id} has no directory {self.path} (damaged: remove it "
                                  f"and make it again)")
-        if identity(self.path) != self.before or missing:
-            return LayerChanged(f"layer {self.layer_id} changed while it was being read (made again or applied "
-                                f"into{f': {missing} went' if missing else ''}); read it again")
+        if identity(self.path) != self.before:
+            return LayerChanged(f"layer {self.layer_id} changed while it was being read (removed and made "
+                                f"again, or applied into); read it again")
+        if missing:  # applied into, or written by a container using it
+            return LayerChanged(f"layer {self.layer_id} changed while it was being read ({missing} went); "
+                                f"read it again")
         return None
 
     def run(self, work: Callable[[], T]) -> T:
