@@ -248,19 +248,22 @@ class Driver(MountRefs, DiffMixin, ABC):
             self._unlink(path)
 
     def check_storage_opt(self, storage_opt: dict[str, str]) -> int | None:
-        """Validate storage options; returns the ``size`` limit in bytes, if one was asked for.
+        """Validate storage options; returns the ``size`` limit in bytes, if one was asked for."""
+        return self.storage_opt_size(self.name, self.home, storage_opt)
 
-        ``size`` needs project quota on the backing filesystem (xfs or ext4 with ``prjquota``); anywhere
-        else it is refused, as is any other key.
-        """
+    @staticmethod
+    def storage_opt_size(name: str, where: str, storage_opt: dict[str, str]) -> int | None:
+        """:meth:`check_storage_opt` for backend ``name`` with its layers under ``where`` (a store not
+        made yet: the directory it would be made in). ``size`` needs project quota on the backing
+        filesystem (xfs or ext4 with ``prjquota``); anywhere else it is refused, as is any other key."""
         size = None
         for key, value in storage_opt.items():
             if key != "size":
-                raise StorageOptUnsupported(f"{self.name}: unknown storage option {key!r}")
+                raise StorageOptUnsupported(f"{name}: unknown storage option {key!r}")
             size = quota.parse_size(value)
-            why = quota.project_quota_reason(self.home)
+            why = quota.project_quota_reason(where)
             if why is not None:
-                raise StorageOptUnsupported(f"{self.name}: storage option 'size' needs project quota: {why}")
+                raise StorageOptUnsupported(f"{name}: storage option 'size' needs project quota: {why}")
         return size
 
     def _limit(self, stage: str, size: int) -> None:

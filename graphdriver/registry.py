@@ -55,14 +55,20 @@ def recorded_driver(root: str) -> str | None:
     return read_text(_record_path(os.path.abspath(root))) or None
 
 
+def nearest_dir(root: str) -> str:
+    """``root`` if it is a directory, else the nearest directory above it: where it would be made."""
+    where = os.path.abspath(root)
+    while not os.path.isdir(where):
+        where = os.path.dirname(where)
+    return where
+
+
 def chosen_driver(root: str, name: str | None = None) -> str:
     """The driver :func:`open_driver` would use at ``root``, creating nothing: ``name``, else the one
     recorded there, else the best that can run there. A root not made yet is judged by the nearest
     directory above it that exists (the filesystem it would be made on)."""
     root = os.path.abspath(root)
-    where = root
-    while not os.path.isdir(where):
-        where = os.path.dirname(where)
+    where = nearest_dir(root)
     recorded = recorded_driver(root)
     if name is None:
         name = recorded or default_driver(where)

@@ -6,10 +6,11 @@ import os
 
 from plumbum import cli
 
+from ..driver import Driver
 from ..errors import LayerNotFound
 from ..ids import check_id
 from ..kernel import probe
-from ..registry import chosen_driver
+from ..registry import chosen_driver, nearest_dir
 from .app import CommandGroup, GraphDriverApp, emit, top
 from .image import container_store
 
@@ -101,8 +102,11 @@ class LayerCreate(cli.Application):
             if top(self).stored_driver() is None:
                 raise LayerNotFound(f"parent layer {self.parent_id} not found (nothing is stored at "
                                     f"{os.path.abspath(top(self).root)} yet)")
-        d = top(self).driver(create=True)
         storage_opt = dict(o.split("=", 1) for o in self.opts if "=" in o)
+        app = top(self)
+        if storage_opt and app.stored_driver() is None:  # checked where the store would be, before it is made
+            Driver.storage_opt_size(chosen_driver(app.root, app.driver_name), nearest_dir(app.root), storage_opt)
+        d = app.driver(create=True)
         d.create(layer_id, self.parent_id, rw=self.rw, storage_opt=storage_opt)
         emit(self, layer_inspect(d, layer_id), layer_id)
         return 0
