@@ -268,32 +268,32 @@ def test_a_layer_made_again_on_the_same_inode_within_one_clock_tick_gets_its_new
             f.write(name)
     first.create("X", "A")
     merged = os.path.join(first.home, "X", "merged")
-    for quick in (True, False):
+
+    def made_again_on(parent: str) -> None:
+        with open(os.path.join(first.home, parent, "link")) as f:
+            link = f.read().strip()
+        with open(os.path.join(first.home, "X", "lower"), "w") as f:
+            f.write(f"l/{link}")  # the lower file a create of X on ``parent`` writes ...
+        now = time.time_ns()
+        os.utime(merged, ns=(now, now))  # ... and the stamp it puts on merged/
+
+    for quick, was, now_on in ((True, "A", "B"), (False, "B", "A")):
         path = first.get("X")  # plans X (and can repeat the mount quickly next time)
         first.put("X")
         first.get("X")  # the quick path, as planned
         with open(os.path.join(path, "who")) as f:
-            assert f.read() == "A"
+            assert f.read() == was
         first.put("X")
         if not quick:
             first._quick.clear()  # a driver object that never mounted X quickly: the general path
         ino, born, _ = statcalls.unmounted_key(merged)
-        with open(os.path.join(first.home, "B", "link")) as f:
-            link_b = f.read().strip()
-        with open(os.path.join(first.home, "X", "lower"), "w") as f:
-            f.write(f"l/{link_b}")  # X made again on B: its lower file ...
-        now = time.time_ns()
-        os.utime(merged, ns=(now, now))  # ... and its merged/ stamped by the create
+        made_again_on(now_on)
         assert statcalls.unmounted_key(merged)[:2] == (ino, born)  # the same directory to the kernel
         path = first.get("X")
         with open(os.path.join(path, "who")) as f:
-            assert f.read() == "B"
-        assert shown_dirs(first, mountinfo.mount_at(path), "lowerdir") == [os.path.realpath(first.diff_path("B"))]
+            assert f.read() == now_on
+        assert shown_dirs(first, mountinfo.mount_at(path), "lowerdir") == [os.path.realpath(first.diff_path(now_on))]
         first.put("X")
-        with open(os.path.join(first.home, "X", "lower"), "w") as f:
-            f.write(f"l/{open(os.path.join(first.home, 'A', 'link')).read().strip()}")  # back on A
-        now = time.time_ns()
-        os.utime(merged, ns=(now, now))
 
 
 def test_a_layer_is_stamped_at_creation_to_the_nanosecond(root: str) -> None:
