@@ -221,27 +221,30 @@ def test_readers_in_other_threads_follow_growth_and_removal_without_errors(tmp_p
     s = RefStore(str(tmp_path / "run"), str(tmp_path))
     s.write("kept", Ref(1, 5))
     errors: list[BaseException] = []
-    stop = time.monotonic() + 1.0
+    done = threading.Event()
+    reads = [0] * 4
 
-    def read() -> None:
+    def read(n: int) -> None:
         try:
-            while time.monotonic() < stop:
+            while not done.is_set():
                 assert s.read("kept") in (Ref(1, 5), Ref())  # Ref(): between a removal and the next write
                 s.all()
+                reads[n] += 1
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    readers = [threading.Thread(target=read) for _ in range(4)]
+    readers = [threading.Thread(target=read, args=(n,)) for n in range(4)]
     for t in readers:
         t.start()
-    rounds = 0
-    while time.monotonic() < stop:  # the writer (the root lock's holder): grow twice, remove, again
+    rounds, stop = 0, time.monotonic() + 1.0
+    while rounds < 3 or time.monotonic() < stop:  # the writer (the root lock's holder): grow twice, remove
         for i in range(FIRST_CAPACITY * 3):
             s.write(f"l{i}", Ref(1, i + 1))
         s.remove()
         s.write("kept", Ref(1, 5))
         rounds += 1
+    done.set()
     for t in readers:
         t.join()
-    assert errors == [] and rounds > 1
+    assert errors == [] and all(reads), reads
     assert s.read("kept") == Ref(1, 5)
