@@ -41,13 +41,14 @@ class DockerPluginCmd(cli.Application):
 
     def main(self) -> int:
         from ..serve import docker_plugin as dp
+        from ..serve import plugin_config as pc
 
         setup_logging(self.debug)
         app = top(self)
         options = dict(o.split("=", 1) for o in app.storage_opts if "=" in o)
-        config = dp.PluginConfig(root=self.plugin_root, driver=self.plugin_driver or app.driver_name, options=options,
-                                 state_file=dp.state_file_for(self.name))
-        path = self.socket_path or dp.default_socket(self.name)
+        config = pc.PluginConfig(root=self.plugin_root, driver=self.plugin_driver or app.driver_name, options=options,
+                                 state_file=pc.state_file_for(self.name))
+        path = self.socket_path or pc.default_socket(self.name)
         server = dp.PluginServer(path, dp.GraphDriverPlugin(config))
         log = logging.getLogger("graphdriver.serve.docker_plugin")
         drained = dp.serve_until_signal(server, lambda: log.info("serving plugin %s on %s", self.name, path))

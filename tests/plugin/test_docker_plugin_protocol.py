@@ -24,7 +24,8 @@ import pytest
 from support.plugin_client import PluginClient
 
 from graphdriver.kernel import mountinfo
-from graphdriver.serve.docker_plugin import GraphDriverPlugin, PluginConfig, PluginServer, state_file_for
+from graphdriver.serve.docker_plugin import GraphDriverPlugin, PluginServer
+from graphdriver.serve.plugin_config import PluginConfig, state_file_for
 from graphdriver.serve.unix_http import SocketInUse
 
 BACKENDS = ["overlay2", "vfs"]
@@ -329,7 +330,7 @@ def test_body_reader_rejects_broken_framing(raw: bytes) -> None:
 
 
 def test_plugin_names_and_opts() -> None:
-    from graphdriver.serve.docker_plugin import BadPluginName, default_socket, parse_opts
+    from graphdriver.serve.plugin_config import BadPluginName, default_socket, parse_opts
 
     assert default_socket("gd") == "/run/docker/plugins/gd.sock"
     for bad in ("../x", "", "a/b", "x" * 65):

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 import psutil
 
 from graphdriver.kernel import mountinfo, syscalls
-from graphdriver.serve.docker_plugin import state_file_for
+from graphdriver.serve.plugin_config import state_file_for
 
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"
