@@ -100,12 +100,19 @@ class Driver(MountRefs, DiffMixin, ABC):
     #: Ids a backend's own layout uses (overlay2's ``l`` links directory).
     reserved_ids: ClassVar[frozenset[str]] = frozenset()
 
+    @classmethod
+    def check_new_id(cls, layer_id: str) -> str:
+        """``layer_id`` if this backend can make a layer of that name (a valid id, not one its own layout
+        uses), else :class:`InvalidID`."""
+        check_id(layer_id)
+        if layer_id in cls.reserved_ids:
+            raise InvalidID(f"invalid layer id {layer_id!r}: reserved by the {cls.name} layout")
+        return layer_id
+
     def create(self, layer_id: str, parent: str | None = None, *, rw: bool = False,
                storage_opt: dict[str, str] | None = None, mount_label: str = "") -> None:
         """Make layer ``layer_id`` on ``parent`` (None: a base layer). ``rw``: a container's layer."""
-        check_id(layer_id)
-        if layer_id in self.reserved_ids:
-            raise InvalidID(f"invalid layer id {layer_id!r}: reserved by the {self.name} layout")
+        self.check_new_id(layer_id)
         if parent is not None and parent != "":
             check_id(parent, "parent id")
         else:

@@ -6,11 +6,10 @@ import os
 
 from plumbum import cli
 
-from ..driver import Driver
 from ..errors import LayerNotFound
 from ..ids import check_id
 from ..kernel import probe
-from ..registry import chosen_driver, nearest_dir
+from ..registry import backend, chosen_driver, nearest_dir
 from .app import CommandGroup, GraphDriverApp, emit, top
 from .image import container_store
 
@@ -96,16 +95,19 @@ class LayerCreate(cli.Application):
     opts = cli.SwitchAttr(["--opt"], str, list=True, help="storage option KEY=VALUE (e.g. size=10G)")
 
     def main(self, layer_id: str) -> int:
-        check_id(layer_id)  # refused before anything is made: a bad call on a new root leaves no store
+        app = top(self)
+        storage_opt = dict(o.split("=", 1) for o in self.opts if "=" in o)
+        check_id(layer_id)
         if self.parent_id:
             check_id(self.parent_id, "parent id")
-            if top(self).stored_driver() is None:
+        if app.stored_driver() is None:  # a bad call on a new root is refused before the store is made
+            cls = backend(chosen_driver(app.root, app.driver_name))
+            assert cls is not None  # chosen_driver found it
+            cls.check_new_id(layer_id)
+            if self.parent_id:
                 raise LayerNotFound(f"parent layer {self.parent_id} not found (nothing is stored at "
-                                    f"{os.path.abspath(top(self).root)} yet)")
-        storage_opt = dict(o.split("=", 1) for o in self.opts if "=" in o)
-        app = top(self)
-        if storage_opt and app.stored_driver() is None:  # checked where the store would be, before it is made
-            Driver.storage_opt_size(chosen_driver(app.root, app.driver_name), nearest_dir(app.root), storage_opt)
+                                    f"{os.path.abspath(app.root)} yet)")
+            cls.storage_opt_size(cls.name, nearest_dir(app.root), storage_opt)
         d = app.driver(create=True)
         d.create(layer_id, self.parent_id, rw=self.rw, storage_opt=storage_opt)
         emit(self, layer_inspect(d, layer_id), layer_id)

@@ -259,6 +259,7 @@ def test_commands_that_only_look_leave_a_new_root_as_it_was(root: str, made: boo
     one_line_error(gd(where, "layer", "create", "b", "--parent", "a/.."), "invalid parent id")
     one_line_error(gd(where, "layer", "create", "b", "--opt", "color=blue"), "unknown storage option 'color'")
     one_line_error(gd(where, "layer", "create", "b", "--opt", "size=10G"), "needs project quota")  # none here
+    one_line_error(gd(where, "layer", "create", "l"), "reserved by the overlay2 layout")
     assert (os.listdir(where) == []) if made else not os.path.exists(where)
     ok(where, "--driver", "vfs", "layer", "create", "b")  # the first store chooses
     assert "Driver: vfs" in ok(where, "info")
