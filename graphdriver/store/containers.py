@@ -299,10 +299,12 @@ class ContainerStore:
             raise
 
     def inspect(self, ref: str) -> dict:
-        """``docker inspect``'s shape for a container."""
-        c = self.get(ref)
-        pid = self.running_pid(c)
-        mounts = self.driver.mount_count(c.rw_layer)
+        """``docker inspect``'s shape for a container (under the lock: of one container, not half removed)."""
+        with self.lock.held():
+            c = self.get(ref)
+            pid = self.running_pid(c)
+            mounts = self.driver.mount_count(c.rw_layer)
+            data = self.driver.metadata(c.rw_layer)
         return {
             "Id": c.id, "Created": c.created, "Name": "/" + c.name, "Image": c.image,
             "State": {"Running": pid is not None, "Pid": pid or 0, "Mounted": mounts},
@@ -310,7 +312,7 @@ class ContainerStore:
             "HostConfig": {"ExtraHosts": [f"{n}:{ip}" for n, ip in c.extra_hosts], "Dns": c.dns,
                            "NetworkMode": f"ns:{initlayer.netns_path(c.netns)}" if c.netns else "none"},
             "NetworkSettings": {"Addresses": c.addresses},
-            "GraphDriver": {"Name": self.driver.name, "Data": self.driver.metadata(c.rw_layer)},
+            "GraphDriver": {"Name": self.driver.name, "Data": data},
             "Layers": {"Init": c.init_layer, "RW": c.rw_layer},
         }
 

@@ -357,28 +357,31 @@ class ImageStore:
         return sum(int(self.layer_info(c).get("size", 0)) for c in self.chain(image_id))
 
     def inspect(self, ref: str) -> dict:
-        """``docker image inspect``'s shape."""
-        image_id = self.resolve(ref)
-        cfg = self.config(image_id)
-        top = self.top_layer(image_id)
+        """``docker image inspect``'s shape (under the lock: of one image, not half removed)."""
+        with self.lock.held():
+            image_id = self.resolve(ref)
+            cfg = self.config(image_id)
+            top = self.top_layer(image_id)
+            size, data, chain = self.size(image_id), self.driver.metadata(top) if top else {}, self.chain(image_id)
         return {
             "Id": image_id, "RepoTags": self.tags_of(image_id), "RepoDigests": [],
             "Parent": "", "Comment": (cfg.get("history") or [{}])[-1].get("comment", ""),
             "Created": cfg.get("created", ""), "Container": cfg.get("container", ""),
             "Author": cfg.get("author", ""), "Architecture": cfg.get("architecture", ""),
-            "Os": cfg.get("os", ""), "Config": cfg.get("config") or {}, "Size": self.size(image_id),
-            "GraphDriver": {"Name": self.driver.name, "Data": self.driver.metadata(top) if top else {}},
+            "Os": cfg.get("os", ""), "Config": cfg.get("config") or {}, "Size": size,
+            "GraphDriver": {"Name": self.driver.name, "Data": data},
             "RootFS": {"Type": "layers", "Layers": list(cfg["rootfs"]["diff_ids"])},
-            "ChainIDs": self.chain(image_id),
+            "ChainIDs": chain,
         }
 
     def list(self) -> list[dict]:
-        """One row per image: id, tags, created, size, layer count."""
+        """One row per image: id, tags, created, size, layer count (under the lock: no image half removed)."""
         rows = []
-        for image_id in self.ids():
-            cfg = self.config(image_id)
-            rows.append({"Id": image_id, "RepoTags": self.tags_of(image_id), "Created": cfg.get("created", ""),
-                         "Size": self.size(image_id), "Layers": len(cfg["rootfs"]["diff_ids"])})
+        with self.lock.held():
+            for image_id in self.ids():
+                cfg = self.config(image_id)
+                rows.append({"Id": image_id, "RepoTags": self.tags_of(image_id), "Created": cfg.get("created", ""),
+                             "Size": self.size(image_id), "Layers": len(cfg["rootfs"]["diff_ids"])})
         return rows
 
     # -- save -------------------------------------------------------------------------------------

@@ -92,10 +92,12 @@ def test_damaged_image_and_container_records_are_one_clear_line_naming_them(tmp_
         gd(*command, check=True)
 
 
-def test_a_mount_waits_for_a_remove_under_way_and_finds_the_container_gone(tmp_path, store, root):
-    """A container's mount and a remove of it do not interleave: the remove looks at the mounts and
-    removes the layers under the store's lock, and the mount takes it too (before, a mount made between
-    the two left the remove failing on its rw layer, named by id)."""
+@pytest.mark.parametrize("call", ["mount", "inspect"])
+def test_a_mount_or_inspect_waits_for_a_remove_under_way_and_finds_the_container_gone(tmp_path, store, root, call):
+    """A container's mount (or inspect) and a remove of it do not interleave: the remove looks at the
+    mounts and removes the layers under the store's lock, and these take it too (before, a mount made
+    between the two left the remove failing on its rw layer, and an inspect read a layer half removed,
+    both named by a layer id)."""
     import threading
 
     from graphdriver import open_driver
@@ -108,14 +110,14 @@ def test_a_mount_waits_for_a_remove_under_way_and_finds_the_container_gone(tmp_p
     other = ContainerStore(ImageStore(root, open_driver(root)))
     result: dict = {}
 
-    def mount() -> None:
+    def run() -> None:
         try:
-            result["path"] = other.mount("c")
+            result["done"] = getattr(other, call)("c")
         except ContainerNotFound as e:
             result["error"] = e
 
     with store.lock.held():  # a remove that has looked at the mounts and is about to remove the layers
-        thread = threading.Thread(target=mount)
+        thread = threading.Thread(target=run)
         thread.start()
         thread.join(0.5)
         assert thread.is_alive() and not result  # the mount waits
