@@ -4,6 +4,7 @@ never read in part or mixed with what replaced it and passed off as whole, never
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
@@ -61,7 +62,7 @@ class UnlockedRead:
         try:
             result = work()
         except FileNotFoundError as e:
-            raise (self.problem(str(e.filename or "a file")) or e) from None
+            raise (self.problem(_name(e)) or e) from None
         self._check()
         return result
 
@@ -71,10 +72,15 @@ class UnlockedRead:
         try:
             yield from chunks
         except FileNotFoundError as e:
-            raise (self.problem(str(e.filename or "a file")) or e) from None
+            raise (self.problem(_name(e)) or e) from None
         self._check()
 
     def _check(self) -> None:
         problem = self.problem()
         if problem is not None:
             raise problem
+
+
+def _name(err: OSError) -> str:
+    """The file a missing-file error names, as text."""
+    return os.fsdecode(err.filename) if err.filename else "a file"
