@@ -101,23 +101,23 @@ class Driver(MountRefs, DiffMixin, ABC):
     reserved_ids: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
-    def check_new_id(cls, layer_id: str) -> str:
-        """``layer_id`` if this backend can make a layer of that name (a valid id, not one its own layout
-        uses), else :class:`InvalidID`."""
+    def check_create(cls, layer_id: str, parent: str | None, storage_opt: dict[str, str],
+                     where: str) -> tuple[str | None, int | None]:
+        """What :meth:`create` checks before it touches the store, for layers under ``where`` (a store not
+        made yet: the directory it would be made in): the id (valid, not one the backend's own layout
+        uses), the parent's id and the storage options. Returns (the parent or None, the ``size`` limit
+        in bytes or None)."""
         check_id(layer_id)
         if layer_id in cls.reserved_ids:
             raise InvalidID(f"invalid layer id {layer_id!r}: reserved by the {cls.name} layout")
-        return layer_id
+        if parent:
+            check_id(parent, "parent id")
+        return parent or None, cls.storage_opt_size(where, storage_opt)
 
     def create(self, layer_id: str, parent: str | None = None, *, rw: bool = False,
                storage_opt: dict[str, str] | None = None, mount_label: str = "") -> None:
         """Make layer ``layer_id`` on ``parent`` (None: a base layer). ``rw``: a container's layer."""
-        self.check_new_id(layer_id)
-        if parent is not None and parent != "":
-            check_id(parent, "parent id")
-        else:
-            parent = None
-        size = self.check_storage_opt(storage_opt or {})
+        parent, size = self.check_create(layer_id, parent, storage_opt or {}, self.home)
         with self.lock.held():
             if self.exists(layer_id):
                 raise LayerExists(f"layer {layer_id} already exists")
@@ -254,23 +254,19 @@ class Driver(MountRefs, DiffMixin, ABC):
         else:
             self._unlink(path)
 
-    def check_storage_opt(self, storage_opt: dict[str, str]) -> int | None:
-        """Validate storage options; returns the ``size`` limit in bytes, if one was asked for."""
-        return self.storage_opt_size(self.name, self.home, storage_opt)
-
-    @staticmethod
-    def storage_opt_size(name: str, where: str, storage_opt: dict[str, str]) -> int | None:
-        """:meth:`check_storage_opt` for backend ``name`` with its layers under ``where`` (a store not
-        made yet: the directory it would be made in). ``size`` needs project quota on the backing
-        filesystem (xfs or ext4 with ``prjquota``); anywhere else it is refused, as is any other key."""
+    @classmethod
+    def storage_opt_size(cls, where: str, storage_opt: dict[str, str]) -> int | None:
+        """The ``size`` limit in bytes the storage options ask for, if any, for layers under ``where``.
+        ``size`` needs project quota on the backing filesystem (xfs or ext4 with ``prjquota``); anywhere
+        else it is refused, as is any other key."""
         size = None
         for key, value in storage_opt.items():
             if key != "size":
-                raise StorageOptUnsupported(f"{name}: unknown storage option {key!r}")
+                raise StorageOptUnsupported(f"{cls.name}: unknown storage option {key!r}")
             size = quota.parse_size(value)
             why = quota.project_quota_reason(where)
             if why is not None:
-                raise StorageOptUnsupported(f"{name}: storage option 'size' needs project quota: {why}")
+                raise StorageOptUnsupported(f"{cls.name}: storage option 'size' needs project quota: {why}")
         return size
 
     def _limit(self, stage: str, size: int) -> None:

@@ -68,8 +68,12 @@ def chosen_driver(root: str, name: str | None = None) -> str:
     recorded there, else the best that can run there. A root not made yet is judged by the nearest
     directory above it that exists (the filesystem it would be made on)."""
     root = os.path.abspath(root)
+    return _choose(root, name, recorded_driver(root))
+
+
+def _choose(root: str, name: str | None, recorded: str | None) -> str:
+    """:func:`chosen_driver`, the record already read."""
     where = nearest_dir(root)
-    recorded = recorded_driver(root)
     if name is None:
         name = recorded or default_driver(where)
     cls = backend(name)
@@ -108,7 +112,7 @@ def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
 
 def _open(root: str, name: str | None, options: dict[str, str] | None) -> Driver:
     recorded = recorded_driver(root)
-    name = chosen_driver(root, name)
+    name = _choose(root, name, recorded)
     cls = backend(name)
     assert cls is not None  # chosen_driver found it
     driver = cls(root, options)

@@ -7,7 +7,6 @@ import os
 from plumbum import cli
 
 from ..errors import LayerNotFound
-from ..ids import check_id
 from ..kernel import probe
 from ..registry import backend, chosen_driver, nearest_dir
 from .app import CommandGroup, GraphDriverApp, emit, top
@@ -97,17 +96,12 @@ class LayerCreate(cli.Application):
     def main(self, layer_id: str) -> int:
         app = top(self)
         storage_opt = dict(o.split("=", 1) for o in self.opts if "=" in o)
-        check_id(layer_id)
-        if self.parent_id:
-            check_id(self.parent_id, "parent id")
         if app.stored_driver() is None:  # a bad call on a new root is refused before the store is made
             cls = backend(chosen_driver(app.root, app.driver_name))
             assert cls is not None  # chosen_driver found it
-            cls.check_new_id(layer_id)
-            if self.parent_id:
+            if cls.check_create(layer_id, self.parent_id, storage_opt, nearest_dir(app.root))[0]:
                 raise LayerNotFound(f"parent layer {self.parent_id} not found (nothing is stored at "
                                     f"{os.path.abspath(app.root)} yet)")
-            cls.storage_opt_size(cls.name, nearest_dir(app.root), storage_opt)
         d = app.driver(create=True)
         d.create(layer_id, self.parent_id, rw=self.rw, storage_opt=storage_opt)
         emit(self, layer_inspect(d, layer_id), layer_id)

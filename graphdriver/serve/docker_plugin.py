@@ -30,6 +30,8 @@ from .unix_http import BadRequest, BodyReader, ChunkedWriter, DrainingUnixServer
 log = logging.getLogger("graphdriver.serve.docker_plugin")
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+
+
 class PluginNotReady(GraphDriverError):
     """A GraphDriver request arrived before ``GraphDriver.Init``."""
 

@@ -362,9 +362,10 @@ class ImageStore:
             image_id = self.resolve(ref)
             cfg = self.config(image_id)
             top = self.top_layer(image_id)
-            size, data, chain = self.size(image_id), self.driver.metadata(top) if top else {}, self.chain(image_id)
+            tags, size, chain = self.tags_of(image_id), self.size(image_id), self.chain(image_id)
+            data = self.driver.metadata(top) if top else {}
         return {
-            "Id": image_id, "RepoTags": self.tags_of(image_id), "RepoDigests": [],
+            "Id": image_id, "RepoTags": tags, "RepoDigests": [],
             "Parent": "", "Comment": (cfg.get("history") or [{}])[-1].get("comment", ""),
             "Created": cfg.get("created", ""), "Container": cfg.get("container", ""),
             "Author": cfg.get("author", ""), "Architecture": cfg.get("architecture", ""),
