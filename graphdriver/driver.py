@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar
 
 from .archive.driver_diff import DiffMixin
+from .archive.inplace import take_over
 from .errors import (
     CorruptRecord,
     GraphDriverError,
@@ -31,6 +35,7 @@ from .kernel import mountinfo, probe, quota
 from .kernel.unmount import unmount
 from .mounts import Drift, MountRefs, MountState
 from .store.files import read_json, read_text, touch, write_atomic, write_json
+from .store.leases import Lease, in_use
 from .store.locks import RootLock
 from .store.refs import RefStore, prune_runtime, runtime_dir
 
@@ -153,14 +158,19 @@ class Driver(MountRefs, DiffMixin, ABC):
                 raise LayerInUse(f"layer {layer_id} has children: {', '.join(sorted(kids))}")
             if self.mount_count(layer_id):
                 raise LayerInUse(f"layer {layer_id} is mounted ({self.mount_count(layer_id)} references)")
-            trash = os.path.join(self._staging, f"{layer_id}.{uuid.uuid4().hex[:8]}.remove")
-            parent = self.parent(layer_id)
-            self.unpublish_layer(layer_id, trash)
-            self._quick.pop(layer_id, None)
-            if parent is not None:
-                self._unlink(self._child_marker(parent, layer_id))
-            self._unlink(self._meta_path(layer_id))
-            self.refs.drop(layer_id)
+            lease = take_over(None, layer_id, self.diff_path(layer_id), "remove")  # nobody reading it
+            try:
+                trash = os.path.join(self._staging, f"{layer_id}.{uuid.uuid4().hex[:8]}.remove")
+                parent = self.parent(layer_id)
+                self.unpublish_layer(layer_id, trash)
+                self._quick.pop(layer_id, None)
+                if parent is not None:
+                    self._unlink(self._child_marker(parent, layer_id))
+                self._unlink(self._meta_path(layer_id))
+                self.refs.drop(layer_id)
+            finally:
+                if lease is not None:
+                    lease.release()
             self.discard(trash)
 
     def exists(self, layer_id: str) -> bool:
@@ -217,14 +227,19 @@ class Driver(MountRefs, DiffMixin, ABC):
                 *self.diff_status(), ("Layers", str(len(self.layers())))]
 
     def cleanup(self) -> None:
-        """Unmount every mount under this root, drop references, and remove what was half made."""
+        """Unmount every mount under this root, drop references, and remove what was half made. Staging
+        directories of work under way (leased: an apply extracting, a probe) are left to their owners."""
         with self.lock.held():
+            staged = [os.path.join(self._staging, name) for name in os.listdir(self._staging)]
+            live = [path + "/" for path in staged if in_use(path)]
             for entry in reversed(mountinfo.mounts_under(self.home)):
-                unmount(entry.mount_point)
+                if not entry.mount_point.startswith(tuple(live)):
+                    unmount(entry.mount_point)
             self.refs.remove()
             prune_runtime()
-            for name in os.listdir(self._staging):
-                self.discard(os.path.join(self._staging, name))
+            for path in staged:
+                if path + "/" not in live:
+                    self.discard(path)
             for name in os.listdir(self._meta):
                 if ".tmp-" in name or not os.path.isdir(self.layer_path(name)):
                     self._unlink(self._meta_path(name))
@@ -246,6 +261,20 @@ class Driver(MountRefs, DiffMixin, ABC):
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+    @contextmanager
+    def staged(self, prefix: str) -> Iterator[str]:
+        """A new directory in the staging area for work done without the root lock, leased to the caller
+        (``cleanup`` leaves it alone while the work runs) and removed afterwards."""
+        with self.lock.held():  # made and leased before a cleanup can look at it
+            path = tempfile.mkdtemp(prefix=prefix, dir=self._staging)
+            lease = Lease.take(path, shared=False)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+            if lease is not None:
+                lease.release()
 
     def discard(self, path: str) -> None:
         """Remove a staged or trashed tree (it is invisible already)."""

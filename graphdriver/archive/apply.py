@@ -9,15 +9,14 @@ Verify: tar's exit status, and the layer is untouched unless everything succeede
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import tempfile
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import LayerInUse, LayerNotFound, ParentMismatch
+from ..store.leases import Lease
 from .compress import open_stream, readinto_of, splice_of
 from .extract import TarExtractor
-from .identity import identity, removed
+from .inplace import hold, removed, take_over
 from .merge import publish
 from .safety import PathGuard
 from .scan import TarScanner
@@ -62,11 +61,10 @@ def _refuse_mounted(driver: Driver, layer_id: str) -> None:
                          f"stays as it is; apply into a layer before building on it")
 
 
-def _require_same(driver: Driver, layer_id: str, target: str, ident: tuple[int, int] | None) -> None:
-    """With the lock held: the layer is still the one the apply read (``ident``, its directory when the
-    apply began); :class:`LayerNotFound` if it was removed, or removed and made again, meanwhile —
-    the extraction runs without the lock, so another process may have."""
-    if ident is None or not driver.exists(layer_id) or identity(target) != ident:
+def _require_same(driver: Driver, layer_id: str, lease: Lease) -> None:
+    """With the lock held: the layer is still the directory the apply leased (a lease keeps the library
+    out, not a hand at a shell); :class:`LayerNotFound` if it went."""
+    if not driver.exists(layer_id) or not lease.still_there():
         raise removed(layer_id, "a diff was being applied to it")
 
 
@@ -76,39 +74,40 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
     _refuse_mounted(driver, layer_id)  # early, to spare the work; checked again under the lock
     fmt = driver.whiteout_format
     target = driver.diff_path(layer_id)
-    work = tempfile.mkdtemp(prefix=f"{layer_id}.apply-", dir=driver._staging)
-    ident = None
+    lease: Lease | None = hold(driver, layer_id)  # no remove, no other publish, until this one is done
     try:
-        try:
-            ident = identity(target)
+        with driver.staged(f"{layer_id}.apply-") as work:
             stage, trash = os.path.join(work, "root"), os.path.join(work, "trash")
-            os.mkdir(trash, 0o700)
-            os.mkdir(stage, 0o700)
-            st = os.lstat(target)
-            os.chown(stage, st.st_uid, st.st_gid)
-            os.chmod(stage, stat.S_IMODE(st.st_mode))
-            view = lower_view(driver, layer_id)
-            guard = PathGuard(fmt, lower_symlink=view.symlink_target)
-            read, _kind = open_stream(stream)
-            tar = TarExtractor(stage, f"layer {layer_id}")
             try:
-                source = splice_of(read)
-                TarScanner(read, tar.write, guard.visit, readinto_of(read),
-                           tar.splice_from(source) if source else None).run()
-            except BaseException:
-                tar.abort()
+                os.mkdir(trash, 0o700)
+                os.mkdir(stage, 0o700)
+                st = os.lstat(target)
+                os.chown(stage, st.st_uid, st.st_gid)
+                os.chmod(stage, stat.S_IMODE(st.st_mode))
+                view = lower_view(driver, layer_id)
+                guard = PathGuard(fmt, lower_symlink=view.symlink_target)
+                read, _kind = open_stream(stream)
+                tar = TarExtractor(stage, f"layer {layer_id}")
+                try:
+                    source = splice_of(read)
+                    TarScanner(read, tar.write, guard.visit, readinto_of(read),
+                               tar.splice_from(source) if source else None).run()
+                except BaseException:
+                    tar.abort()
+                    raise
+                tar.finish()
+                if fmt == "overlay":
+                    translate_overlay(stage, guard.whiteouts, guard.opaques, overlay_xattr_prefix(driver))
+            except (FileNotFoundError, LayerNotFound):
+                with driver.lock.held():  # the layer went (by hand): say which layer
+                    _require_same(driver, layer_id, lease)
                 raise
-            tar.finish()
-            if fmt == "overlay":
-                translate_overlay(stage, guard.whiteouts, guard.opaques, overlay_xattr_prefix(driver))
-        except (FileNotFoundError, LayerNotFound):
-            with driver.lock.held():  # the layer (or its staging) went: say which layer, if it did
-                _require_same(driver, layer_id, target, ident)
-            raise
-        with driver.lock.held():
-            _require_same(driver, layer_id, target, ident)
-            _refuse_mounted(driver, layer_id)
-            publish(stage, target, trash, guard, fmt)
-        return guard.size
+            with driver.lock.held():
+                _require_same(driver, layer_id, lease)
+                _refuse_mounted(driver, layer_id)
+                lease = take_over(lease, layer_id, target, "apply a diff to")  # no reader left mid-read
+                publish(stage, target, trash, guard, fmt)
+            return guard.size
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if lease is not None:
+            lease.release()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import LayerNotMounted
-from .identity import UnlockedRead
+from .inplace import LayerRead
 from .native import native_diff_problem
 from .tarwriter import ChunkStream, TarWriter, batched, read_xattrs
 from .view import LayerView
@@ -99,6 +99,15 @@ class _Mounted:
                 self.driver.put(lid)
             except LayerNotMounted:
                 pass
+
+
+def _mounted(driver: Driver, layer_id: str, parent: str | None, reading: LayerRead) -> _Mounted:
+    """The mounts a naive read works through; the read's lease goes if they cannot be had."""
+    try:
+        return _Mounted(driver, layer_id, parent)
+    except BaseException:
+        reading.release()
+        raise
 
 
 # -- native ---------------------------------------------------------------------------------------
@@ -272,11 +281,11 @@ def _lower(driver: Driver, layer_id: str) -> LayerView:
 def compute_changes(driver: Driver, layer_id: str, parent: str | None, *, naive: bool = False) -> list[Change]:
     """The layer's changes against ``parent`` (None: its own parent), native when exact."""
     parent, native = resolve_parent(driver, layer_id, parent, naive)
-    reading = UnlockedRead(driver, layer_id)  # read without the lock, and held only by its mounts, if any
+    reading = LayerRead(driver, layer_id)  # without the root lock: leased (and held by its mounts, if any)
     if native:
         own = os.fsencode(reading.path)
         return reading.run(lambda: native_changes(own, _lower(driver, layer_id), driver.whiteout_format))
-    m = _Mounted(driver, layer_id, parent)
+    m = _mounted(driver, layer_id, parent, reading)
     try:
         return reading.run(lambda: naive_changes(m.old, m.new))
     finally:
@@ -291,27 +300,33 @@ def changes(driver: Driver, layer_id: str, parent: str | None) -> list[tuple[str
 def diff_stream(driver: Driver, layer_id: str, parent: str | None, *, naive: bool = False) -> BinaryIO:
     """Docker's Diff: a readable stream of the layer tar (mounts, if any, held until it is closed)."""
     parent, native = resolve_parent(driver, layer_id, parent, naive)
-    reading = UnlockedRead(driver, layer_id)
+    reading = LayerRead(driver, layer_id)
     if native:
-        raw = ChunkStream(reading.chunks(batched(native_tar(os.fsencode(reading.path), driver.whiteout_format))))
-    else:
-        m = _Mounted(driver, layer_id, parent)
+        tar = native_tar(os.fsencode(reading.path), driver.whiteout_format)
+        return ChunkStream(reading.chunks(batched(tar)), reading.release)  # type: ignore[return-value]
+    m = _mounted(driver, layer_id, parent, reading)
+
+    def release() -> None:
         try:
-            found = reading.run(lambda: naive_changes(m.old, m.new))
-        except BaseException:
             m.release()
-            raise
-        raw = ChunkStream(reading.chunks(batched(changes_tar(found))), m.release)
-    return raw  # type: ignore[return-value]
+        finally:
+            reading.release()
+
+    try:
+        found = reading.run(lambda: naive_changes(m.old, m.new), keep=True)
+    except BaseException:
+        release()
+        raise
+    return ChunkStream(reading.chunks(batched(changes_tar(found))), release)  # type: ignore[return-value]
 
 
 def diff_size(driver: Driver, layer_id: str, parent: str | None, *, naive: bool = False) -> int:
     """Docker's DiffSize."""
     parent, native = resolve_parent(driver, layer_id, parent, naive)
-    reading = UnlockedRead(driver, layer_id)
+    reading = LayerRead(driver, layer_id)
     if native:
         return reading.run(lambda: native_size(os.fsencode(reading.path), driver.whiteout_format))
-    m = _Mounted(driver, layer_id, parent)
+    m = _mounted(driver, layer_id, parent, reading)
     try:
         return changes_size(reading.run(lambda: naive_changes(m.old, m.new)))
     finally:

@@ -99,4 +99,8 @@ def native_diff_problem(driver: Driver) -> str | None:
     if fmt != "overlay":
         return f"{driver.name} keeps full copies, not diffs"
     extra = tuple(getattr(driver, "_extra_options", ()) or ())
-    return configured_problem(extra) or probe_mount(driver._staging, extra)
+    problem = configured_problem(extra)
+    if problem is None:
+        with driver.staged("native-diff-probe.") as work:  # leased: a cleanup meanwhile leaves it be
+            problem = probe_mount(work, extra)
+    return problem
