@@ -26,7 +26,7 @@ class LayerInUse(GraphDriverError):
 
 
 class LayerChanged(GraphDriverError):
-    """A layer changed (made again, applied into) under work that read it without the root lock."""
+    """A layer's files changed (a container writing, a hand at a shell) under a read of it in place."""
 
 
 class LayerNotMounted(GraphDriverError):

@@ -22,6 +22,7 @@ from ..errors import (
     CorruptRecord,
     GraphDriverError,
     LayerChanged,
+    LayerInUse,
     LayerNotFound,
     LayerNotMounted,
     NameInUse,
@@ -30,6 +31,7 @@ from . import initlayer
 from .files import read_json, write_json
 from .freeze import paused
 from .images import ImageStore, normalize_ref
+from .leases import holders, in_use
 from .marks import WorkMarks
 
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
@@ -208,9 +210,17 @@ class ContainerStore:
                     self.driver.put(c.rw_layer)
                 except LayerNotMounted:
                     break
-            for layer in (c.rw_layer, c.init_layer):
-                if self.driver.exists(layer):
+            layers = [layer for layer in (c.rw_layer, c.init_layer) if self.driver.exists(layer)]
+            for layer in layers:  # all or nothing, as far as readers go (a diff of either under way)
+                if in_use(self.driver.diff_path(layer)):
+                    self._refuse_read(c, layer)
+            for layer in layers:
+                try:
                     self.driver.remove(layer)
+                except LayerInUse:
+                    if not in_use(self.driver.diff_path(layer)):
+                        raise
+                    self._refuse_read(c, layer)  # a read began since the look above
             os.unlink(self._path(c.id))
             for p in (self.run_lock_path(c.id),):
                 try:
@@ -218,6 +228,12 @@ class ContainerStore:
                 except FileNotFoundError:
                     pass
             return c
+
+    def _refuse_read(self, c: Container, layer: str) -> None:
+        who = holders(self.driver.diff_path(layer))
+        kind = "read-write" if layer == c.rw_layer else "init"
+        raise LayerInUse(f"container {c.name} is being read (a diff or changes of its {kind} layer under way"
+                         f"{' in ' + ', '.join(who) if who else ''}); try again when it is done")
 
     def _stop(self, c: Container, pid: int) -> None:
         try:
@@ -261,6 +277,7 @@ class ContainerStore:
         held = {c for image_id in self.images.ids() for c in self.images.chain(image_id)}
         loose = {"sha256:" + n[:-len(".json")] for n in os.listdir(self.images.layerdb) if n.endswith(".json")}
         loose -= held
+        loose -= {c for c in loose if self.images.held_elsewhere(c.split(":", 1)[1])}  # and what they sit on
         done: list[str] = []
         freed = 0
         while tops := [c for c in sorted(loose) if not self.driver.children(c.split(":", 1)[1])]:

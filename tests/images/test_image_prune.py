@@ -83,3 +83,29 @@ def test_prune_takes_the_layers_a_killed_load_left_and_a_new_load_is_whole(tmp_p
     assert store.driver.layers() == [] and os.listdir(store.images.layerdb) == []
     [loaded] = store.images.load(built.path)
     assert store.images.chain(loaded.image_id) == built.chain_ids and store.prune_images() == ([], 0)
+
+
+def test_an_image_whose_layers_are_held_by_hand_is_removed_and_its_layers_wait(tmp_path, store, root):
+    """One image's top layer mounted (``layer mount``), another's being read (``layer diff``): ``image rm``
+    removes each image and leaves the held layer, with what it sits on, for the prune after the hold."""
+    from graphdriver import open_driver
+
+    mounted = docker_archive(str(tmp_path / "m.tar"), [_layer("m0"), _layer("m1")], ["m:1"])
+    read = docker_archive(str(tmp_path / "r.tar"), [_layer("r0")], ["r:1"])
+    for built in (mounted, read):
+        store.images.load(built.path)
+    m_chain, r_chain = store.images.chain(mounted.image_id), store.images.chain(read.image_id)
+    other = open_driver(root)  # another process, as far as counts and leases go
+    other.get(hex_of(m_chain[1]))
+    stream = other.diff(hex_of(r_chain[0]), None)
+    stream.read(1)
+    assert store.remove_image("m:1") == ["Untagged: m:1", f"Deleted: {mounted.image_id}"]
+    assert store.remove_image("r:1") == ["Untagged: r:1", f"Deleted: {read.image_id}"]
+    assert store.images.ids() == []
+    assert store.prune_images() == ([], 0)  # still held: nothing taken from under them
+    assert sorted(store.driver.layers()) == sorted(hex_of(c) for c in m_chain + r_chain)
+    other.put(hex_of(m_chain[1]))
+    stream.close()
+    done, _ = store.prune_images()
+    assert sorted(done) == sorted(f"Deleted: {c}" for c in m_chain + r_chain)
+    assert store.driver.layers() == []
