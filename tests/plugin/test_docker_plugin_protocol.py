@@ -414,3 +414,30 @@ def test_a_put_too_many_elsewhere_during_a_diff_leaves_the_diff_and_the_server_w
     assert reader.call("GraphDriver.Exists", {"ID": "ctr"})["Exists"] is True  # the reader's connection lives
     assert other.call("GraphDriver.Exists", {"ID": "ctr"})["Exists"] is True
     assert mountinfo.mounts_under(home) == []
+
+
+def test_a_remove_during_a_diff_is_an_err_and_the_diff_ends_whole(plugin) -> None:
+    """dockerd's ``Remove`` of a layer whose ``Diff`` another connection is still streaming: an ``Err``
+    naming the layer (in place, the read's lease; through mounts, its mounts), the stream whole, and
+    the layer removed once the stream is done."""
+    path, home, _ = plugin
+    c = PluginClient(path)
+    init(c, home)
+    assert c.call("GraphDriver.Create", {"ID": "base"})["Err"] == ""
+    assert c.call("GraphDriver.CreateReadWrite", {"ID": "ctr", "Parent": "base"})["Err"] == ""
+    body = _tar({f"f{i}": os.urandom(1 << 20) for i in range(12)})  # more than the socket holds
+    assert c.apply_diff("ctr", "", _chunks(body, 1 << 16))["Err"] == ""
+    reader = PluginClient(path)
+    reader.conn.request("POST", "/GraphDriver.Diff", body=json.dumps({"ID": "ctr", "Parent": ""}).encode(),
+                        headers={"Content-Type": "application/vnd.docker.plugins.v1.2+json"})
+    resp = reader.conn.getresponse()
+    assert resp.status == 200
+    first = resp.read(1 << 16)  # the server is now blocked writing the rest
+    refused = c.call("GraphDriver.Remove", {"ID": "ctr"})["Err"]
+    assert "layer ctr" in refused and ("being read" in refused or "mounted" in refused)
+    with tarfile.open(fileobj=io.BytesIO(first + resp.read())) as tf:
+        assert sorted(tf.getnames()) == sorted(f"f{i}" for i in range(12))
+    deadline = time.monotonic() + 10  # the server closes the stream (and its hold) just after the last byte
+    while (err := c.call("GraphDriver.Remove", {"ID": "ctr"})["Err"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert err == "" and c.call("GraphDriver.Exists", {"ID": "ctr"})["Exists"] is False
