@@ -134,3 +134,20 @@ def test_cleanup_leaves_an_apply_under_way_and_removes_what_a_crash_left(driver:
     assert result == {"size": 40001}
     assert sorted(os.listdir(driver.diff_path("x"))) == ["a", "b"]
     assert os.listdir(driver._staging) == []
+
+
+def test_reads_of_one_layer_run_side_by_side(driver: Driver, root: str) -> None:
+    """Leases of readers are shared: a second diff and a size of the layer while a first diff is open."""
+    driver.create("x")
+    driver.apply_diff("x", None, io.BytesIO(tar(*(file(f"f{i:03d}", bytes([i]) * 65536) for i in range(32)))))
+    first = driver.diff("x", None)
+    head = first.read(1 << 16)
+    other = open_driver(root, driver.name)
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(tar=other.diff("x", None).read(),
+                                                         size=other.diff_size("x", None)))
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()  # not waiting for the first read to end
+    assert head + first.read() == done["tar"] and done["size"] == 32 * 65536
+    first.close()
