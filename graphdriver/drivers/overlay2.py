@@ -215,24 +215,42 @@ class Overlay2(Driver):
                             short_lowers=links, cwd=self.home, page_size=probe.page_size(),
                             extra=self._extra_options, relative=self.layer_view_in_use, index=f"{layer_id}/lowers")
 
-    def _make_lower_index(self, layer_id: str, index: str) -> None:
-        """The layer's lower index (see :func:`~graphdriver.plan.overlay.index_links`), built in the
-        staging dir and renamed into place: it appears whole or not at all (``cleanup`` removes a stage a
-        crash left). A layer's lowers never change, so once made it stays right."""
+    def _lower_index(self, layer_id: str, index: str) -> None:
+        """Make sure the layer's lower index (see :func:`~graphdriver.plan.overlay.index_links`) holds
+        what its ``lower`` file says. Built in the staging dir and renamed into place, it appears whole or
+        not at all (``cleanup`` removes a stage a crash left); one found different (edited or damaged:
+        the kernel shows its names, not where they lead) is replaced the same way. Read here, on the
+        general path — once per driver object and layer; a quick mount trusts what this confirmed."""
+        want = index_links(self._lower_links(layer_id), index)
+        where = os.path.join(self.home, index)
+        try:
+            with os.scandir(where) as it:
+                if {e.name: os.readlink(e.path) for e in it} == want:
+                    return
+        except FileNotFoundError:
+            pass
+        except OSError:  # not symlinks, not a directory: rebuilt all the same
+            pass
         stage = os.path.join(self._staging, f"{layer_id}.lowers.{os.urandom(4).hex()}")
         os.mkdir(stage, 0o700)
         try:
-            for name, target in index_links(self._lower_links(layer_id), index).items():
+            for name, target in want.items():
                 os.symlink(target, os.path.join(stage, name))
-            os.rename(stage, os.path.join(self.home, index))
+            trash = None
+            if os.path.lexists(where):  # the wrong one to the trash, the right one in its place
+                trash = f"{stage}.old"
+                os.rename(where, trash)
+            os.rename(stage, where)
         except BaseException:
             self.discard(stage)
             raise
+        if trash is not None:
+            self.discard(trash)
 
     def mount_layer(self, layer_id: str, plan: object | None = None) -> int:
         plan = plan if isinstance(plan, OverlayPlan) else self.plan(layer_id)
-        if plan.subdir and not os.path.isdir(os.path.join(self.home, plan.subdir)):
-            self._make_lower_index(layer_id, plan.subdir)
+        if plan.subdir:
+            self._lower_index(layer_id, plan.subdir)
         return self._mount_checked(layer_id, plan)
 
     def _mount_checked(self, layer_id: str, plan: OverlayPlan) -> int:

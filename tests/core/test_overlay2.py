@@ -494,3 +494,33 @@ def test_a_brief_statmount_names_an_overlay_by_its_magic_and_asks_for_any_other_
             [f"{target} is a tmpfs mount, not overlay"]
     finally:
         syscalls.umount2(target)
+
+
+def test_a_lower_index_edited_behind_the_driver_is_made_right_before_it_is_mounted(root: str) -> None:
+    """The kernel shows an index's names, not where they lead: a driver object's first mount of a layer
+    reads the index against the layer's ``lower`` file and replaces it when it differs."""
+    d = open_driver(root, "overlay2")
+    ids = chain(d, 201, prefix=f"{0:060x}")
+    top = ids[-1]
+    with open(os.path.join(d.diff_path(ids[0]), "base-file"), "w") as f:
+        f.write("from the base")
+    d.get(top)
+    d.put(top)
+    index = os.path.join(d.layer_path(top), "lowers")
+    last = sorted(os.listdir(index), key=lambda n: int(n, 16))[-1]  # the base layer's name
+    right = os.readlink(os.path.join(index, last))
+    d.create("other")  # in no chain of these: a layer the index must not lead to
+    with open(os.path.join(d.diff_path("other"), "base-file"), "w") as f:
+        f.write("from another layer")
+    with open(os.path.join(d.layer_path("other"), "link")) as f:
+        os.unlink(os.path.join(index, last))
+        os.symlink(f"../../l/{f.read().strip()}", os.path.join(index, last))
+    os.mkdir(os.path.join(index, "stray"))
+    path = open_driver(root, "overlay2").get(top)  # another process: its first mount of the layer
+    try:
+        with open(os.path.join(path, "base-file")) as f:
+            assert f.read() == "from the base"
+        assert os.readlink(os.path.join(index, last)) == right and "stray" not in os.listdir(index)
+        assert [n for n in os.listdir(d._staging) if ".lowers." in n] == []
+    finally:
+        d.put(top)
