@@ -68,3 +68,32 @@ def test_wrong_parent_and_missing_layer(root):
     assert r.returncode == 1 and b"parent" in r.stderr
     r = gd(root, "layer", "diff-size", "nope")
     assert r.returncode == 1 and b"nope" in r.stderr
+
+
+def test_rm_while_a_diff_runs_names_it_and_goes_through_once_it_is_killed(root, tmp_path):
+    """README's example: ``layer rm`` while another process's ``layer diff`` of that layer is under way
+    is refused naming it (its name and pid); killed, the diff's lease goes with it."""
+    body = tar(*(file(f"f{i:02d}", os.urandom(1 << 20)) for i in range(16)))  # more than a pipe holds
+    assert gd(root, "layer", "create", "app").returncode == 0
+    assert gd(root, "layer", "apply", "app", stdin=body).returncode == 0
+    reader = subprocess.Popen([sys.executable, "-m", "graphdriver", "--root", root, "layer", "diff", "app"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert len(reader.stdout.read(1 << 16)) == 1 << 16  # the diff is under way, blocked on the pipe
+        r = gd(root, "layer", "rm", "app")
+        assert r.returncode == 1 and r.stderr.decode().splitlines() == [
+            f"graphdriver: cannot remove layer app: it is being read or applied into (a diff, changes, size or "
+            f"apply under way in {_name(reader.pid)}[{reader.pid}]); try again when it is done"]
+        assert gd(root, "layer", "exists", "app").returncode == 0
+    finally:
+        reader.kill()
+        reader.wait()
+        reader.stdout.close()
+    r = gd(root, "layer", "rm", "app")
+    assert r.returncode == 0, r.stderr
+    assert gd(root, "layer", "exists", "app").returncode == 1
+
+
+def _name(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
