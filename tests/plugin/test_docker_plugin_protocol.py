@@ -388,23 +388,30 @@ def test_a_diff_that_fails_before_its_first_byte_is_an_err_not_a_broken_stream(p
     assert status == 200
 
 
-def test_a_put_too_many_elsewhere_during_a_diff_leaves_the_diff_and_the_server_whole(plugin) -> None:
-    """A diff read through mounts (vfs here; overlay2 when native diff is off) holds them until its
-    stream is closed. Another client's ``Put`` too many drops that reference meanwhile: the stream
-    still ends whole and the server carries on (before, closing it raised and killed the connection)."""
-    path, home, backend = plugin
+def _diff_under_way(path: str, home: str) -> tuple[PluginClient, PluginClient, object, bytes]:
+    """A layer ``ctr`` of 12 MiB on ``base``, and a ``Diff`` of it on its own connection, its first
+    64 KiB read: (the client that made it, the reader, the response, those bytes). The server is then
+    blocked writing the rest (more than the socket holds)."""
     c = PluginClient(path)
     init(c, home)
     assert c.call("GraphDriver.Create", {"ID": "base"})["Err"] == ""
     assert c.call("GraphDriver.CreateReadWrite", {"ID": "ctr", "Parent": "base"})["Err"] == ""
-    body = _tar({f"f{i}": os.urandom(1 << 20) for i in range(12)})  # more than the socket holds
+    body = _tar({f"f{i}": os.urandom(1 << 20) for i in range(12)})
     assert c.apply_diff("ctr", "", _chunks(body, 1 << 16))["Err"] == ""
     reader = PluginClient(path)
     reader.conn.request("POST", "/GraphDriver.Diff", body=json.dumps({"ID": "ctr", "Parent": ""}).encode(),
                         headers={"Content-Type": "application/vnd.docker.plugins.v1.2+json"})
     resp = reader.conn.getresponse()
     assert resp.status == 200
-    first = resp.read(1 << 16)  # the server is now blocked writing the rest
+    return c, reader, resp, resp.read(1 << 16)
+
+
+def test_a_put_too_many_elsewhere_during_a_diff_leaves_the_diff_and_the_server_whole(plugin) -> None:
+    """A diff read through mounts (vfs here; overlay2 when native diff is off) holds them until its
+    stream is closed. Another client's ``Put`` too many drops that reference meanwhile: the stream
+    still ends whole and the server carries on (before, closing it raised and killed the connection)."""
+    path, home, _ = plugin
+    _, reader, resp, first = _diff_under_way(path, home)
     other = PluginClient(path)
     extra = other.call("GraphDriver.Put", {"ID": "ctr"})  # the diff's reference, if it holds one
     rest = resp.read()
@@ -421,18 +428,7 @@ def test_a_remove_during_a_diff_is_an_err_and_the_diff_ends_whole(plugin) -> Non
     naming the layer (in place, the read's lease; through mounts, its mounts), the stream whole, and
     the layer removed once the stream is done."""
     path, home, _ = plugin
-    c = PluginClient(path)
-    init(c, home)
-    assert c.call("GraphDriver.Create", {"ID": "base"})["Err"] == ""
-    assert c.call("GraphDriver.CreateReadWrite", {"ID": "ctr", "Parent": "base"})["Err"] == ""
-    body = _tar({f"f{i}": os.urandom(1 << 20) for i in range(12)})  # more than the socket holds
-    assert c.apply_diff("ctr", "", _chunks(body, 1 << 16))["Err"] == ""
-    reader = PluginClient(path)
-    reader.conn.request("POST", "/GraphDriver.Diff", body=json.dumps({"ID": "ctr", "Parent": ""}).encode(),
-                        headers={"Content-Type": "application/vnd.docker.plugins.v1.2+json"})
-    resp = reader.conn.getresponse()
-    assert resp.status == 200
-    first = resp.read(1 << 16)  # the server is now blocked writing the rest
+    c, _, resp, first = _diff_under_way(path, home)
     refused = c.call("GraphDriver.Remove", {"ID": "ctr"})["Err"]
     assert "layer ctr" in refused and ("being read" in refused or "mounted" in refused)
     with tarfile.open(fileobj=io.BytesIO(first + resp.read())) as tf:
