@@ -70,6 +70,7 @@ class Driver(MountRefs, DiffMixin, ABC):
         self.root = os.path.abspath(root)
         self.home = os.path.join(self.root, self.name)
         self.options = dict(options or {})
+        self.check_options(self.options, self.root)  # before anything is made
         for d in (self.home, self._staging, self._meta, self._children_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.lock = RootLock(os.path.join(self.home, ".lock"))
@@ -104,6 +105,23 @@ class Driver(MountRefs, DiffMixin, ABC):
     # -- the public interface ------------------------------------------------------------------
     #: Ids a backend's own layout uses (overlay2's ``l`` links directory).
     reserved_ids: ClassVar[frozenset[str]] = frozenset()
+    #: The driver options (``--storage-opt KEY=VALUE``) this backend takes: key -> the values it
+    #: allows, or None for a value the backend checks itself (:meth:`check_options`).
+    driver_options: ClassVar[dict[str, tuple[str, ...] | None]] = {}
+
+    @classmethod
+    def check_options(cls, options: dict[str, str], root: str) -> None:
+        """Refuse a driver option this backend does not take, or a value it cannot use, before the store
+        is touched: a misspelled option is an error (as dockerd's ``overlay2: unknown option``), never
+        silently ignored. Backends check their free-form values (None in :attr:`driver_options`) on top."""
+        for key, value in options.items():
+            if key not in cls.driver_options:
+                known = ", ".join(sorted(cls.driver_options)) or "none"
+                raise StorageOptUnsupported(f"{cls.name}: unknown driver option {key!r} (it takes: {known})")
+            allowed = cls.driver_options[key]
+            if allowed is not None and value not in allowed:
+                raise StorageOptUnsupported(f"{cls.name}: driver option {key} must be one of "
+                                            f"{', '.join(allowed)}, not {value!r}")
 
     @classmethod
     def check_create(cls, layer_id: str, parent: str | None, storage_opt: dict[str, str],
@@ -123,6 +141,8 @@ class Driver(MountRefs, DiffMixin, ABC):
                storage_opt: dict[str, str] | None = None, mount_label: str = "") -> None:
         """Make layer ``layer_id`` on ``parent`` (None: a base layer). ``rw``: a container's layer."""
         parent, size = self.check_create(layer_id, parent, storage_opt or {}, self.home)
+        if size is None and rw:
+            size = self.default_rw_size()
         with self.lock.held():
             if self.exists(layer_id):
                 raise LayerExists(f"layer {layer_id} already exists")
@@ -297,6 +317,10 @@ class Driver(MountRefs, DiffMixin, ABC):
             if why is not None:
                 raise StorageOptUnsupported(f"{cls.name}: storage option 'size' needs project quota: {why}")
         return size
+
+    def default_rw_size(self) -> int | None:
+        """The ``size`` a container's layer gets when its storage options name none (a driver option)."""
+        return None
 
     def _limit(self, stage: str, size: int) -> None:
         """Give the staged layer's own directory a project quota of ``size`` bytes."""

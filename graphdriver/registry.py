@@ -9,7 +9,7 @@ import shutil
 
 from .driver import _REGISTRY, Driver
 from .errors import DriverMismatch, DriverUnsupported, NoStore, NotRoot
-from .store.files import read_text, write_all
+from .store.files import nearest_dir, read_text, write_all
 
 DEFAULT_ROOT = "/var/lib/graphdriver"
 #: The built-in backends (each in its own module under graphdriver/drivers/), in the order the default
@@ -53,14 +53,6 @@ def default_driver(root: str) -> str:
 def recorded_driver(root: str) -> str | None:
     """The driver recorded at ``root``; None while nothing has been stored there."""
     return read_text(_record_path(os.path.abspath(root))) or None
-
-
-def nearest_dir(root: str) -> str:
-    """``root`` if it is a directory, else the nearest directory above it: where it would be made."""
-    where = os.path.abspath(root)
-    while not os.path.isdir(where):
-        where = os.path.dirname(where)
-    return where
 
 
 def chosen_driver(root: str, name: str | None = None) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from plumbum import cli
 
 from ..driver import Driver
-from ..errors import GraphDriverError, NoStore
+from ..errors import GraphDriverError, NoStore, StorageOptUnsupported
 from ..registry import DEFAULT_ROOT, open_driver
 
 
@@ -38,7 +38,10 @@ class GraphDriverApp(cli.Application):
         :class:`~graphdriver.errors.NoStore` and leaves the root as it was (no directory made, no
         driver recorded)."""
         if self._driver is None:
-            opts = dict(o.split("=", 1) for o in self.storage_opts if "=" in o)
+            bad = [o for o in self.storage_opts if "=" not in o]
+            if bad:
+                raise StorageOptUnsupported(f"--storage-opt takes KEY=VALUE, not {bad[0]!r}")
+            opts = dict(o.split("=", 1) for o in self.storage_opts)
             self._driver = open_driver(self.root, self.driver_name, opts, create=create)
         return self._driver
 

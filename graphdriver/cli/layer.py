@@ -8,7 +8,8 @@ from plumbum import cli
 
 from ..errors import LayerNotFound
 from ..kernel import probe
-from ..registry import backend, chosen_driver, nearest_dir
+from ..registry import backend, chosen_driver
+from ..store.files import nearest_dir
 from .app import CommandGroup, GraphDriverApp, emit, top
 from .image import container_store
 

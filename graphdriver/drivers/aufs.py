@@ -35,6 +35,7 @@ from ..plan.aufs import (
     DEFAULT_BRANCH_MAX,
     FORBIDDEN,
     UDBA_DEFAULT,
+    UDBA_MODES,
     AufsOptions,
     AufsPlan,
     Branch,
@@ -60,6 +61,7 @@ class Aufs(Driver):
 
     name: ClassVar[str] = "aufs"
     whiteout_format: ClassVar[str] = "aufs"
+    driver_options: ClassVar[dict[str, tuple[str, ...] | None]] = {"aufs.udba": UDBA_MODES}
     #: Where the module keeps its sysfs tree (a parameter so tests can point it at a fixture tree).
     sysfs_root: ClassVar[str] = DEFAULT_SYSFS
 

@@ -23,13 +23,16 @@ from typing import ClassVar
 from ..driver import Driver, register
 from ..errors import MountFailed, StorageOptUnsupported
 from ..ids import short_link_id
-from ..kernel import mountinfo, probe, statcalls, syscalls
+from ..kernel import mountinfo, probe, quota, statcalls, syscalls
 from ..kernel.overlay import LayerView, mount_overlay
 from ..kernel.quickmount import QuickMount
 from ..kernel.unmount import unmount
 from ..mounts import MountState
 from ..plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, index_links, plan_overlay
-from ..store.files import read_text, touch, write_atomic
+from ..store.files import nearest_dir, read_text, touch, write_atomic
+
+#: Mount options that name an overlay's layers: the driver's to set, never ``overlay2.mountopt``'s.
+_LAYER_OPTIONS = frozenset({"lowerdir", "lowerdir+", "upperdir", "workdir", "datadir+"})
 
 
 @register
@@ -39,6 +42,29 @@ class Overlay2(Driver):
     name: ClassVar[str] = "overlay2"
     whiteout_format: ClassVar[str] = "overlay"
     reserved_ids: ClassVar[frozenset[str]] = frozenset({"l"})
+    driver_options: ClassVar[dict[str, tuple[str, ...] | None]] = {
+        "overlay2.mount_api": ("auto", "fsconfig", "mount"), "overlay2.layer_view": ("true", "false"),
+        "overlay2.mountopt": None, "overlay2.size": None}
+
+    @classmethod
+    def check_options(cls, options: dict[str, str], root: str) -> None:
+        """Also: ``overlay2.mountopt`` adds options but never names layers (each mount's own), and
+        ``overlay2.size`` (the default size of a container's layer, as dockerd's) parses and has project
+        quota to work with."""
+        super().check_options(options, root)
+        for opt in filter(None, options.get("overlay2.mountopt", "").split(",")):
+            if opt.partition("=")[0] in _LAYER_OPTIONS:
+                raise StorageOptUnsupported(f"overlay2.mountopt cannot set {opt.partition('=')[0]}: the driver "
+                                            f"names each mount's layers itself")
+        if "overlay2.size" in options:
+            quota.parse_size(options["overlay2.size"])
+            why = quota.project_quota_reason(nearest_dir(root))
+            if why is not None:
+                raise StorageOptUnsupported(f"overlay2: driver option overlay2.size needs project quota: {why}")
+
+    def default_rw_size(self) -> int | None:
+        size = self.options.get("overlay2.size")
+        return quota.parse_size(size) if size else None
 
     @classmethod
     def unsupported_reason(cls, root: str) -> str | None:
@@ -72,10 +98,7 @@ class Overlay2(Driver):
         return self._view is not None and self._view.usable
 
     def _view_wanted(self) -> bool:
-        wanted = self.options.get("overlay2.layer_view", "true").lower()
-        if wanted not in ("true", "false"):
-            raise StorageOptUnsupported(f"overlay2.layer_view must be true or false, not {wanted!r}")
-        return wanted == "true"
+        return self.options.get("overlay2.layer_view", "true") == "true"
 
     # -- layout ---------------------------------------------------------------------------------
     @property

@@ -107,3 +107,10 @@ def read_text(path: str, default: str | None = None) -> str | None:
     raw = read_bytes(path)
     return default if raw is None else raw.decode("utf-8").strip()
 
+
+def nearest_dir(path: str) -> str:
+    """``path`` if it is a directory, else the nearest directory above it: where it would be made."""
+    where = os.path.abspath(path)
+    while not os.path.isdir(where):
+        where = os.path.dirname(where)
+    return where

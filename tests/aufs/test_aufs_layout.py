@@ -14,7 +14,14 @@ import pytest
 
 from graphdriver import open_driver
 from graphdriver.drivers.aufs import NO_AUFS, Aufs
-from graphdriver.errors import BadBranchPath, DriverUnsupported, LayerInUse, MountFailed, TooManyLayers
+from graphdriver.errors import (
+    BadBranchPath,
+    DriverUnsupported,
+    LayerInUse,
+    MountFailed,
+    StorageOptUnsupported,
+    TooManyLayers,
+)
 from graphdriver.kernel import mountinfo, probe, syscalls
 from graphdriver.kernel.mountinfo import MountEntry
 from graphdriver.plan.aufs import AufsOptions
@@ -226,6 +233,17 @@ def test_udba_option(root):
     drv = Aufs(root, {"aufs.udba": "none"})
     assert drv.mount_options.udba == "none"
     assert "udba=none" in drv.mount_options.render()
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"aufs.udba": "sometimes"}, "aufs: driver option aufs.udba must be one of reval, none, notify, not 'sometimes'"),
+    ({"aufs.xino": "/dev/shm/x"}, "aufs: unknown driver option 'aufs.xino' (it takes: aufs.udba)"),
+])
+def test_driver_options_it_does_not_take_are_refused_before_anything_is_made(tmp_path, options, said):
+    where = str(tmp_path / "root")
+    with pytest.raises(StorageOptUnsupported) as e:
+        Aufs(where, options)
+    assert str(e.value) == said and not os.path.exists(where)
 
 
 def test_a_foreign_mount_at_the_mount_point_is_not_adopted(aufs):

@@ -292,3 +292,30 @@ def test_one_shot_calls_load_only_what_they_run(root: str) -> None:
         assert re.search(rf"^\s+{group}\s", helptext, re.M), (group, helptext)
     assert "containerd-snapshotter" in ok(root, "serve", "--help")
     assert "diff-size" in ok(root, "layer", "--help")
+
+
+@pytest.mark.parametrize(("opt", "driver", "said"), [
+    ("overlay2.bogus=1", "overlay2", "overlay2: unknown driver option 'overlay2.bogus' (it takes: overlay2.layer_view, "
+                                     "overlay2.mount_api, overlay2.mountopt, overlay2.size)"),
+    ("overlay2.mount_api=fsconfg", "overlay2", "overlay2: driver option overlay2.mount_api must be one of auto, "
+                                               "fsconfig, mount, not 'fsconfg'"),
+    ("overlay2.mountopt=nodev,upperdir=/etc", "overlay2", "overlay2.mountopt cannot set upperdir: the driver names "
+                                                          "each mount's layers itself"),
+    ("overlay2.size=10G", "overlay2", "overlay2: driver option overlay2.size needs project quota: "),
+    ("overlay2.size=ten", "overlay2", "invalid size 'ten'"),
+    ("overlay2.size=1G", "vfs", "vfs: unknown driver option 'overlay2.size' (it takes: none)"),
+    ("noequals", "overlay2", "--storage-opt takes KEY=VALUE, not 'noequals'"),
+])
+def test_a_driver_option_it_does_not_take_is_refused_and_nothing_is_made(tmp_path, opt: str, driver: str,
+                                                                        said: str) -> None:
+    """dockerd's ``overlay2: unknown option``: a misspelled driver option, or a value the backend cannot
+    use, is one line and exit 1 — never silently ignored — on a new root and on a store."""
+    where = str(tmp_path / "new")
+    r = gd(where, "--driver", driver, "--storage-opt", opt, "layer", "create", "a")
+    assert r.returncode == 1 and r.stderr.splitlines()[0].startswith(f"graphdriver: {said}")
+    assert len(r.stderr.splitlines()) == 1 and not os.path.exists(where)
+    stored = str(tmp_path / "stored")
+    assert gd(stored, "--driver", driver, "layer", "create", "a").returncode == 0
+    r = gd(stored, "--storage-opt", opt, "layer", "ls")
+    assert r.returncode == 1 and r.stderr.startswith(f"graphdriver: {said}")
+    assert gd(stored, "layer", "ls").stdout.split()[-3:] == ["a", "-", "0"]

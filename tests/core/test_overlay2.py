@@ -440,7 +440,7 @@ def test_a_view_that_cannot_serve_falls_back_to_the_path_and_is_dropped(root: st
 def test_the_layer_view_setting_is_checked(root: str) -> None:
     from graphdriver.errors import StorageOptUnsupported
 
-    with pytest.raises(StorageOptUnsupported, match="overlay2.layer_view must be true or false, not 'maybe'"):
+    with pytest.raises(StorageOptUnsupported, match="overlay2.layer_view must be one of true, false, not 'maybe'"):
         open_driver(root, "overlay2", {"overlay2.layer_view": "maybe"})
     assert dict(open_driver(root, "overlay2").status())["Layers looked up"].startswith("relative, through")
 

@@ -80,3 +80,24 @@ def test_size_limits_what_a_layer_can_hold(prjquota_fs: str, name: str) -> None:
     finally:
         d.put("small")
         d.cleanup()
+
+
+def test_the_overlay2_size_driver_option_limits_each_container_layer(prjquota_fs: str) -> None:
+    """dockerd's ``overlay2.size``: the size of every container layer whose own storage options name none;
+    image layers are not limited."""
+    d = open_driver(os.path.join(prjquota_fs, "root"), "overlay2", {"overlay2.size": "1M"})
+    d.create("base")
+    with open(os.path.join(d.diff_path("base"), "big"), "wb") as f:
+        f.write(b"x" * (3 << 20))  # an image layer holds what it is given
+    d.create("ctr", "base", rw=True)
+    path = d.get("ctr")
+    try:
+        with pytest.raises(OSError) as e, open(os.path.join(path, "big2"), "wb") as f:
+            for _ in range(4):
+                f.write(b"x" * (1 << 20))
+                f.flush()
+                os.fsync(f.fileno())
+        assert e.value.errno == errno.EDQUOT
+    finally:
+        d.put("ctr")
+        d.cleanup()
