@@ -15,7 +15,8 @@ from plumbum import cli
 
 from ..driver import Driver
 from ..errors import GraphDriverError, NoStore, StorageOptUnsupported
-from ..registry import DEFAULT_ROOT, open_driver
+from ..registry import DEFAULT_ROOT, backend, chosen_driver, open_driver
+from ..store.files import nearest_dir
 
 
 class GraphDriverApp(cli.Application):
@@ -42,7 +43,13 @@ class GraphDriverApp(cli.Application):
             if bad:
                 raise StorageOptUnsupported(f"--storage-opt takes KEY=VALUE, not {bad[0]!r}")
             opts = dict(o.split("=", 1) for o in self.storage_opts)
-            self._driver = open_driver(self.root, self.driver_name, opts, create=create)
+            try:
+                self._driver = open_driver(self.root, self.driver_name, opts, create=create)
+            except NoStore:  # the options are checked all the same: a typo is not an empty answer
+                cls = backend(chosen_driver(self.root, self.driver_name))
+                if cls is not None:
+                    cls.check_options(opts, nearest_dir(self.root))
+                raise
         return self._driver
 
     def stored_driver(self) -> Driver | None:

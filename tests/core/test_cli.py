@@ -314,6 +314,8 @@ def test_a_driver_option_it_does_not_take_is_refused_and_nothing_is_made(tmp_pat
     r = gd(where, "--driver", driver, "--storage-opt", opt, "layer", "create", "a")
     assert r.returncode == 1 and r.stderr.splitlines()[0].startswith(f"graphdriver: {said}")
     assert len(r.stderr.splitlines()) == 1 and not os.path.exists(where)
+    r = gd(where, "--driver", driver, "--storage-opt", opt, "layer", "ls")  # nothing stored: still checked
+    assert r.returncode == 1 and r.stderr.startswith(f"graphdriver: {said}") and not os.path.exists(where)
     stored = str(tmp_path / "stored")
     assert gd(stored, "--driver", driver, "layer", "create", "a").returncode == 0
     r = gd(stored, "--storage-opt", opt, "layer", "ls")
