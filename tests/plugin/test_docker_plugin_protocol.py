@@ -76,6 +76,9 @@ def test_activate_and_init(plugin) -> None:
     assert "Init" in c.call("GraphDriver.Create", {"ID": "x"})["Err"]
     err = c.call("GraphDriver.Init", {"Home": home, "UIDMaps": [{"ContainerID": 0, "HostID": 1000, "Size": 1}]})
     assert "remapping" in err["Err"]
+    err = c.call("GraphDriver.Init", {"Home": home, "Opts": [f"{backend}.bogus=1"], "UIDMaps": None, "GIDMaps": None})
+    assert err["Err"].startswith(f"{backend}: unknown driver option '{backend}.bogus'")  # dockerd's own refusal
+    assert not os.path.exists(os.path.join(home, backend))
     init(c, home)
     assert os.path.isdir(os.path.join(home, backend))
     caps = c.call("GraphDriver.Capabilities")
