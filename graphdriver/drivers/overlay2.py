@@ -250,9 +250,7 @@ class Overlay2(Driver):
             with os.scandir(where) as it:
                 if {e.name: os.readlink(e.path) for e in it} == want:
                     return
-        except FileNotFoundError:
-            pass
-        except OSError:  # not symlinks, not a directory: rebuilt all the same
+        except OSError:  # missing, or not a directory of symlinks: (re)built
             pass
         stage = os.path.join(self._staging, f"{layer_id}.lowers.{os.urandom(4).hex()}")
         os.mkdir(stage, 0o700)
