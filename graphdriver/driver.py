@@ -35,7 +35,7 @@ from .kernel import mountinfo, probe, quota
 from .kernel.unmount import unmount
 from .mounts import Drift, MountRefs, MountState
 from .store.files import read_json, read_text, touch, write_atomic, write_json
-from .store.leases import Lease, in_use
+from .store.leases import Lease, holders, in_use
 from .store.locks import RootLock
 from .store.refs import RefStore, prune_runtime, runtime_dir
 
@@ -246,12 +246,15 @@ class Driver(MountRefs, DiffMixin, ABC):
         return [("Backing Filesystem", probe.backing_fs(self.home)), *self.backend_status(),
                 *self.diff_status(), ("Layers", str(len(self.layers())))]
 
-    def cleanup(self) -> None:
+    def cleanup(self) -> list[str]:
         """Unmount every mount under this root, drop references, and remove what was half made. Staging
-        directories of work under way (leased: an apply extracting, a probe) are left to their owners."""
+        directories of work under way (leased: an apply extracting, a probe) are left to their owners:
+        returned, each with the processes at work (``<path> (in use by name[pid])``)."""
         with self.lock.held():
-            staged = [os.path.join(self._staging, name) for name in os.listdir(self._staging)]
+            staged = [os.path.join(self._staging, name) for name in sorted(os.listdir(self._staging))]
             live = [path + "/" for path in staged if in_use(path)]
+            left = [f"{path[:-1]} (in use by {', '.join(holders(path[:-1])) or 'a process that just finished'})"
+                    for path in live]
             for entry in reversed(mountinfo.mounts_under(self.home)):
                 if not entry.mount_point.startswith(tuple(live)):
                     unmount(entry.mount_point)
@@ -268,6 +271,7 @@ class Driver(MountRefs, DiffMixin, ABC):
                 if ".tmp-" in name or not self.exists(child) or not self.exists(parent):
                     self._unlink(os.path.join(self._children_dir, name))
             self.cleanup_backend()
+        return left
 
     # -- helpers ------------------------------------------------------------------------------
     def _require(self, layer_id: str) -> None:

@@ -76,8 +76,9 @@ class CleanupCmd(cli.Application):
             return 0
         if os.path.isdir(os.path.join(d.root, "containers")):  # containers a kill cut short: their layers go
             container_store(self).recover()
-        d.cleanup()
-        emit(self, {"Cleaned": d.root}, f"cleaned {d.root}")
+        left = d.cleanup()
+        emit(self, {"Cleaned": d.root, "LeftInUse": left},
+             "\n".join([f"cleaned {d.root}", *(f"left alone: {x}" for x in left)]))
         return 0
 
 

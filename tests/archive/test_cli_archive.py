@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 
 import zstandard
 
@@ -97,3 +98,36 @@ def test_rm_while_a_diff_runs_names_it_and_goes_through_once_it_is_killed(root, 
 def _name(pid: int) -> str:
     with open(f"/proc/{pid}/comm") as f:
         return f.read().strip()
+
+
+def test_cleanup_during_an_apply_leaves_it_and_says_so(root, tmp_path):
+    """``cleanup`` while another process's ``layer apply`` extracts: its staging is left (and named, with
+    the process), the apply then completes."""
+    body = tar(file("a", os.urandom(200_000)), file("b", b"2"))
+    assert gd(root, "layer", "create", "app").returncode == 0
+    applier = subprocess.Popen([sys.executable, "-m", "graphdriver", "--root", root, "layer", "apply", "app"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        applier.stdin.write(body[:100_000])
+        applier.stdin.flush()
+        staging = os.path.join(root, "overlay2", ".staging")
+        deadline = time.monotonic() + 30
+        while not [n for n in os.listdir(staging) if n.startswith("app.apply-")]:
+            assert time.monotonic() < deadline and applier.poll() is None
+            time.sleep(0.02)
+        r = gd(root, "cleanup")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.decode().splitlines()
+        assert lines[0] == f"cleaned {root}" and len(lines) == 2
+        assert lines[1].startswith(f"left alone: {staging}/app.apply-")
+        assert lines[1].endswith(f" (in use by {_name(applier.pid)}[{applier.pid}])")
+        applier.stdin.write(body[100_000:])
+        applier.stdin.close()
+        assert applier.wait(60) == 0, applier.stderr.read()
+    finally:
+        if applier.poll() is None:
+            applier.kill()
+            applier.wait()
+    assert applier.stdout.read().decode().strip() == "200001"
+    assert sorted(os.listdir(os.path.join(root, "overlay2", "app", "diff"))) == ["a", "b"]
+    assert os.listdir(staging) == []

@@ -127,10 +127,12 @@ def test_cleanup_leaves_an_apply_under_way_and_removes_what_a_crash_left(driver:
     crashed = os.path.join(driver._staging, "y.apply-dead")  # what an apply killed mid-way leaves
     os.makedirs(os.path.join(crashed, "root", "etc"))
     thread, w, result = _started_apply(driver, "x", BODY[:20000])
-    open_driver(root, driver.name).cleanup()
+    left = open_driver(root, driver.name).cleanup()
     live = [n for n in os.listdir(driver._staging) if n.startswith("x.apply-")]
     _finish(thread, w, BODY[20000:])
     assert len(live) == 1 and not os.path.exists(crashed)
+    assert len(left) == 1 and left[0].startswith(os.path.join(driver._staging, live[0]) + " (in use by ")
+    assert left[0].endswith(f"[{os.getpid()}])")
     assert result == {"size": 40001}
     assert sorted(os.listdir(driver.diff_path("x"))) == ["a", "b"]
     assert os.listdir(driver._staging) == []
