@@ -126,7 +126,8 @@ class GraphDriverPlugin:
             driver = self.driver
         except PluginNotReady:
             return {"_note": "nothing opened"}
-        driver.cleanup()
+        for work in driver.cleanup():
+            log.info("cleanup left alone %s", work)
         return {}
 
     def capabilities(self, req: dict[str, Any]) -> dict[str, Any]:
