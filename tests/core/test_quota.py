@@ -69,7 +69,12 @@ def test_size_limits_what_a_layer_can_hold(prjquota_fs: str, name: str) -> None:
     d = open_driver(os.path.join(prjquota_fs, "root"), name)
     d.create("base")
     d.create("small", "base", rw=True, storage_opt={"size": "1M"})
-    path = d.get("small")
+    _fills_at_its_limit(d, "small")
+
+
+def _fills_at_its_limit(d, layer_id: str) -> None:
+    """Writing 4 MiB into the mounted layer ends in EDQUOT."""
+    path = d.get(layer_id)
     try:
         with pytest.raises(OSError) as e, open(os.path.join(path, "big"), "wb") as f:
             for _ in range(4):
@@ -78,7 +83,7 @@ def test_size_limits_what_a_layer_can_hold(prjquota_fs: str, name: str) -> None:
                 os.fsync(f.fileno())
         assert e.value.errno == errno.EDQUOT
     finally:
-        d.put("small")
+        d.put(layer_id)
         d.cleanup()
 
 
@@ -87,17 +92,7 @@ def test_the_overlay2_size_driver_option_limits_each_container_layer(prjquota_fs
     image layers are not limited."""
     d = open_driver(os.path.join(prjquota_fs, "root"), "overlay2", {"overlay2.size": "1M"})
     d.create("base")
-    with open(os.path.join(d.diff_path("base"), "big"), "wb") as f:
+    with open(os.path.join(d.diff_path("base"), "image-file"), "wb") as f:
         f.write(b"x" * (3 << 20))  # an image layer holds what it is given
     d.create("ctr", "base", rw=True)
-    path = d.get("ctr")
-    try:
-        with pytest.raises(OSError) as e, open(os.path.join(path, "big2"), "wb") as f:
-            for _ in range(4):
-                f.write(b"x" * (1 << 20))
-                f.flush()
-                os.fsync(f.fileno())
-        assert e.value.errno == errno.EDQUOT
-    finally:
-        d.put("ctr")
-        d.cleanup()
+    _fills_at_its_limit(d, "ctr")
