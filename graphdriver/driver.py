@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar
 
@@ -169,29 +169,49 @@ class Driver(MountRefs, DiffMixin, ABC):
                 self.parent_gained_child(parent)
 
     def remove(self, layer_id: str) -> None:
-        """Remove a layer that is neither mounted nor a parent."""
-        check_id(layer_id)
+        """Remove a layer that is neither mounted, nor being read or applied into, nor a parent."""
+        self.remove_all([layer_id])
+
+    def remove_all(self, layer_ids: Sequence[str]) -> None:
+        """Remove these layers, children before parents, all or none: every one is checked — neither
+        mounted, nor being read or applied into, nor the parent of a layer that stays — and held (an
+        exclusive lease) before the first goes. A container's layer and its ``-init`` layer go so."""
+        for layer_id in layer_ids:
+            check_id(layer_id)
         with self.lock.held():
-            self._require(layer_id)
-            kids = self.children(layer_id)
-            if kids:
-                raise LayerInUse(f"layer {layer_id} has children: {', '.join(sorted(kids))}")
-            if self.mount_count(layer_id):
-                raise LayerInUse(f"layer {layer_id} is mounted ({self.mount_count(layer_id)} references)")
-            lease = take_over(None, layer_id, self.diff_path(layer_id), "remove")  # nobody reading it
+            going = set(layer_ids)
+            for layer_id in layer_ids:
+                self._require(layer_id)
+                kids = [k for k in self.children(layer_id) if k not in going]
+                if kids:
+                    raise LayerInUse(f"layer {layer_id} has children: {', '.join(sorted(kids))}")
+                if self.mount_count(layer_id):
+                    raise LayerInUse(f"layer {layer_id} is mounted ({self.mount_count(layer_id)} references)")
+            leases: list[Lease | None] = []
+            trash: list[str] = []
             try:
-                trash = os.path.join(self._staging, f"{layer_id}.{uuid.uuid4().hex[:8]}.remove")
-                parent = self.parent(layer_id)
-                self.unpublish_layer(layer_id, trash)
-                self._quick.pop(layer_id, None)
-                if parent is not None:
-                    self._unlink(self._child_marker(parent, layer_id))
-                self._unlink(self._meta_path(layer_id))
-                self.refs.drop(layer_id)
+                for layer_id in layer_ids:  # nobody reading or applying into any of them
+                    leases.append(take_over(None, layer_id, self.diff_path(layer_id), "remove"))
+                for layer_id in layer_ids:
+                    trash.append(self._unpublish(layer_id))
             finally:
-                if lease is not None:
-                    lease.release()
-            self.discard(trash)
+                for lease in leases:
+                    if lease is not None:
+                        lease.release()
+            for path in trash:
+                self.discard(path)
+
+    def _unpublish(self, layer_id: str) -> str:
+        """Make the layer and its records go (the lock held, the layer checked); the trash to discard."""
+        trash = os.path.join(self._staging, f"{layer_id}.{uuid.uuid4().hex[:8]}.remove")
+        parent = self.parent(layer_id)
+        self.unpublish_layer(layer_id, trash)
+        self._quick.pop(layer_id, None)
+        if parent is not None:
+            self._unlink(self._child_marker(parent, layer_id))
+        self._unlink(self._meta_path(layer_id))
+        self.refs.drop(layer_id)
+        return trash
 
     def exists(self, layer_id: str) -> bool:
         """True when the layer is there (a bad id is simply absent)."""

@@ -211,16 +211,13 @@ class ContainerStore:
                 except LayerNotMounted:
                     break
             layers = [layer for layer in (c.rw_layer, c.init_layer) if self.driver.exists(layer)]
-            for layer in layers:  # all or nothing, as far as readers go (a diff of either under way)
-                if in_use(self.driver.diff_path(layer)):
-                    self._refuse_read(c, layer)
-            for layer in layers:
-                try:
-                    self.driver.remove(layer)
-                except LayerInUse:
-                    if not in_use(self.driver.diff_path(layer)):
-                        raise
-                    self._refuse_read(c, layer)  # a read began since the look above
+            try:
+                self.driver.remove_all(layers)  # both or neither
+            except LayerInUse:
+                for layer in layers:
+                    if in_use(self.driver.diff_path(layer)):
+                        self._refuse_read(c, layer)  # a diff of it under way
+                raise
             os.unlink(self._path(c.id))
             for p in (self.run_lock_path(c.id),):
                 try:

@@ -153,3 +153,23 @@ def test_reads_of_one_layer_run_side_by_side(driver: Driver, root: str) -> None:
     assert not thread.is_alive()  # not waiting for the first read to end
     assert head + first.read() == done["tar"] and done["size"] == 32 * 65536
     first.close()
+
+
+def test_remove_all_removes_a_chain_or_nothing(driver: Driver, root: str) -> None:
+    """A layer and its child go together (a container's layer and its -init layer); one of them being read
+    elsewhere, or a child that stays, and nothing goes."""
+    driver.create("base")
+    driver.create("init", "base")
+    driver.create("rw", "init", rw=True)
+    driver.create("other", "base")
+    stream = open_driver(root, driver.name).diff("init", None)
+    stream.read(1)
+    with pytest.raises(LayerInUse, match="cannot remove layer init: it is being read|layer init is mounted"):
+        driver.remove_all(["rw", "init"])
+    stream.close()
+    with pytest.raises(LayerInUse, match="layer base has children: other"):
+        driver.remove_all(["rw", "init", "base"])
+    assert driver.layers() == ["base", "init", "other", "rw"]
+    driver.remove_all(["rw", "init"])
+    assert driver.layers() == ["base", "other"] and os.listdir(driver._staging) == []
+    assert driver.children("base") == ["other"]

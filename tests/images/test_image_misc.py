@@ -147,18 +147,21 @@ def test_changes_of_a_container_removed_while_they_are_read_name_the_container(t
         other.changes("c")
 
 
-def test_a_container_being_read_is_not_removed(tmp_path, store, root):
-    """A diff of the container's layer under way elsewhere: ``container rm`` is refused naming the
-    container and who reads it, and removes nothing; once the read is done it goes through."""
+@pytest.mark.parametrize("kind", ["read-write", "init"])
+def test_a_container_being_read_is_not_removed(tmp_path, store, root, kind):
+    """A diff of one of the container's layers under way elsewhere: ``container rm`` is refused naming
+    the container and who reads it, and removes nothing (neither layer, nor the record); once the read
+    is done it goes through."""
     from graphdriver import open_driver
     from graphdriver.errors import ContainerNotFound, LayerInUse
 
     store.images.load(docker_archive(str(tmp_path / "img.tar"), [layer_tar({"a": b"1"})], ["x:1"]).path)
     c = store.create("x:1", name="c")
     before = store.driver.layers()
-    stream = open_driver(root).diff(c.rw_layer, None)  # another process's read, as far as leases go
+    read = c.rw_layer if kind == "read-write" else c.init_layer
+    stream = open_driver(root).diff(read, None)  # another process's read, as far as leases go
     stream.read(1)
-    with pytest.raises(LayerInUse, match=rf"container c is being read \(a diff or changes of its read-write "
+    with pytest.raises(LayerInUse, match=rf"container c is being read \(a diff or changes of its {kind} "
                                          rf"layer under way in [^ ]+\[{os.getpid()}\]\)"):
         store.remove("c")
     assert store.get("c").id == c.id and store.driver.layers() == before
