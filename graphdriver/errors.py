@@ -22,7 +22,16 @@ class LayerExists(GraphDriverError):
 
 
 class LayerInUse(GraphDriverError):
-    """The layer is mounted or has children."""
+    """The layer is mounted, has children, or is being read or applied into."""
+
+
+class LayerBusy(LayerInUse):
+    """The layer is being read or applied into (a lease on it is held): ``layer_id``, and ``holders``
+    (``name[pid]`` of the processes at work, as far as the kernel's lock table tells)."""
+
+    def __init__(self, message: str, layer_id: str, holders: list[str]) -> None:
+        super().__init__(message)
+        self.layer_id, self.holders = layer_id, holders
 
 
 class LayerChanged(GraphDriverError):

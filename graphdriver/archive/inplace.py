@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
-from ..errors import GraphDriverError, LayerChanged, LayerInUse, LayerNotFound
+from ..errors import GraphDriverError, LayerBusy, LayerChanged, LayerNotFound
 from ..store.leases import Lease, holders
 
 if TYPE_CHECKING:
@@ -67,8 +67,9 @@ def take_over(lease: Lease | None, layer_id: str, path: str, what: str) -> Lease
     except FileNotFoundError:
         return None
     who = holders(path)
-    raise LayerInUse(f"cannot {what} layer {layer_id}: it is being read or applied into (a diff, changes, size "
-                     f"or apply under way{' in ' + ', '.join(who) if who else ''}); try again when it is done")
+    raise LayerBusy(f"cannot {what} layer {layer_id}: it is being read or applied into (a diff, changes, size "
+                    f"or apply under way{' in ' + ', '.join(who) if who else ''}); try again when it is done",
+                    layer_id, who)
 
 
 class LayerRead:

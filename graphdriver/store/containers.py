@@ -21,8 +21,8 @@ from ..errors import (
     ContainerRunning,
     CorruptRecord,
     GraphDriverError,
+    LayerBusy,
     LayerChanged,
-    LayerInUse,
     LayerNotFound,
     LayerNotMounted,
     NameInUse,
@@ -31,7 +31,6 @@ from . import initlayer
 from .files import read_json, write_json
 from .freeze import paused
 from .images import ImageStore, normalize_ref
-from .leases import holders, in_use
 from .marks import WorkMarks
 
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
@@ -213,11 +212,11 @@ class ContainerStore:
             layers = [layer for layer in (c.rw_layer, c.init_layer) if self.driver.exists(layer)]
             try:
                 self.driver.remove_all(layers)  # both or neither
-            except LayerInUse:
-                for layer in layers:
-                    if in_use(self.driver.diff_path(layer)):
-                        self._refuse_read(c, layer)  # a diff of it under way
-                raise
+            except LayerBusy as e:  # a diff or changes of one of them under way
+                kind = "read-write" if e.layer_id == c.rw_layer else "init"
+                raise LayerBusy(f"container {c.name} is being read (a diff or changes of its {kind} layer under "
+                                f"way{' in ' + ', '.join(e.holders) if e.holders else ''}); try again when it is "
+                                f"done", e.layer_id, e.holders) from None
             os.unlink(self._path(c.id))
             for p in (self.run_lock_path(c.id),):
                 try:
@@ -225,12 +224,6 @@ class ContainerStore:
                 except FileNotFoundError:
                     pass
             return c
-
-    def _refuse_read(self, c: Container, layer: str) -> None:
-        who = holders(self.driver.diff_path(layer))
-        kind = "read-write" if layer == c.rw_layer else "init"
-        raise LayerInUse(f"container {c.name} is being read (a diff or changes of its {kind} layer under way"
-                         f"{' in ' + ', '.join(who) if who else ''}); try again when it is done")
 
     def _stop(self, c: Container, pid: int) -> None:
         try:
