@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib
 import os
 import shutil
+from collections.abc import Sequence
 
 from .driver import _REGISTRY, Driver
 from .errors import DriverMismatch, DriverUnsupported, NoStore, NotRoot
@@ -136,3 +138,30 @@ def _claim(root: str, name: str) -> str:
     finally:
         os.close(dfd)  # and the lock with it
 
+
+def unmake_store(driver: Driver, others: Sequence[str], root_made: bool) -> bool:
+    """Undo a store that a failed first command has just made (an ``image load`` of a damaged archive on
+    a new root): ``driver``'s home, the directories ``others`` (the image and container stores'), the
+    driver record and, when ``root_made``, the root itself — only while nothing at all is stored in any of
+    them (no layer, nothing staged, no file but a lock), checked under the driver's lock. True when undone:
+    the root is as the command found it, and another ``--driver`` can be chosen for it."""
+    with driver.lock.held():
+        if driver.layers() or not all(_holds_nothing(d) for d in (driver.home, *others)):
+            return False
+        driver.refs.remove()
+        for d in (driver.home, *others):
+            shutil.rmtree(d, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_record_path(driver.root))
+    if root_made:
+        with contextlib.suppress(OSError):  # not empty: something else came meanwhile, and stays
+            os.rmdir(driver.root)
+    return True
+
+
+def _holds_nothing(top: str) -> bool:
+    """No file under ``top`` but lock files (directories of an empty store's layout only)."""
+    for _, _, files in os.walk(top):
+        if any(name != ".lock" for name in files):
+            return False
+    return True

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from plumbum import cli
 
+from ..registry import unmake_store
 from .app import CommandGroup, emit, top
 
 
@@ -69,8 +71,17 @@ class ImageLoad(cli.Application):
         if self.input == "-" and sys.stdin.isatty():
             print("graphdriver image load: no input: use -i FILE or pipe an archive in", file=sys.stderr)
             return 2
+        app = top(self)
+        first = app.stored_driver() is None  # this load makes the store: a failure unmakes it
+        root_made = not os.path.isdir(app.root)
         store = container_store(self, create=True)
-        loaded = store.images.load(self.input, None if self.quiet else _Progress(), sys.stdin.buffer)
+        try:
+            loaded = store.images.load(self.input, None if self.quiet else _Progress(), sys.stdin.buffer)
+        except BaseException:
+            if first:
+                with store.lock.held():
+                    unmake_store(store.driver, (store.images.dir, store.dir), root_made)
+            raise
         lines = []
         for img in loaded:
             lines += [f"Loaded image: {t}" for t in img.tags] or [f"Loaded image ID: {img.image_id}"]

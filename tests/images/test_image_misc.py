@@ -169,3 +169,49 @@ def test_a_container_being_read_is_not_removed(tmp_path, store, root, kind):
     store.remove("c")
     with pytest.raises(ContainerNotFound):
         store.get("c")
+
+
+def test_a_failed_first_load_leaves_the_root_as_it_found_it(tmp_path):
+    """``image load`` of a damaged archive as the first thing done at a root: one line, exit 1, and the
+    store it made is unmade (a new root is gone, an empty directory stays empty, no driver is recorded:
+    another ``--driver`` can still be chosen). On a root where something is stored, that stays.
+    A damaged second layer after a good first one: the same."""
+    import shutil
+    import subprocess
+    import sys
+
+    def gd(where: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "graphdriver", "--root", where, *args], capture_output=True,
+                              text=True, timeout=120)
+
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"garbage")
+    half = docker_archive(str(tmp_path / "half.tar"), [layer_tar({"a": b"1"}), layer_tar({"b": b"2"})], ["h:1"])
+    _damage_last_layer(half.path)
+    new = str(tmp_path / "new")
+    for archive in (str(bad), half.path):
+        r = gd(new, "image", "load", "-q", "-i", archive)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert not os.path.exists(new)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert gd(str(empty), "image", "load", "-q", "-i", str(bad)).returncode == 1
+    assert os.listdir(empty) == []
+    assert gd(str(empty), "--driver", "vfs", "layer", "create", "a").returncode == 0  # still free to choose
+    before = sorted(os.listdir(empty))
+    assert gd(str(empty), "image", "load", "-q", "-i", str(bad)).returncode == 1
+    assert set(before) <= set(os.listdir(empty))
+    assert gd(str(empty), "layer", "ls").stdout.split()[-3:] == ["a", "-", "0"]
+    shutil.rmtree(empty)
+
+
+def _damage_last_layer(path: str) -> None:
+    """Flip bytes inside the archive's last layer blob (its digest no longer matches)."""
+    import tarfile
+
+    with tarfile.open(path) as tf:
+        last = [m for m in tf.getmembers() if m.isfile() and not m.name.endswith(".json")][-1]
+        offset = last.offset_data
+    with open(path, "r+b") as f:
+        f.seek(offset + 600)
+        f.write(b"\xff" * 16)
