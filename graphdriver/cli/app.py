@@ -19,6 +19,14 @@ from ..registry import DEFAULT_ROOT, backend, chosen_driver, open_driver
 from ..store.files import nearest_dir
 
 
+def key_values(items: list[str], switch: str) -> dict[str, str]:
+    """``KEY=VALUE`` switches as a dict; an item without ``=`` is refused, never dropped."""
+    bad = [o for o in items if "=" not in o]
+    if bad:
+        raise StorageOptUnsupported(f"{switch} takes KEY=VALUE, not {bad[0]!r}")
+    return dict(o.split("=", 1) for o in items)
+
+
 class GraphDriverApp(cli.Application):
     """Stack container image layers on the kernel's union filesystems, and prove what was mounted."""
 
@@ -39,10 +47,7 @@ class GraphDriverApp(cli.Application):
         :class:`~graphdriver.errors.NoStore` and leaves the root as it was (no directory made, no
         driver recorded)."""
         if self._driver is None:
-            bad = [o for o in self.storage_opts if "=" not in o]
-            if bad:
-                raise StorageOptUnsupported(f"--storage-opt takes KEY=VALUE, not {bad[0]!r}")
-            opts = dict(o.split("=", 1) for o in self.storage_opts)
+            opts = key_values(self.storage_opts, "--storage-opt")
             try:
                 self._driver = open_driver(self.root, self.driver_name, opts, create=create)
             except NoStore:  # the options are checked all the same: a typo is not an empty answer

@@ -10,7 +10,7 @@ from ..errors import LayerNotFound
 from ..kernel import probe
 from ..registry import backend, chosen_driver
 from ..store.files import nearest_dir
-from .app import CommandGroup, GraphDriverApp, emit, top
+from .app import CommandGroup, GraphDriverApp, emit, key_values, top
 from .image import container_store
 
 
@@ -97,7 +97,7 @@ class LayerCreate(cli.Application):
 
     def main(self, layer_id: str) -> int:
         app = top(self)
-        storage_opt = dict(o.split("=", 1) for o in self.opts if "=" in o)
+        storage_opt = key_values(self.opts, "--opt")
         if app.stored_driver() is None:  # a bad call on a new root is refused before the store is made
             cls = backend(chosen_driver(app.root, app.driver_name))
             assert cls is not None  # chosen_driver found it

@@ -11,7 +11,7 @@ import sys
 
 from plumbum import cli
 
-from .app import CommandGroup, top
+from .app import CommandGroup, key_values, top
 
 
 class ServeApp(CommandGroup):
@@ -45,7 +45,7 @@ class DockerPluginCmd(cli.Application):
 
         setup_logging(self.debug)
         app = top(self)
-        options = dict(o.split("=", 1) for o in app.storage_opts if "=" in o)
+        options = key_values(app.storage_opts, "--storage-opt")
         config = pc.PluginConfig(root=self.plugin_root, driver=self.plugin_driver or app.driver_name, options=options,
                                  state_file=pc.state_file_for(self.name))
         path = self.socket_path or pc.default_socket(self.name)

@@ -321,3 +321,19 @@ def test_a_driver_option_it_does_not_take_is_refused_and_nothing_is_made(tmp_pat
     r = gd(stored, "--storage-opt", opt, "layer", "ls")
     assert r.returncode == 1 and r.stderr.startswith(f"graphdriver: {said}")
     assert gd(stored, "layer", "ls").stdout.split()[-3:] == ["a", "-", "0"]
+
+
+@pytest.mark.parametrize("args", [
+    ("layer", "create", "b", "--opt", "size"),
+    ("--storage-opt", "overlay2.mountopt", "serve", "docker-plugin", "--name", "gd-bad-opt",
+     "--socket", "/nonexistent/gd-bad-opt.sock"),
+])
+def test_a_key_value_switch_without_a_value_is_refused_not_dropped(tmp_path, args) -> None:
+    """``--opt size`` or a bare ``--storage-opt`` was silently dropped (a layer made without its limit,
+    a server started without its option): one line, exit 1, nothing made."""
+    where = str(tmp_path / "root")
+    switch = "--opt" if "--opt" in args else "--storage-opt"
+    r = gd(where, *args)
+    assert r.returncode == 1 and r.stderr.splitlines() == [
+        f"graphdriver: {switch} takes KEY=VALUE, not '{args[args.index(switch) + 1]}'"]
+    assert not os.path.exists(where) and not os.path.exists("/nonexistent/gd-bad-opt.sock")
