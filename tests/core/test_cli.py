@@ -14,11 +14,11 @@ import pytest
 from graphdriver.kernel import mountinfo, syscalls
 
 
-def gd(root: str, *args: str, user: int | None = None) -> subprocess.CompletedProcess:
+def gd(root: str, *args: str, user: int | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "graphdriver", "--root", root, *args]
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def ok(root: str, *args: str) -> str:
@@ -326,14 +326,15 @@ def test_a_driver_option_it_does_not_take_is_refused_and_nothing_is_made(tmp_pat
 @pytest.mark.parametrize("args", [
     ("layer", "create", "b", "--opt", "size"),
     ("--storage-opt", "overlay2.mountopt", "serve", "docker-plugin", "--name", "gd-bad-opt",
-     "--socket", "/nonexistent/gd-bad-opt.sock"),
+     "--socket", "{tmp}/gd-bad-opt.sock"),
 ])
 def test_a_key_value_switch_without_a_value_is_refused_not_dropped(tmp_path, args) -> None:
     """``--opt size`` or a bare ``--storage-opt`` was silently dropped (a layer made without its limit,
     a server started without its option): one line, exit 1, nothing made."""
     where = str(tmp_path / "root")
+    args = tuple(a.format(tmp=tmp_path) for a in args)
     switch = "--opt" if "--opt" in args else "--storage-opt"
-    r = gd(where, *args)
+    r = gd(where, *args, timeout=30)
     assert r.returncode == 1 and r.stderr.splitlines() == [
         f"graphdriver: {switch} takes KEY=VALUE, not '{args[args.index(switch) + 1]}'"]
-    assert not os.path.exists(where) and not os.path.exists("/nonexistent/gd-bad-opt.sock")
+    assert not os.path.exists(where) and not os.path.exists(tmp_path / "gd-bad-opt.sock")
