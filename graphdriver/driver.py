@@ -213,6 +213,11 @@ class Driver(MountRefs, DiffMixin, ABC):
         self.refs.drop(layer_id)
         return trash
 
+    def held(self, layer_id: str) -> bool:
+        """The layer is mounted, or being read or applied into (what a remove would be refused for,
+        children aside)."""
+        return self.exists(layer_id) and (bool(self.mount_count(layer_id)) or in_use(self.diff_path(layer_id)))
+
     def exists(self, layer_id: str) -> bool:
         """True when the layer is there (a bad id is simply absent)."""
         try:
@@ -272,16 +277,15 @@ class Driver(MountRefs, DiffMixin, ABC):
         returned, each with the processes at work (``<path> (in use by name[pid])``)."""
         with self.lock.held():
             staged = [os.path.join(self._staging, name) for name in sorted(os.listdir(self._staging))]
-            live = [path + "/" for path in staged if in_use(path)]
-            left = [f"{path[:-1]} (in use by {', '.join(holders(path[:-1])) or 'a process that just finished'})"
-                    for path in live]
+            live = [path for path in staged if in_use(path)]
+            inside_live = tuple(path + "/" for path in live)
             for entry in reversed(mountinfo.mounts_under(self.home)):
-                if not entry.mount_point.startswith(tuple(live)):
+                if not entry.mount_point.startswith(inside_live):
                     unmount(entry.mount_point)
             self.refs.remove()
             prune_runtime()
             for path in staged:
-                if path + "/" not in live:
+                if path not in live:
                     self.discard(path)
             for name in os.listdir(self._meta):
                 if ".tmp-" in name or not os.path.isdir(self.layer_path(name)):
@@ -291,7 +295,7 @@ class Driver(MountRefs, DiffMixin, ABC):
                 if ".tmp-" in name or not self.exists(child) or not self.exists(parent):
                     self._unlink(os.path.join(self._children_dir, name))
             self.cleanup_backend()
-        return left
+        return [f"{path} (in use by {', '.join(holders(path)) or 'a process that just finished'})" for path in live]
 
     # -- helpers ------------------------------------------------------------------------------
     def _require(self, layer_id: str) -> None:

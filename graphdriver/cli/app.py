@@ -51,11 +51,16 @@ class GraphDriverApp(cli.Application):
             try:
                 self._driver = open_driver(self.root, self.driver_name, opts, create=create)
             except NoStore:  # the options are checked all the same: a typo is not an empty answer
-                cls = backend(chosen_driver(self.root, self.driver_name))
-                if cls is not None:
-                    cls.check_options(opts, nearest_dir(self.root))
+                self.new_store_backend().check_options(opts, nearest_dir(self.root))
                 raise
         return self._driver
+
+    def new_store_backend(self) -> type[Driver]:
+        """The backend a store made at ``--root`` would get (nothing made): to check a call before it
+        makes one."""
+        cls = backend(chosen_driver(self.root, self.driver_name))
+        assert cls is not None  # chosen_driver found it
+        return cls
 
     def stored_driver(self) -> Driver | None:
         """:meth:`driver`, or None while nothing is stored at the root (commands that list or check:

@@ -8,7 +8,7 @@ from plumbum import cli
 
 from ..errors import LayerNotFound
 from ..kernel import probe
-from ..registry import backend, chosen_driver
+from ..registry import chosen_driver
 from ..store.files import nearest_dir
 from .app import CommandGroup, GraphDriverApp, emit, key_values, top
 from .image import container_store
@@ -99,9 +99,7 @@ class LayerCreate(cli.Application):
         app = top(self)
         storage_opt = key_values(self.opts, "--opt")
         if app.stored_driver() is None:  # a bad call on a new root is refused before the store is made
-            cls = backend(chosen_driver(app.root, app.driver_name))
-            assert cls is not None  # chosen_driver found it
-            if cls.check_create(layer_id, self.parent_id, storage_opt, nearest_dir(app.root))[0]:
+            if app.new_store_backend().check_create(layer_id, self.parent_id, storage_opt, nearest_dir(app.root))[0]:
                 raise LayerNotFound(f"parent layer {self.parent_id} not found (nothing is stored at "
                                     f"{os.path.abspath(app.root)} yet)")
         d = app.driver(create=True)

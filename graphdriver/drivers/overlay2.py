@@ -52,10 +52,10 @@ class Overlay2(Driver):
         ``overlay2.size`` (the default size of a container's layer, as dockerd's) parses and has project
         quota to work with."""
         super().check_options(options, root)
-        for opt in filter(None, options.get("overlay2.mountopt", "").split(",")):
-            if opt.partition("=")[0] in _LAYER_OPTIONS:
-                raise StorageOptUnsupported(f"overlay2.mountopt cannot set {opt.partition('=')[0]}: the driver "
-                                            f"names each mount's layers itself")
+        for key in (opt.partition("=")[0] for opt in options.get("overlay2.mountopt", "").split(",")):
+            if key in _LAYER_OPTIONS:
+                raise StorageOptUnsupported(f"overlay2.mountopt cannot set {key}: the driver names each mount's "
+                                            f"layers itself")
         if "overlay2.size" in options:
             quota.parse_size(options["overlay2.size"])
             why = quota.project_quota_reason(nearest_dir(root))

@@ -267,7 +267,7 @@ class ContainerStore:
         held = {c for image_id in self.images.ids() for c in self.images.chain(image_id)}
         loose = {"sha256:" + n[:-len(".json")] for n in os.listdir(self.images.layerdb) if n.endswith(".json")}
         loose -= held
-        loose -= {c for c in loose if self.images.held_elsewhere(c.split(":", 1)[1])}  # and what they sit on
+        loose -= {c for c in loose if self.driver.held(c.split(":", 1)[1])}  # for a prune after the hold
         done: list[str] = []
         freed = 0
         while tops := [c for c in sorted(loose) if not self.driver.children(c.split(":", 1)[1])]:

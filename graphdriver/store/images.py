@@ -37,7 +37,6 @@ from .imageio import (
     sha256_digest,
 )
 from .layerstream import LayerStream
-from .leases import in_use
 from .locks import RootLock
 from .marks import WorkMarks
 
@@ -169,12 +168,6 @@ class ImageStore:
                 if not os.path.exists(os.path.join(self.layerdb, layer_id + ".json")):
                     self._drop_layer(layer_id)
                 self._applying.clear(layer_id)
-
-    def held_elsewhere(self, layer_id: str) -> bool:
-        """The image layer is mounted or being read (a ``layer mount`` or ``layer diff`` of it by hand):
-        removing its image leaves it, with its record, for a later ``image prune``."""
-        return self.driver.exists(layer_id) and (bool(self.driver.mount_count(layer_id))
-                                                 or in_use(self.driver.diff_path(layer_id)))
 
     def _drop_layer(self, layer_id: str) -> None:
         for suffix in (".json", ".tarsplit"):
@@ -351,7 +344,8 @@ class ImageStore:
             still = {c for other in self.ids() for c in self.chain(other)}
             dropped = []
             for c in reversed(chain):
-                if c in still or self.driver.children(hex_of(c)) or self.held_elsewhere(hex_of(c)):
+                # kept: another image's, a parent, or held by hand (mounted, read) for a prune after the hold
+                if c in still or self.driver.children(hex_of(c)) or self.driver.held(hex_of(c)):
                     break
                 self._drop_layer(hex_of(c))
                 done.append(f"Deleted: {c}")
