@@ -108,9 +108,12 @@ class ContainerStore:
             raise ContainerNotFound(f"container id prefix {ref} is ambiguous")
         raise ContainerNotFound(f"no such container: {ref}")
 
-    def images_in_use(self) -> set[str]:
-        """Image ids that some container uses."""
-        return {c.image for c in self.all()}
+    def images_in_use(self) -> dict[str, list[str]]:
+        """Image id -> the names of the containers that use it."""
+        users: dict[str, list[str]] = {}
+        for c in self.all():
+            users.setdefault(c.image, []).append(c.name)
+        return users
 
     # -- create / remove --------------------------------------------------------------------------
     def create(self, image_ref: str, name: str = "", hostname: str = "", add_hosts: list[str] = (),

@@ -21,7 +21,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -312,15 +312,17 @@ class ImageStore:
             return image_id
 
     # -- remove -----------------------------------------------------------------------------------
-    def remove(self, ref: str, in_use: Collection[str] = ()) -> list[str]:
+    def remove(self, ref: str, in_use: Mapping[str, Collection[str]] | None = None) -> list[str]:
         """Untag ``ref``; when it was the image's last name (or an id), delete the image and free layers.
 
         Returns what was done, as Docker prints it (``Untagged: x``, ``Deleted: sha256:...``).
         """
         return self.remove_freeing(ref, in_use)[0]
 
-    def remove_freeing(self, ref: str, in_use: Collection[str] = ()) -> tuple[list[str], list[str]]:
-        """:meth:`remove`, also naming the chain ids whose layers it removed (the space it freed)."""
+    def remove_freeing(self, ref: str, in_use: Mapping[str, Collection[str]] | None = None
+                       ) -> tuple[list[str], list[str]]:
+        """:meth:`remove`, also naming the chain ids whose layers it removed (the space it freed). ``in_use``:
+        image id -> the containers using it (such an image is refused, naming them)."""
         with self.lock.held():
             image_id = self.resolve(ref)
             repos = self.repos()
@@ -333,8 +335,10 @@ class ImageStore:
                 del repos[normalize_ref(ref)]
                 write_json(self._repos_path(), repos)
                 return [f"Untagged: {normalize_ref(ref)}"], []
-            if image_id in in_use:
-                raise ImageInUse(f"image {ref} is in use by a container; remove the container first")
+            users = sorted((in_use or {}).get(image_id, ()))
+            if users:
+                raise ImageInUse(f"image {ref} is in use by container{'s' if len(users) > 1 else ''} "
+                                 f"{', '.join(users)}; remove {'them' if len(users) > 1 else 'it'} first")
             chain = self.chain(image_id)
             for t in tags:
                 del repos[t]

@@ -179,7 +179,12 @@ def test_image_rm(tmp_path, store, gd):
     p = gd("image", "rm", "rm:alias", check=True)
     assert "Untagged: rm:alias" in p.stdout
     p = gd("image", "rm", "rm:1")
-    assert p.returncode != 0 and "in use" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1
+    assert "image rm:1 is in use by container user; remove it first" in p.stderr
+    store.create("rm:1", name="other")
+    with pytest.raises(ImageInUse, match="in use by containers other, user; remove them first"):
+        store.remove_image("rm:1")
+    gd("container", "rm", "other", check=True)
     gd("container", "rm", "user", check=True)
     gd("image", "rm", "rm:1", check=True)
     assert store.driver.layers() == [] and store.images.ids() == [] and store.images.repos() == {}
