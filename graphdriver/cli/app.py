@@ -6,9 +6,11 @@ most by name so that they are imported only when they run; :func:`main` imports 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from plumbum import cli
@@ -99,12 +101,29 @@ def top(app: cli.Application) -> GraphDriverApp:
     return app
 
 
+STDOUT = "standard output"
+
+
+@contextlib.contextmanager
+def writing_stdout() -> Iterator[None]:
+    """A failed write of the command's output (a full disk, a closed pipe) names standard output."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror, STDOUT) from None
+
+
+def say(text: str) -> None:
+    """Print a line of the command's output."""
+    with writing_stdout():
+        print(text)
+
+
 def emit(app: cli.Application, obj: Any, text: str | None = None) -> None:
     """Print ``obj`` as JSON (``--json`` or no text form), else ``text``."""
-    if top(app).as_json or text is None:
-        print(json.dumps(obj, indent=2, sort_keys=False))
-    else:
-        print(text)
+    say(json.dumps(obj, indent=2, sort_keys=False) if top(app).as_json or text is None else text)
 
 
 def main() -> None:
@@ -112,13 +131,20 @@ def main() -> None:
     from . import commands  # noqa: F401  (attaches every subcommand)
 
     try:
-        GraphDriverApp.run(exit=True)
+        try:
+            GraphDriverApp.run(exit=True)
+        finally:
+            with writing_stdout():
+                sys.stdout.flush()  # output still buffered fails here, not unreported at exit
     except GraphDriverError as e:
         print(f"graphdriver: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
         print(f"graphdriver: {e.strerror or e}{where}", file=sys.stderr)
+        if e.filename == STDOUT:  # what could not be written is dropped: nothing more to report at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

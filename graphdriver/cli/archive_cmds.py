@@ -12,7 +12,7 @@ from plumbum import cli
 
 from ..archive.diff import KIND_LETTER
 from ..store.files import replacing
-from .app import emit, top
+from .app import emit, top, writing_stdout
 
 PROGRESS_MIN = 32 << 20  # show progress for inputs at least this big (or of unknown size)
 
@@ -87,8 +87,9 @@ class LayerDiff(cli.Application):
             return 2
         with d.diff(layer_id, self.parent_id) as stream:
             if self.output_path == "-":
-                shutil.copyfileobj(stream, sys.stdout.buffer, 1 << 20)
-                sys.stdout.buffer.flush()
+                with writing_stdout():
+                    shutil.copyfileobj(stream, sys.stdout.buffer, 1 << 20)
+                    sys.stdout.buffer.flush()
             else:
                 with replacing(self.output_path) as out:
                     shutil.copyfileobj(stream, out, 1 << 20)

@@ -6,7 +6,7 @@ import sys
 
 from plumbum import cli
 
-from .app import CommandGroup, emit
+from .app import CommandGroup, emit, say
 from .image import container_store, stored_container_store
 
 _KINDS = {0: "C", 1: "A", 2: "D"}
@@ -68,7 +68,7 @@ class ContainerMount(cli.Application):
     """Mount the container's rootfs (reference counted); prints the path."""
 
     def main(self, name: str) -> int:
-        print(container_store(self).mount(name))
+        say(container_store(self).mount(name))
         return 0
 
 
@@ -118,7 +118,7 @@ class ContainerRm(cli.Application):
             return 2
         store = container_store(self)
         for n in names:
-            print(store.remove(n, self.force).name)
+            say(store.remove(n, self.force).name)
         return 0
 
 

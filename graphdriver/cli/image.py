@@ -8,7 +8,7 @@ import sys
 from plumbum import cli
 
 from ..registry import unmake_store
-from .app import CommandGroup, emit, top
+from .app import CommandGroup, emit, say, top
 
 
 def container_store(app: cli.Application, *, create: bool = False):  # noqa: ANN201  (a ContainerStore; imported on use: fast start-up)
@@ -128,7 +128,7 @@ class ImageRm(cli.Application):
             return 2
         store = container_store(self)
         for n in names:
-            print("\n".join(store.remove_image(n)))
+            say("\n".join(store.remove_image(n)))
         return 0
 
 

@@ -50,8 +50,11 @@ def replacing(path: str, mode: int = 0o644) -> Iterator[BinaryIO]:
     """A file to write that replaces ``path`` once the block ends without error (a temporary file next
     to it, ``<name>.tmp-<pid>-...``, renamed over it). On any error ``path`` is as it was, nothing else is
     left, and an error that names no file (a full disk, say) names ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f"{os.path.basename(path)}.tmp-{os.getpid()}-",  # ".tmp-": see cleanup
-                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{os.path.basename(path)}.tmp-{os.getpid()}-",  # ".tmp-": see cleanup
+                                   dir=os.path.dirname(os.path.abspath(path)))
+    except OSError as e:  # no such directory, no room, no permission: the file asked for is the one to name
+        raise OSError(e.errno, e.strerror, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

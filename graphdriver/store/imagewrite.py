@@ -74,28 +74,43 @@ class _Chunks(io.RawIOBase):
 
 
 class _Counting(io.RawIOBase):
-    """A write-only wrapper that knows its position (so tarfile can write to a pipe)."""
+    """A write-only wrapper that knows its position (so tarfile can write to a pipe); a failed write
+    names ``name`` when the error names nothing."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, name: str = "") -> None:
         super().__init__()
-        self._out, self._pos = out, 0
+        self._out, self._pos, self._name = out, 0, name
 
     def writable(self) -> bool:
         return True
 
     def write(self, b) -> int:  # noqa: ANN001
-        self._out.write(b)
+        try:
+            self._out.write(b)
+        except OSError as e:
+            raise self._named(e) from None
         self._pos += len(b)
         return len(b)
+
+    def flush(self) -> None:
+        try:
+            self._out.flush()
+        except OSError as e:
+            raise self._named(e) from None
+
+    def _named(self, e: OSError) -> OSError:
+        return OSError(e.errno, e.strerror, self._name) if self._name and not e.filename else e
 
     def tell(self) -> int:
         return self._pos
 
 
-def write_image_tar(out: BinaryIO, images: list[SaveImage]) -> None:
-    """Write a docker-save + OCI layout tarball (uncompressed layers, as ``docker save`` does)."""
+def write_image_tar(out: BinaryIO, images: list[SaveImage], name: str = "") -> None:
+    """Write a docker-save + OCI layout tarball (uncompressed layers, as ``docker save`` does) to ``out``,
+    flushed; a failed write names ``name`` (what ``out`` is) when the error names nothing."""
     manifest, index, written = [], [], set()
-    with tarfile.open(fileobj=_Counting(out), mode="w", format=tarfile.PAX_FORMAT) as tf:
+    counted = _Counting(out, name)
+    with tarfile.open(fileobj=counted, mode="w", format=tarfile.PAX_FORMAT) as tf:
         tf.copybufsize = CHUNK
         for info in (tarfile.TarInfo("blobs"), tarfile.TarInfo("blobs/sha256")):
             info.type, info.mode = tarfile.DIRTYPE, 0o755
@@ -132,6 +147,7 @@ def write_image_tar(out: BinaryIO, images: list[SaveImage]) -> None:
         _add_bytes(tf, "index.json", json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
                                                  "manifests": index}).encode())
         _add_bytes(tf, "manifest.json", json.dumps(manifest).encode())
+    counted.flush()
 
 
 def save_images(store: ImageStore, refs: list[str], out_path: str) -> None:
@@ -154,8 +170,7 @@ def save_images(store: ImageStore, refs: list[str], out_path: str) -> None:
         if out_path == "-":
             import sys
 
-            write_image_tar(sys.stdout.buffer, images)
-            sys.stdout.buffer.flush()
+            write_image_tar(sys.stdout.buffer, images, "standard output")
             return
         with replacing(out_path) as out:
             write_image_tar(out, images)

@@ -338,3 +338,19 @@ def test_a_key_value_switch_without_a_value_is_refused_not_dropped(tmp_path, arg
     assert r.returncode == 1 and r.stderr.splitlines() == [
         f"graphdriver: {switch} takes KEY=VALUE, not '{args[args.index(switch) + 1]}'"]
     assert not os.path.exists(where) and not os.path.exists(tmp_path / "gd-bad-opt.sock")
+
+
+def test_output_that_cannot_be_written_is_one_line_naming_standard_output(root: str) -> None:
+    """A full disk under stdout (``/dev/full``), for a listing and for a tar stream: one line naming
+    standard output, exit 1; a file that cannot be made is named as given, not by its temporary."""
+    ok(root, "layer", "create", "base")
+    for args in (("layer", "ls"), ("--json", "info"), ("layer", "diff", "base")):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, "-m", "graphdriver", "--root", root, *args], stdout=full,
+                               stderr=subprocess.PIPE, text=True, timeout=120)
+        assert r.returncode == 1, (args, r.stderr)
+        assert one_line_error(r) == "graphdriver: No space left on device (standard output)", args
+    missing = os.path.join(root, "no", "such", "dir", "base.tar")
+    r = gd(root, "layer", "diff", "base", "-o", missing)
+    assert one_line_error(r) == f"graphdriver: No such file or directory ({missing})"
+    assert not os.path.exists(os.path.dirname(missing))

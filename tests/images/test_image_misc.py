@@ -37,6 +37,13 @@ def test_save_to_stdout(tmp_path, store, gd, root):
     [spec] = imageio.read_images(src)
     src.close()
     assert spec.diff_ids == built.diff_ids and spec.tags == ["out:1"]
+    with open("/dev/full", "wb") as full:  # stdout on a full disk: one line naming it
+        p = subprocess.run([sys.executable, "-m", "graphdriver", "--root", root, "image", "save", "out:1"],
+                           stdout=full, stderr=subprocess.PIPE, text=True)
+    assert p.returncode == 1 and p.stderr == "graphdriver: No space left on device (standard output)\n"
+    missing = str(tmp_path / "no" / "out.tar")
+    p = gd("image", "save", "out:1", "-o", missing)
+    assert p.returncode == 1 and p.stderr == f"graphdriver: No such file or directory ({missing})\n"
 
 
 def test_progress_on_a_terminal(tmp_path, root):
