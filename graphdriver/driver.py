@@ -65,6 +65,8 @@ class Driver(MountRefs, DiffMixin, ABC):
     #: How deletions are stored on disk: "overlay" (0:0 char device, trusted.overlay.opaque=y),
     #: "aufs" (.wh.<name> files kept as they are) or "applied" (vfs: deletions carried out).
     whiteout_format: ClassVar[str] = "applied"
+    #: Held while open_driver's driver is open (registry: no other process unmakes the store under it).
+    store_lease: Lease | None = None
 
     def __init__(self, root: str, options: dict[str, str] | None = None) -> None:
         self.root = os.path.abspath(root)

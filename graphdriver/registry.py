@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from .driver import _REGISTRY, Driver
 from .errors import DriverMismatch, DriverUnsupported, NoStore, NotRoot
 from .store.files import nearest_dir, read_text, write_all
+from .store.leases import Lease
 
 DEFAULT_ROOT = "/var/lib/graphdriver"
 #: The built-in backends (each in its own module under graphdriver/drivers/), in the order the default
@@ -105,16 +106,42 @@ def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
 
 
 def _open(root: str, name: str | None, options: dict[str, str] | None) -> Driver:
-    recorded = recorded_driver(root)
-    name = _choose(root, name, recorded)
-    cls = backend(name)
-    assert cls is not None  # chosen_driver found it
-    driver = cls(root, options)
-    if not recorded:
-        claimed = _claim(root, name)
-        if claimed != name:  # another process opened the new root first, with another driver
-            raise DriverMismatch(f"root {root} was created with driver {claimed}; it cannot be opened with {name}")
-    return driver
+    """The driver, holding its store's lease (see :func:`_lease_store`), with its name recorded."""
+    for _ in range(_OPEN_TRIES):
+        recorded = recorded_driver(root)
+        chosen = _choose(root, name, recorded)
+        cls = backend(chosen)
+        assert cls is not None  # chosen_driver found it
+        driver = cls(root, options)
+        lease = _lease_store(driver.home)
+        if lease is None:  # unmade by another process meanwhile (a failed first load): open it afresh
+            os.makedirs(root, mode=0o711, exist_ok=True)
+            continue
+        driver.store_lease = lease
+        claimed = _claim(root, chosen)  # read under its lock (written when missing: a store unmade and made again)
+        if claimed != chosen:  # another process opened the new root first, with another driver
+            raise DriverMismatch(f"root {root} was created with driver {claimed}; it cannot be opened with {chosen}")
+        return driver
+    raise NoStore(f"the store at {root} was removed each time it was opened ({_OPEN_TRIES} times); try again")
+
+
+#: How many times an open starts again when the store it opened is unmade under it.
+_OPEN_TRIES = 5
+
+
+def _lease_store(home: str) -> Lease | None:
+    """A shared lease on the driver's directory, held while the driver is open: no other process's
+    :func:`unmake_store` removes a store this one has open. None when the directory was removed (or
+    replaced) before the lease was held."""
+    try:
+        lease = Lease.take(home, shared=True)  # waits while an unmaking holds it exclusively
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    assert lease is not None  # a waiting take always gets it
+    if lease.still_there():
+        return lease
+    lease.release()
+    return None
 
 
 def _claim(root: str, name: str) -> str:
@@ -143,16 +170,24 @@ def unmake_store(driver: Driver, others: Sequence[str], root_made: bool) -> bool
     """Undo a store that a failed first command has just made (an ``image load`` of a damaged archive on
     a new root): ``driver``'s home, the directories ``others`` (the image and container stores'), the
     driver record and, when ``root_made``, the root itself — only while nothing at all is stored in any of
-    them (no layer, nothing staged, no file but a lock), checked under the driver's lock. True when undone:
-    the root is as the command found it, and another ``--driver`` can be chosen for it."""
+    them (no layer, nothing staged, no file but a lock), checked under the driver's lock, and no other
+    driver object, in this process or another, has the store open (its lease). True when undone: the root
+    is as the command found it, and another ``--driver`` can be chosen for it."""
+    lease = driver.store_lease
     with driver.lock.held():
         if driver.layers() or not all(_holds_nothing(d) for d in (driver.home, *others)):
+            return False
+        if lease is None or not lease.convert(shared=False):  # another process has the store open
+            if lease is not None:
+                lease.convert(shared=True)  # as it was
             return False
         driver.refs.remove()
         for d in (driver.home, *others):
             shutil.rmtree(d, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(_record_path(driver.root))
+        lease.release()  # an open waiting for it finds the store gone, and makes it again
+        driver.store_lease = None
     if root_made:
         with contextlib.suppress(OSError):  # not empty: something else came meanwhile, and stays
             os.rmdir(driver.root)

@@ -9,6 +9,7 @@ import sys
 import pytest
 from imgkit import docker_archive, layer_tar
 
+from graphdriver import open_driver
 from graphdriver.cli.demo_images import image_story
 
 
@@ -222,3 +223,68 @@ def _damage_last_layer(path: str) -> None:
     with open(path, "r+b") as f:
         f.seek(offset + 600)
         f.write(b"\xff" * 16)
+
+
+def test_a_failed_first_load_leaves_a_store_another_process_has_open(tmp_path):
+    """The store a failed first load made is left, whole, while another process has it open (opened
+    between the load's start and its failure): that process then stores in it as usual."""
+    import time
+
+    new = str(tmp_path / "new")
+    load = subprocess.Popen([sys.executable, "-m", "graphdriver", "--root", new, "image", "load", "-q"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    other = None
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(new, "driver")):  # the load has made the store, and reads
+            assert time.monotonic() < deadline and load.poll() is None
+            time.sleep(0.01)
+        other = subprocess.Popen([sys.executable, "-c", "import sys, graphdriver\n"
+                                  "d = graphdriver.open_driver(sys.argv[1])\n"
+                                  "print('open', flush=True)\n"
+                                  "sys.stdin.readline()\n"
+                                  "d.create('mine')\n"
+                                  "print(d.exists('mine'), flush=True)\n", new],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert other.stdout.readline() == "open\n"
+        load.stdin.write("garbage")
+        load.stdin.close()
+        assert load.wait(timeout=60) == 1
+        assert len(load.stderr.read().splitlines()) == 1
+        assert os.path.isdir(os.path.join(new, "overlay2")) and open(os.path.join(new, "driver")).read() == "overlay2\n"
+        other.stdin.write("\n")
+        other.stdin.flush()
+        assert other.stdout.readline() == "True\n"
+    finally:
+        load.kill()
+        load.wait()
+        if other is not None:
+            other.stdin.close()
+            assert other.wait(timeout=60) == 0
+    assert open_driver(new).layers() == ["mine"]
+    open_driver(new).remove("mine")
+
+
+def test_an_open_waiting_while_a_store_is_unmade_makes_it_again(tmp_path):
+    """An open that comes while a failed first load unmakes the store waits for the unmaking, then finds
+    the store gone and makes it afresh (driver recorded, layers stored) — not a missing-directory error."""
+    import threading
+
+    from graphdriver.registry import unmake_store
+
+    new = str(tmp_path / "new")
+    first = open_driver(new)
+    assert first.store_lease is not None and first.store_lease.convert(shared=False)  # an unmaking under way
+    opened = []
+    waiter = threading.Thread(target=lambda: opened.append(open_driver(new)))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # held up by the unmaking
+    assert unmake_store(first, (), root_made=True)
+    waiter.join(30)
+    assert not waiter.is_alive() and len(opened) == 1
+    second = opened[0]
+    assert open(os.path.join(new, "driver")).read() == "overlay2\n"
+    second.create("after")
+    assert open_driver(new).layers() == ["after"]
+    second.remove("after")
