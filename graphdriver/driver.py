@@ -31,10 +31,11 @@ from .errors import (
     StorageOptUnsupported,
 )
 from .ids import check_id
-from .kernel import mountinfo, probe, quota
+from .kernel import mountinfo, probe
 from .kernel.unmount import unmount
+from .limits import SizeLimits
 from .mounts import Drift, MountRefs, MountState
-from .store.files import read_json, read_text, touch, write_atomic, write_json
+from .store.files import read_json, touch, write_json
 from .store.leases import Lease, holders, in_use
 from .store.locks import RootLock
 from .store.refs import RefStore, prune_runtime, runtime_dir
@@ -53,7 +54,7 @@ def register(cls: type[Driver]) -> type[Driver]:
     return cls
 
 
-class Driver(MountRefs, DiffMixin, ABC):
+class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
     """A layer store on one backend under ``<root>/<name>``.
 
     Layers appear atomically: built in ``<home>/.staging`` and renamed into place. Mutations hold a
@@ -155,7 +156,7 @@ class Driver(MountRefs, DiffMixin, ABC):
             try:
                 self.build_layer(stage, layer_id, parent, rw)
                 if size is not None:
-                    self._limit(stage, size)
+                    self.limit_size(stage, size)
                 write_json(self._meta_path(layer_id), {"parent": parent or "", "rw": rw, "created": time.time()})
                 if parent is not None:  # before the layer is visible: a parent never misses a child
                     touch(self._child_marker(parent, layer_id))
@@ -333,32 +334,6 @@ class Driver(MountRefs, DiffMixin, ABC):
         else:
             self._unlink(path)
 
-    @classmethod
-    def storage_opt_size(cls, where: str, storage_opt: dict[str, str]) -> int | None:
-        """The ``size`` limit in bytes the storage options ask for, if any, for layers under ``where``.
-        ``size`` needs project quota on the backing filesystem (xfs or ext4 with ``prjquota``); anywhere
-        else it is refused, as is any other key."""
-        size = None
-        for key, value in storage_opt.items():
-            if key != "size":
-                raise StorageOptUnsupported(f"{cls.name}: unknown storage option {key!r}")
-            size = quota.parse_size(value)
-            why = quota.project_quota_reason(where)
-            if why is not None:
-                raise StorageOptUnsupported(f"{cls.name}: storage option 'size' needs project quota: {why}")
-        return size
-
-    def default_rw_size(self) -> int | None:
-        """The ``size`` a container's layer gets when its storage options name none (a driver option)."""
-        return None
-
-    def _limit(self, stage: str, size: int) -> None:
-        """Give the staged layer's own directory a project quota of ``size`` bytes."""
-        counter = os.path.join(self.home, ".quota-projid")
-        projid = int(read_text(counter, "10000") or "10000") + 1
-        write_atomic(counter, str(projid))
-        quota.limit_directory(self.quota_dir(stage), projid, size)
-
     # -- backend hooks --------------------------------------------------------------------------
     @classmethod
     @abstractmethod
@@ -386,10 +361,6 @@ class Driver(MountRefs, DiffMixin, ABC):
 
     def parent_gained_child(self, parent: str) -> None:
         """Called once a child of ``parent`` exists."""
-
-    def quota_dir(self, stage: str) -> str:
-        """The directory of a staged layer that a ``size`` quota covers."""
-        return stage
 
     @abstractmethod
     def diff_path(self, layer_id: str) -> str:
