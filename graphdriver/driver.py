@@ -71,7 +71,7 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
 
     def __init__(self, root: str, options: dict[str, str] | None = None) -> None:
         self.root = os.path.abspath(root)
-        self.home = os.path.join(self.root, self.name)
+        self.home = self.home_at(self.root)
         self.options = dict(options or {})
         self.check_options(self.options, self.root)  # before anything is made
         for d in (self.home, self._staging, self._meta, self._children_dir):
@@ -111,6 +111,11 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
     #: The driver options (``--storage-opt KEY=VALUE``) this backend takes: key -> the values it
     #: allows, or None for a value the backend checks itself (:meth:`check_options`).
     driver_options: ClassVar[dict[str, tuple[str, ...] | None]] = {}
+
+    @classmethod
+    def home_at(cls, root: str) -> str:
+        """The backend's directory under ``root`` (an absolute path)."""
+        return os.path.join(root, cls.name)
 
     @classmethod
     def check_options(cls, options: dict[str, str], root: str) -> None:

@@ -18,6 +18,8 @@ DEFAULT_ROOT = "/var/lib/graphdriver"
 #: The built-in backends (each in its own module under graphdriver/drivers/), in the order the default
 #: is chosen.
 PRIORITY = ("overlay2", "aufs", "vfs")
+#: How many times an open starts again when the store it opens is unmade under it (see unmake_store).
+_OPEN_TRIES = 5
 
 
 def backend(name: str) -> type[Driver] | None:
@@ -67,8 +69,21 @@ def chosen_driver(root: str, name: str | None = None) -> str:
 
 
 def _choose(root: str, name: str | None, recorded: str | None) -> str:
-    """:func:`chosen_driver`, the record already read."""
-    where = nearest_dir(root)
+    """:func:`chosen_driver`, the record already read. The directory judged going while it is probed (a
+    new store unmade by another process, with the root it had made) is no error: the next one up is
+    judged instead."""
+    for _ in range(_OPEN_TRIES):
+        where = nearest_dir(root)
+        try:
+            return _choose_at(where, root, name, recorded)
+        except FileNotFoundError:
+            if os.path.isdir(where):
+                raise
+    return _choose_at(nearest_dir(root), root, name, recorded)
+
+
+def _choose_at(where: str, root: str, name: str | None, recorded: str | None) -> str:
+    """:func:`_choose`, judging the filesystem at ``where``."""
     if name is None:
         name = recorded or default_driver(where)
     cls = backend(name)
@@ -94,7 +109,6 @@ def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
     if not create and not recorded_driver(root):
         raise NoStore(f"nothing is stored at {root} yet (no layer store there)")
     made = not os.path.isdir(root)
-    os.makedirs(root, mode=0o711, exist_ok=True)
     try:
         return _open(root, name, options)
     except BaseException:
@@ -106,33 +120,42 @@ def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
 
 
 def _open(root: str, name: str | None, options: dict[str, str] | None) -> Driver:
-    """The driver, holding its store's lease (see :func:`_lease_store`), with its name recorded."""
+    """The driver, holding its store's lease (see :func:`_lease_store`) from before it touches the
+    store, with its name recorded."""
     for _ in range(_OPEN_TRIES):
-        recorded = recorded_driver(root)
-        chosen = _choose(root, name, recorded)
-        cls = backend(chosen)
-        assert cls is not None  # chosen_driver found it
-        driver = cls(root, options)
-        lease = _lease_store(driver.home)
+        try:
+            os.makedirs(root, mode=0o711, exist_ok=True)  # again after an unmaking removed the root it made
+            recorded = recorded_driver(root)
+            chosen = _choose(root, name, recorded)  # probes the root's filesystem
+            cls = backend(chosen)
+            assert cls is not None  # chosen_driver found it
+            cls.check_options(dict(options or {}), root)  # before anything is made
+            lease = _lease_store(cls.home_at(root))
+        except FileNotFoundError:
+            if os.path.isdir(root):
+                raise
+            continue  # the root itself went: unmade by another process (a failed first load), as below
         if lease is None:  # unmade by another process meanwhile (a failed first load): open it afresh
-            os.makedirs(root, mode=0o711, exist_ok=True)
             continue
+        try:
+            driver = cls(root, options)
+            claimed = _claim(root, chosen)  # read under its lock (written when missing: a store made again)
+            if claimed != chosen:  # another process opened the new root first, with another driver
+                raise DriverMismatch(f"root {root} was created with driver {claimed}; it cannot be opened "
+                                     f"with {chosen}")
+        except BaseException:
+            lease.release()
+            raise
         driver.store_lease = lease
-        claimed = _claim(root, chosen)  # read under its lock (written when missing: a store unmade and made again)
-        if claimed != chosen:  # another process opened the new root first, with another driver
-            raise DriverMismatch(f"root {root} was created with driver {claimed}; it cannot be opened with {chosen}")
         return driver
     raise NoStore(f"the store at {root} was removed each time it was opened ({_OPEN_TRIES} times); try again")
 
 
-#: How many times an open starts again when the store it opened is unmade under it.
-_OPEN_TRIES = 5
-
-
 def _lease_store(home: str) -> Lease | None:
-    """A shared lease on the driver's directory, held while the driver is open: no other process's
-    :func:`unmake_store` removes a store this one has open. None when the directory was removed (or
-    replaced) before the lease was held."""
+    """A shared lease on the driver's directory (made if missing), held while the driver is open: no
+    other process's :func:`unmake_store` removes a store this one has open. Taken before the driver makes
+    or reads anything in its store. None when an unmaking removed the directory while the lease waited."""
+    os.makedirs(home, mode=0o700, exist_ok=True)
     try:
         lease = Lease.take(home, shared=True)  # waits while an unmaking holds it exclusively
     except (FileNotFoundError, NotADirectoryError):
@@ -181,12 +204,14 @@ def unmake_store(driver: Driver, others: Sequence[str], root_made: bool) -> bool
             if lease is not None:
                 lease.convert(shared=True)  # as it was
             return False
-        driver.refs.remove()
-        for d in (driver.home, *others):
-            shutil.rmtree(d, ignore_errors=True)
+        # The leased directory goes last: an open that waits for the lease finds it gone, and everything
+        # else with it, and makes the store afresh.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(_record_path(driver.root))
-        lease.release()  # an open waiting for it finds the store gone, and makes it again
+        driver.refs.remove()
+        for d in (*others, driver.home):
+            shutil.rmtree(d, ignore_errors=True)
+        lease.release()
         driver.store_lease = None
     if root_made:
         with contextlib.suppress(OSError):  # not empty: something else came meanwhile, and stays
