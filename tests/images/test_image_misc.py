@@ -288,3 +288,31 @@ def test_an_open_waiting_while_a_store_is_unmade_makes_it_again(tmp_path):
     second.create("after")
     assert open_driver(new).layers() == ["after"]
     second.remove("after")
+
+
+def test_failed_first_loads_racing_layer_creates_on_a_new_root(tmp_path):
+    """Failed first loads (each unmaking the store it made, when nobody else has it open) racing layer
+    creates on a new root, ten times: every create succeeds and its layer is there; every load fails
+    with its one line."""
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"garbage" * 100)
+    for trial in range(10):
+        root = str(tmp_path / f"r{trial}")
+        procs = []
+        for i in range(2):
+            procs.append(subprocess.Popen([sys.executable, "-m", "graphdriver", "--root", root, "image", "load", "-q",
+                                           "-i", str(bad)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            procs.append(subprocess.Popen([sys.executable, "-m", "graphdriver", "--root", root, "layer", "create",
+                                           f"x{i}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outcomes = [(p.args[5], p.wait(timeout=120), p.stderr.read()) for p in procs]
+        for p in procs:
+            p.stdout.close()
+            p.stderr.close()
+        for kind, rc, err in outcomes:
+            if kind == "layer":
+                assert rc == 0, err
+            else:
+                assert rc == 1 and "corrupt or truncated archive" in err and len(err.splitlines()) == 1, err
+        driver = open_driver(root)
+        assert driver.layers() == ["x0", "x1"]
+        driver.remove_all(["x0", "x1"])
