@@ -126,9 +126,10 @@ class LayerLs(cli.Application):
         d = top(self).stored_driver()
         rows = [{"ID": lid, "Parent": d.parent(lid) or "", "MountCount": d.mount_count(lid)}
                 for lid in (d.layers() if d is not None else [])]
-        width = max([len(r["ID"]) for r in rows] + [2])
-        text = "\n".join([f"{'ID':<{width}}  {'PARENT':<{width}}  MOUNTS"]
-                         + [f"{r['ID']:<{width}}  {r['Parent'] or '-':<{width}}  {r['MountCount']}" for r in rows])
+        w_id = max([len(r["ID"]) for r in rows] + [len("ID")])
+        w_parent = max([len(r["Parent"]) for r in rows] + [len("PARENT")])
+        text = "\n".join([f"{'ID':<{w_id}}  {'PARENT':<{w_parent}}  MOUNTS"]
+                         + [f"{r['ID']:<{w_id}}  {r['Parent'] or '-':<{w_parent}}  {r['MountCount']}" for r in rows])
         emit(self, rows, text)
         return 0
 

@@ -54,6 +54,7 @@ def test_layer_lifecycle(root: str) -> None:
     listing = ok(root, "layer", "ls").splitlines()
     assert listing[0].split() == ["ID", "PARENT", "MOUNTS"]
     assert [row.split() for row in listing[1:]] == [["A", "-", "0"], ["B", "A", "0"], ["C", "B", "0"]]
+    assert {row.index(" 0") for row in listing[1:]} == {listing[0].index("MOUNTS") - 1}  # columns line up
     path = ok(root, "layer", "mount", "C").strip()
     assert ok(root, "layer", "mount", "C").strip() == path  # a second process shares the mount
     doc = json.loads(ok(root, "layer", "inspect", "C"))
