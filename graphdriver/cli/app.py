@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from plumbum import cli
@@ -119,6 +119,16 @@ def say(text: str) -> None:
     """Print a line of the command's output."""
     with writing_stdout():
         print(text)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]], right: Collection[int] = ()) -> str:
+    """Columns two spaces apart, each as wide as its widest cell or header (``right``: the indexes of
+    columns aligned right, numbers); the last column is not padded."""
+    cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    last = len(header) - 1
+    return "\n".join("  ".join(c.rjust(w) if i in right else c if i == last else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(row, widths, strict=True))) for row in cells)
 
 
 def emit(app: cli.Application, obj: Any, text: str | None = None) -> None:

@@ -6,7 +6,7 @@ import sys
 
 from plumbum import cli
 
-from .app import CommandGroup, emit, say
+from .app import CommandGroup, emit, say, table
 from .image import container_store, stored_container_store
 
 _KINDS = {0: "C", 1: "A", 2: "D"}
@@ -38,15 +38,15 @@ class ContainerLs(cli.Application):
 
     def main(self) -> int:
         store = stored_container_store(self)
-        rows, lines = [], [f"{'CONTAINER ID':<12}  {'IMAGE':<30}  {'NAME':<20}  MOUNTED  RUNNING"]
+        rows, cells = [], []
         for c in store.all() if store is not None else []:
             tags = store.images.tags_of(c.image)
             image = tags[0] if tags else c.image.split(":", 1)[1][:12]
             mounted = store.driver.mount_count(c.rw_layer) if store.driver.exists(c.rw_layer) else 0
             running = store.running_pid(c) is not None
             rows.append({"Id": c.id, "Name": c.name, "Image": c.image, "Mounted": mounted, "Running": running})
-            lines.append(f"{c.id[:12]:<12}  {image:<30}  {c.name:<20}  {mounted:<7}  {'yes' if running else 'no'}")
-        emit(self, rows, "\n".join(lines))
+            cells.append((c.id[:12], image, c.name, mounted, "yes" if running else "no"))
+        emit(self, rows, table(("CONTAINER ID", "IMAGE", "NAME", "MOUNTED", "RUNNING"), cells))
         return 0
 
 

@@ -8,7 +8,7 @@ import sys
 from plumbum import cli
 
 from ..registry import unmake_store
-from .app import CommandGroup, emit, say, top
+from .app import CommandGroup, emit, say, table, top
 
 
 def container_store(app: cli.Application, *, create: bool = False):  # noqa: ANN201  (a ContainerStore; imported on use: fast start-up)
@@ -96,12 +96,9 @@ class ImageLs(cli.Application):
     def main(self) -> int:
         store = stored_container_store(self)
         rows = store.images.list() if store is not None else []
-        lines = [f"{'REPOSITORY:TAG':<40} {'IMAGE ID':<12}  {'LAYERS':>6}  {'SIZE':>8}"]
-        for r in rows:
-            short = r["Id"].split(":", 1)[1][:12]
-            for tag in r["RepoTags"] or ["<none>:<none>"]:
-                lines.append(f"{tag:<40} {short:<12}  {r['Layers']:>6}  {human(r['Size']):>8}")
-        emit(self, rows, "\n".join(lines))
+        cells = [(tag, r["Id"].split(":", 1)[1][:12], r["Layers"], human(r["Size"]))
+                 for r in rows for tag in r["RepoTags"] or ["<none>:<none>"]]
+        emit(self, rows, table(("REPOSITORY:TAG", "IMAGE ID", "LAYERS", "SIZE"), cells, right=(2, 3)))
         return 0
 
 

@@ -10,7 +10,7 @@ from ..errors import LayerNotFound
 from ..kernel import probe
 from ..registry import chosen_driver
 from ..store.files import nearest_dir
-from .app import CommandGroup, GraphDriverApp, emit, key_values, top
+from .app import CommandGroup, GraphDriverApp, emit, key_values, table, top
 from .image import container_store
 
 
@@ -126,11 +126,8 @@ class LayerLs(cli.Application):
         d = top(self).stored_driver()
         rows = [{"ID": lid, "Parent": d.parent(lid) or "", "MountCount": d.mount_count(lid)}
                 for lid in (d.layers() if d is not None else [])]
-        w_id = max([len(r["ID"]) for r in rows] + [len("ID")])
-        w_parent = max([len(r["Parent"]) for r in rows] + [len("PARENT")])
-        text = "\n".join([f"{'ID':<{w_id}}  {'PARENT':<{w_parent}}  MOUNTS"]
-                         + [f"{r['ID']:<{w_id}}  {r['Parent'] or '-':<{w_parent}}  {r['MountCount']}" for r in rows])
-        emit(self, rows, text)
+        cells = ((r["ID"], r["Parent"] or "-", r["MountCount"]) for r in rows)
+        emit(self, rows, table(("ID", "PARENT", "MOUNTS"), cells))
         return 0
 
 

@@ -253,3 +253,23 @@ def test_save_refuses_a_layer_it_cannot_reproduce(tmp_path, store, gd):
     assert p.returncode == 1 and "twice" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "out.tar")
     assert [n for n in os.listdir(tmp_path) if n.startswith(".save-")] == []
+
+
+def test_listings_line_up_with_long_names(tmp_path, store, gd):
+    """image ls and container ls: every column starts where its header does, however long a tag or a
+    name; the numbers are aligned right under theirs."""
+    built = docker_archive(str(tmp_path / "img.tar"), _layers(), ["short:1"])
+    store.images.load(built.path)
+    long_tag = "registry.example.com:5000/a/rather/long/repository/name:with-a-long-tag-1.2.3"
+    gd("image", "tag", "short:1", long_tag, check=True)
+    store.create("short:1", name="a-container-name-longer-than-twenty-characters")
+    store.create("short:1", name="c")
+    for args, cols in ((("image", "ls"), ("IMAGE ID",)), (("container", "ls"), ("IMAGE", "NAME", "MOUNTED"))):
+        head, *rows = gd(*args, check=True).stdout.splitlines()
+        assert len(rows) == 2
+        for col in cols:
+            at = head.index(col)
+            assert all(row[at - 2:at] == "  " and row[at] != " " for row in rows), (col, head, rows)
+    head, *rows = gd("image", "ls", check=True).stdout.splitlines()
+    assert {len(row) for row in rows} == {len(head)}  # LAYERS and SIZE end where their headers end
+    assert {row.split()[0] for row in rows} == {"short:1", long_tag}
