@@ -250,7 +250,9 @@ class PluginRequestHandler(BaseHTTPRequestHandler):
             req = json.loads(raw)
         except ValueError as e:
             raise BadRequest(f"request body is not JSON ({e})") from None
-        return req if isinstance(req, dict) else {}
+        if not isinstance(req, dict):
+            raise BadRequest(f"request body is a JSON {type(req).__name__}, not an object")
+        return req
 
     def _call(self, method: str, body: BodyReader, fn: Callable[[], dict[str, Any]]) -> str:
         """Run one JSON-replying method; any failure becomes ``Err``."""

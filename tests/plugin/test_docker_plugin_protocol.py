@@ -143,6 +143,9 @@ def test_errors_are_clear_and_connection_survives(plugin) -> None:
     assert status == 404 and "NoSuchThing" in json.loads(data)["Err"]
     status, _, data = c.raw("GraphDriver.Create", b"{not json")
     assert status == 400 and json.loads(data)["Err"]
+    c = PluginClient(path)
+    status, _, data = c.raw("GraphDriver.Create", b'["child"]')  # JSON, but not an object
+    assert status == 400 and "request body is a JSON list, not an object" in json.loads(data)["Err"]
     # a fresh connection (the bad body closed the last one) still works
     c2 = PluginClient(path)
     assert c2.call("GraphDriver.Create", {"ID": "fine"})["Err"] == ""
