@@ -71,6 +71,10 @@ class NoStore(GraphDriverError):
     or needs something stored, creates no store."""
 
 
+class BadRoot(GraphDriverError):
+    """The root's path cannot hold a store (it, or a path above it, is not a directory)."""
+
+
 class NotRoot(GraphDriverError):
     """graphdriver mounts and chowns; it needs root."""
 

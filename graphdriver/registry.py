@@ -10,7 +10,7 @@ import shutil
 from collections.abc import Sequence
 
 from .driver import _REGISTRY, Driver
-from .errors import DriverMismatch, DriverUnsupported, NoStore, NotRoot
+from .errors import BadRoot, DriverMismatch, DriverUnsupported, NoStore, NotRoot
 from .store.files import nearest_dir, read_text, write_all
 from .store.leases import Lease
 
@@ -56,8 +56,19 @@ def default_driver(root: str) -> str:
 
 
 def recorded_driver(root: str) -> str | None:
-    """The driver recorded at ``root``; None while nothing has been stored there."""
-    return read_text(_record_path(os.path.abspath(root))) or None
+    """The driver recorded at ``root``; None while nothing has been stored there. :class:`BadRoot` when
+    ``root``, or the nearest path above it that exists, is not a directory."""
+    root = os.path.abspath(root)
+    try:
+        return read_text(_record_path(root)) or None
+    except NotADirectoryError:
+        where = root
+        while not os.path.lexists(where):
+            where = os.path.dirname(where)
+        if os.path.isdir(where):  # made a directory meanwhile: read again
+            return read_text(_record_path(root)) or None
+        raise BadRoot(f"root {root} is not a directory" if where == root else
+                      f"root {root} cannot be made: {where} is not a directory") from None
 
 
 def chosen_driver(root: str, name: str | None = None) -> str:

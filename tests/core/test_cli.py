@@ -107,6 +107,19 @@ def test_bad_input_each_one_clear_line(root: str) -> None:
     ok(root, "layer", "umount", "B")
 
 
+def test_a_root_that_is_not_a_directory_is_named(tmp_path) -> None:
+    """A file given as the root, or below it: one line naming it (not the driver record under it), for
+    commands that look and commands that store; the file stays as it was."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args in (("layer", "ls"), ("info",), ("layer", "create", "a"), ("image", "ls")):
+        assert one_line_error(gd(str(afile), *args)) == f"graphdriver: root {afile} is not a directory"
+        below = afile / "sub" / "root"
+        assert one_line_error(gd(str(below), *args)) == (f"graphdriver: root {below} cannot be made: {afile} "
+                                                         f"is not a directory")
+    assert afile.read_text() == "x" and sorted(os.listdir(tmp_path)) == ["afile"]
+
+
 def test_not_root_is_refused(root: str) -> None:
     os.chmod(root, 0o755)
     one_line_error(gd(root, "info", user=65534), "must run as root")
