@@ -34,6 +34,7 @@ class GraphDriverApp(cli.Application):
 
     PROGNAME = "graphdriver"
     VERSION = "0.1.0"
+    SUBCOMMAND_HELPMSG = False  # a subcommand's line is its description ("; see ... --help" on each was noise)
 
     root = cli.SwitchAttr(["--root"], str, default=os.environ.get("GRAPHDRIVER_ROOT", DEFAULT_ROOT),
                           help="state root (env GRAPHDRIVER_ROOT)", envname="GRAPHDRIVER_ROOT")
@@ -84,6 +85,8 @@ class GraphDriverApp(cli.Application):
 
 class CommandGroup(cli.Application):
     """A group of subcommands (``layer``, ``image``, ...): alone, it prints its help."""
+
+    SUBCOMMAND_HELPMSG = False
 
     def main(self, *args: str) -> int:
         if args:

@@ -304,6 +304,7 @@ def test_one_shot_calls_load_only_what_they_run(root: str) -> None:
     helptext = ok(root, "--help")
     for group in ("layer", "image", "container", "serve", "demo", "info", "verify", "cleanup"):
         assert re.search(rf"^\s+{group}\s", helptext, re.M), (group, helptext)
+    assert "for more info" not in helptext  # each subcommand's line is its description alone
     assert "containerd-snapshotter" in ok(root, "serve", "--help")
     assert "diff-size" in ok(root, "layer", "--help")
 
