@@ -11,7 +11,7 @@ from ..kernel import probe
 from ..registry import chosen_driver
 from ..store.files import nearest_dir
 from .app import CommandGroup, GraphDriverApp, emit, key_values, table, top
-from .image import container_store
+from .image import container_store, layer_not_kept
 
 
 def layer_inspect(driver, layer_id: str) -> dict:
@@ -113,7 +113,9 @@ class LayerRm(cli.Application):
     """Remove layer ID (refused while mounted or while it has children)."""
 
     def main(self, layer_id: str) -> int:
-        top(self).driver().remove(layer_id)
+        driver = top(self).driver()
+        with layer_not_kept(self, layer_id):
+            driver.remove(layer_id)
         emit(self, {"Removed": layer_id}, layer_id)
         return 0
 

@@ -72,13 +72,18 @@ class LoadedImage:
     tags: list[str]
 
 
+def images_dir(root: str) -> str:
+    """Where the image store of ``root`` lives (present once an image command has stored there)."""
+    return os.path.join(os.path.abspath(root), "images")
+
+
 class ImageStore:
     """Images over one driver. Library calls raise graphdriver errors; nothing prints."""
 
     def __init__(self, root: str, driver: Driver) -> None:
         self.root = os.path.abspath(root)
         self.driver = driver
-        self.dir = os.path.join(self.root, "images")
+        self.dir = images_dir(self.root)
         self.configs = os.path.join(self.dir, "configs")
         self.layerdb = os.path.join(self.dir, "layerdb")
         self.tmp = os.path.join(self.dir, ".tmp")

@@ -316,3 +316,44 @@ def test_failed_first_loads_racing_layer_creates_on_a_new_root(tmp_path):
         driver = open_driver(root)
         assert driver.layers() == ["x0", "x1"]
         driver.remove_all(["x0", "x1"])
+
+
+def test_layer_commands_leave_the_layers_of_images_and_containers_alone(tmp_path, store, gd):
+    """``layer rm`` of an image's layer or a container's layer is refused naming the image or container
+    and the command that removes it (the image stayed listed with its layer gone: a later create or
+    save failed); ``layer apply`` into an image's layer is refused (its content is what its diffID
+    names), into a container's read-write layer it works (as writes through a mount do)."""
+    import io
+    import tarfile
+
+    from imgkit import chain_ids
+
+    built = docker_archive(str(tmp_path / "img.tar"), [layer_tar({"a": b"1"}), layer_tar({"b": b"2"})], ["keep:1"])
+    store.images.load(built.path)
+    layers = [chain.split(":", 1)[1] for chain in chain_ids(built.diff_ids)]
+    r = gd("layer", "rm", layers[-1])  # the image's top layer, nothing built on it
+    assert r.returncode == 1 and r.stderr == (f"graphdriver: cannot remove layer {layers[-1]}: it is a layer of "
+                                              f"image keep:1; remove that with image rm\n")
+    c = store.create("keep:1", name="kept")
+    before = sorted(store.driver.layers())
+    for layer, said in ((layers[-1], "a layer of image keep:1; remove that with image rm"),
+                        (c.rw_layer, "container kept's read-write layer; remove that with container rm"),
+                        (c.init_layer, "container kept's init layer; remove that with container rm")):
+        r = gd("layer", "rm", layer)
+        assert r.returncode == 1 and r.stderr == f"graphdriver: cannot remove layer {layer}: it is {said}\n"
+    tar = tmp_path / "x.tar"
+    with tarfile.open(tar, "w") as tf:
+        info = tarfile.TarInfo("x")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    r = gd("layer", "apply", layers[-1], "-i", str(tar))
+    assert r.returncode == 1 and "it is a layer of image keep:1, and image layers do not change" in r.stderr
+    assert not os.path.exists(os.path.join(store.driver.diff_path(layers[-1]), "x"))
+    assert sorted(store.driver.layers()) == before
+    gd("layer", "apply", c.rw_layer, "-i", str(tar), check=True)  # a container's layer takes a diff
+    assert store.changes("kept") == [("/x", 1)]
+    gd("container", "rm", "kept", check=True)
+    gd("image", "rm", "keep:1", check=True)
+    gd("layer", "create", "mine", check=True)
+    gd("layer", "rm", "mine", check=True)  # a layer no image or container keeps
+    assert store.driver.layers() == []
