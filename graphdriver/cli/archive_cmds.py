@@ -13,7 +13,7 @@ from plumbum import cli
 from ..archive.diff import KIND_LETTER
 from ..store.files import replacing
 from .app import emit, top, writing_stdout
-from .image import check_not_image_layer
+from .image import stores_if_any
 
 PROGRESS_MIN = 32 << 20  # show progress for inputs at least this big (or of unknown size)
 
@@ -67,7 +67,11 @@ class LayerApply(cli.Application):
             src: BinaryIO = stream
             if sys.stderr.isatty() and (total is None or total >= PROGRESS_MIN):
                 src = _Progress(stream, total)  # type: ignore[assignment]
-            check_not_image_layer(self, layer_id)
+            stores = stores_if_any(self)
+            if stores is not None:
+                from ..store.keepers import check_apply
+
+                check_apply(stores, layer_id)
             size = d.apply_diff(layer_id, self.parent_id, src)
         finally:
             if stream is not sys.stdin.buffer:

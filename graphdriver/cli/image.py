@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from collections.abc import Iterator
 
 from plumbum import cli
 
-from ..errors import LayerInUse
 from ..registry import unmake_store
 from .app import CommandGroup, emit, say, table, top
 
@@ -24,36 +21,7 @@ def container_store(app: cli.Application, *, create: bool = False):  # noqa: ANN
     return ContainerStore(ImageStore(t.root, t.driver(create=create)))
 
 
-@contextlib.contextmanager
-def layer_not_kept(app: cli.Application, layer_id: str) -> Iterator[None]:
-    """Held while ``layer rm`` removes driver layer ``layer_id`` on a root that has image and container
-    stores: refused (LayerInUse, naming the image or container and the command that removes it) while
-    one of them keeps that layer; under the stores' lock, so none takes it up meanwhile."""
-    store = _stores_if_any(app)
-    if store is None:  # layers only here: nothing else keeps them
-        yield
-        return
-    with store.lock.held():
-        user = store.layer_user(layer_id)
-        if user is not None:
-            raise LayerInUse(f"cannot remove layer {layer_id}: it is {user[1]}; remove that with {user[0]} rm")
-        yield
-
-
-def check_not_image_layer(app: cli.Application, layer_id: str) -> None:
-    """Refuse ``layer apply`` into a layer of an image (image layers do not change: their content is what
-    their diffID names). A container's layers may take a diff (while not mounted, as any layer)."""
-    store = _stores_if_any(app)
-    if store is None:
-        return
-    with store.lock.held():
-        user = store.layer_user(layer_id)
-    if user is not None and user[0] == "image":
-        raise LayerInUse(f"cannot apply a diff to layer {layer_id}: it is {user[1]}, and image layers do not "
-                         f"change; make a layer on it (layer create --parent)")
-
-
-def _stores_if_any(app: cli.Application):  # noqa: ANN202  (a ContainerStore or None)
+def stores_if_any(app: cli.Application):  # noqa: ANN201  (a ContainerStore or None)
     """The root's image and container stores when an image command has made them, else None (nothing
     made)."""
     from ..store.images import images_dir

@@ -11,7 +11,7 @@ from ..kernel import probe
 from ..registry import chosen_driver
 from ..store.files import nearest_dir
 from .app import CommandGroup, GraphDriverApp, emit, key_values, table, top
-from .image import container_store, layer_not_kept
+from .image import container_store, stores_if_any
 
 
 def layer_inspect(driver, layer_id: str) -> dict:
@@ -114,8 +114,13 @@ class LayerRm(cli.Application):
 
     def main(self, layer_id: str) -> int:
         driver = top(self).driver()
-        with layer_not_kept(self, layer_id):
+        stores = stores_if_any(self)
+        if stores is None:  # layers only at this root
             driver.remove(layer_id)
+        else:
+            from ..store.keepers import remove_layer
+
+            remove_layer(stores, layer_id)
         emit(self, {"Removed": layer_id}, layer_id)
         return 0
 

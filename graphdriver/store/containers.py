@@ -108,20 +108,6 @@ class ContainerStore:
             raise ContainerNotFound(f"container id prefix {ref} is ambiguous")
         raise ContainerNotFound(f"no such container: {ref}")
 
-    def layer_user(self, layer_id: str) -> tuple[str, str] | None:
-        """What keeps driver layer ``layer_id``: ("container", "container c1's read-write layer") — or init
-        layer — or ("image", "a layer of image busybox:1") for a layer of an image's chain; None when
-        neither does. The caller holds :attr:`lock` to act on the answer."""
-        for c in self.all():
-            if layer_id in (c.rw_layer, c.init_layer):
-                kind = "read-write" if layer_id == c.rw_layer else "init"
-                return "container", f"container {c.name}'s {kind} layer"
-        for image_id in self.images.ids():
-            if f"sha256:{layer_id}" in self.images.chain(image_id):
-                tags = self.images.tags_of(image_id)
-                return "image", f"a layer of image {tags[0] if tags else image_id.split(':', 1)[1][:12]}"
-        return None
-
     def images_in_use(self) -> dict[str, list[str]]:
         """Image id -> the names of the containers that use it."""
         users: dict[str, list[str]] = {}
