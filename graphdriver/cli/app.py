@@ -18,7 +18,7 @@ from plumbum import cli
 from ..driver import Driver
 from ..errors import GraphDriverError, NoStore, StorageOptUnsupported
 from ..registry import DEFAULT_ROOT, backend, chosen_driver, open_driver
-from ..store.files import nearest_dir
+from ..store.files import STDOUT, naming, nearest_dir
 
 
 def key_values(items: list[str], switch: str) -> dict[str, str]:
@@ -104,18 +104,13 @@ def top(app: cli.Application) -> GraphDriverApp:
     return app
 
 
-STDOUT = "standard output"
-
-
 @contextlib.contextmanager
 def writing_stdout() -> Iterator[None]:
     """A failed write of the command's output (a full disk, a closed pipe) names standard output."""
     try:
         yield
     except OSError as e:
-        if e.filename:
-            raise
-        raise OSError(e.errno, e.strerror, STDOUT) from None
+        raise naming(e, STDOUT) from None
 
 
 def say(text: str) -> None:

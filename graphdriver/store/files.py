@@ -39,6 +39,16 @@ def write_atomic(path: str, data: bytes | str, mode: int = 0o600, *, sync: bool 
             os.fsync(f.fileno())
 
 
+#: What an error writing to standard output names (the command line knows it by this name).
+STDOUT = "standard output"
+
+
+def naming(e: OSError, name: str) -> OSError:
+    """``e`` when it names a file, else the same error naming ``name`` (a full disk or a closed pipe names
+    nothing: say where it was writing)."""
+    return e if e.filename else OSError(e.errno, e.strerror, name)
+
+
 def touch(path: str, mode: int = 0o600) -> None:
     """An empty file at ``path`` (kept if there): made in one step, nothing to tear, no temporary file for
     a kill to leave behind."""
@@ -64,8 +74,8 @@ def replacing(path: str, mode: int = 0o644) -> Iterator[BinaryIO]:
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and not e.filename:
-            raise OSError(e.errno, e.strerror, path) from None
+        if isinstance(e, OSError):
+            raise naming(e, path) from None
         raise
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..errors import InvalidImage
+from .files import naming
 from .layerstream import CHUNK, Decoder, LayerStream, compression_of
 
 __all__ = ["LayerStream", "compression_of", "chain_ids", "open_source", "read_images"]
@@ -236,8 +237,8 @@ def open_source(path: str, tmpdir: str, stdin: BinaryIO | None = None) -> Source
             return TarSource(tmp, label=label, cleanup=tmp)
         except BaseException as e:
             os.unlink(tmp)
-            if isinstance(e, OSError) and not e.filename:  # a full disk, say: name where it was writing
-                raise OSError(e.errno, e.strerror, tmpdir) from None
+            if isinstance(e, OSError):  # a full disk, say: name where it was writing
+                raise naming(e, tmpdir) from None
             raise
     finally:
         if path != "-":

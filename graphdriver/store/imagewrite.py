@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import GraphDriverError, InvalidImage
 from . import tarsplit
-from .files import replacing
+from .files import STDOUT, naming, replacing
 from .imageio import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, blob_path, hex_of, sha256_digest
 from .layerstream import CHUNK
 
@@ -88,7 +88,7 @@ class _Counting(io.RawIOBase):
         try:
             self._out.write(b)
         except OSError as e:
-            raise self._named(e) from None
+            raise naming(e, self._name) from None
         self._pos += len(b)
         return len(b)
 
@@ -96,10 +96,7 @@ class _Counting(io.RawIOBase):
         try:
             self._out.flush()
         except OSError as e:
-            raise self._named(e) from None
-
-    def _named(self, e: OSError) -> OSError:
-        return OSError(e.errno, e.strerror, self._name) if self._name and not e.filename else e
+            raise naming(e, self._name) from None
 
     def tell(self) -> int:
         return self._pos
@@ -170,7 +167,7 @@ def save_images(store: ImageStore, refs: list[str], out_path: str) -> None:
         if out_path == "-":
             import sys
 
-            write_image_tar(sys.stdout.buffer, images, "standard output")
+            write_image_tar(sys.stdout.buffer, images, STDOUT)
             return
         with replacing(out_path) as out:
             write_image_tar(out, images)
