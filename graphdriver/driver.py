@@ -48,6 +48,12 @@ __all__ = ["Drift", "Driver", "MountState", "register"]
 _REGISTRY: dict[str, type[Driver]] = {}
 
 
+def option_keys(options: dict[str, str] | None) -> dict[str, str]:
+    """Driver or storage options with their keys as the backends know them: dockerd takes
+    ``Overlay2.Size`` and ``SIZE`` as ``overlay2.size`` and ``size`` (keys are case-insensitive)."""
+    return {key.strip().lower(): value for key, value in (options or {}).items()}
+
+
 def register(cls: type[Driver]) -> type[Driver]:
     """Class decorator: make a backend available under ``cls.name``."""
     _REGISTRY[cls.name] = cls
@@ -72,7 +78,7 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
     def __init__(self, root: str, options: dict[str, str] | None = None) -> None:
         self.root = os.path.abspath(root)
         self.home = self.home_at(self.root)
-        self.options = dict(options or {})
+        self.options = option_keys(options)
         self.check_options(self.options, self.root)  # before anything is made
         for d in (self.home, self._staging, self._meta, self._children_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)

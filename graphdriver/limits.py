@@ -28,7 +28,7 @@ class SizeLimits:
         else it is refused, as is any other key."""
         size = None
         for key, value in storage_opt.items():
-            if key != "size":
+            if key.strip().lower() != "size":  # as dockerd's: keys are case-insensitive
                 raise StorageOptUnsupported(f"{cls.name}: unknown storage option {key!r}")
             size = quota.parse_size(value)
             why = quota.project_quota_reason(where)

@@ -9,7 +9,7 @@ import os
 import shutil
 from collections.abc import Sequence
 
-from .driver import _REGISTRY, Driver
+from .driver import _REGISTRY, Driver, option_keys
 from .errors import BadRoot, DriverMismatch, DriverUnsupported, NoStore, NotRoot
 from .store.files import nearest_dir, read_text, write_all
 from .store.leases import Lease
@@ -140,7 +140,7 @@ def _open(root: str, name: str | None, options: dict[str, str] | None) -> Driver
             chosen = _choose(root, name, recorded)  # probes the root's filesystem
             cls = backend(chosen)
             assert cls is not None  # chosen_driver found it
-            cls.check_options(dict(options or {}), root)  # before anything is made
+            cls.check_options(option_keys(options), root)  # before anything is made
             lease = _lease_store(cls.home_at(root))
         except FileNotFoundError:
             if os.path.isdir(root):

@@ -15,7 +15,7 @@ from typing import Any
 
 from plumbum import cli
 
-from ..driver import Driver
+from ..driver import Driver, option_keys
 from ..errors import GraphDriverError, NoStore, StorageOptUnsupported
 from ..registry import DEFAULT_ROOT, backend, chosen_driver, open_driver
 from ..store.files import STDOUT, naming, nearest_dir
@@ -50,7 +50,7 @@ class GraphDriverApp(cli.Application):
         :class:`~graphdriver.errors.NoStore` and leaves the root as it was (no directory made, no
         driver recorded)."""
         if self._driver is None:
-            opts = key_values(self.storage_opts, "--storage-opt")
+            opts = option_keys(key_values(self.storage_opts, "--storage-opt"))
             try:
                 self._driver = open_driver(self.root, self.driver_name, opts, create=create)
             except NoStore:  # the options are checked all the same: a typo is not an empty answer

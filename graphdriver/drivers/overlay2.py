@@ -44,7 +44,11 @@ class Overlay2(Driver):
     reserved_ids: ClassVar[frozenset[str]] = frozenset({"l"})
     driver_options: ClassVar[dict[str, tuple[str, ...] | None]] = {
         "overlay2.mount_api": ("auto", "fsconfig", "mount"), "overlay2.layer_view": ("true", "false"),
-        "overlay2.mountopt": None, "overlay2.size": None}
+        "overlay2.mountopt": None, "overlay2.size": None,
+        # dockerd 20.10's: skip its check for kernels before 4.0; nothing to skip here (the kernel's own
+        # overlay is probed and every mount verified), taken so a daemon.json that names it still opens.
+        "overlay2.override_kernel_check": ("1", "t", "T", "TRUE", "true", "True",
+                                           "0", "f", "F", "FALSE", "false", "False")}
 
     @classmethod
     def check_options(cls, options: dict[str, str], root: str) -> None:

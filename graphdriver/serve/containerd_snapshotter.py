@@ -35,6 +35,7 @@ from .proto import mount_pb2, snapshots_pb2, snapshots_pb2_grpc
 from .snapshots.mounts import MountPlan
 from .snapshots.snapshotter import Snapshotter
 from .snapshots.store import Snapshot
+from .unix_http import prepare_socket_path, remove_socket, socket_inode
 
 DEFAULT_SOCKET = "/run/graphdriver/containerd-snapshotter.sock"
 DEFAULT_ROOT = "/var/lib/graphdriver/containerd"
@@ -151,10 +152,9 @@ class SnapshotsServicer(snapshots_pb2_grpc.SnapshotsServicer):
 
 
 def make_server(socket_path: str, snapshotter: Snapshotter, workers: int = 8) -> grpc.Server:
-    """A started-later gRPC server bound to ``unix:socket_path`` (a stale socket file is replaced)."""
-    os.makedirs(os.path.dirname(os.path.abspath(socket_path)) or ".", mode=0o711, exist_ok=True)
-    if os.path.exists(socket_path) or os.path.islink(socket_path):
-        os.unlink(socket_path)
+    """A started-later gRPC server bound to ``unix:socket_path``: a stale socket there (nobody listening)
+    is replaced; anything else there, or a socket another process serves, is refused (SocketInUse)."""
+    prepare_socket_path(socket_path)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=[("grpc.max_receive_message_length", 16 << 20)])
     snapshots_pb2_grpc.add_SnapshotsServicer_to_server(SnapshotsServicer(snapshotter), server)
@@ -170,14 +170,17 @@ def serve(socket_path: str, root: str, driver: str | None = None,
     The two signals are blocked before any gRPC thread exists (threads inherit the mask) and taken with
     sigwait in this thread: a signal can neither land in a gRPC thread nor beat the handler at start-up.
     """
+    prepare_socket_path(socket_path)  # before the store is opened and cleaned: refused if another serves it
     sigs = {signal.SIGTERM, signal.SIGINT}
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     sn = Snapshotter(root, driver)
+    inode = None
     try:
         leftovers = sn.cleanup()  # whatever a crash left: unrecorded snapshot and staging directories
         if leftovers:
             log.info("removed %d leftover directories from an earlier run", len(leftovers))
         server = make_server(socket_path, sn)
+        inode = socket_inode(socket_path)
         server.start()
         if ready:
             ready()
@@ -185,7 +188,7 @@ def serve(socket_path: str, root: str, driver: str | None = None,
         log.info("%s: stopping", signal.Signals(got).name)
         server.stop(grace=5).wait()
     finally:
-        if os.path.exists(socket_path):
-            os.unlink(socket_path)
+        if inode is not None:
+            remove_socket(socket_path, inode)  # only our own: never one another server took over
         sn.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)

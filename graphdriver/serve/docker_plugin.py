@@ -20,16 +20,78 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
-from ..driver import Driver
+from ..driver import Driver, option_keys
 from ..errors import DriverUnsupported, GraphDriverError, LayerNotFound, LayerNotMounted
 from ..registry import open_driver
 from ..store.files import read_json, write_json
 from .plugin_config import PluginConfig, parse_opts
-from .unix_http import BadRequest, BodyReader, ChunkedWriter, DrainingUnixServer
+from .unix_http import BadRequest, BodyReader, ChunkedWriter, DrainingUnixServer, content_length
 
 log = logging.getLogger("graphdriver.serve.docker_plugin")
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+#: The largest JSON request body taken: dockerd's are well under a kilobyte.
+MAX_JSON_BODY = 1 << 20
+
+
+def field(req: dict[str, Any], name: str) -> str:
+    """A string field of a request ("" when absent or null); another type is a bad request."""
+    value = req.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"field {name} must be a string, not {_json_type(value)}")
+    return value
+
+
+def string_map(req: dict[str, Any], name: str) -> dict[str, str]:
+    """A field holding an object of strings (``StorageOpt``); {} when absent or null."""
+    value = req.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"field {name} must be an object of strings, not {_json_type(value)}")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise BadRequest(f"field {name} must be an object of strings; {key!r} is {_json_type(item)}")
+    return value
+
+
+def string_list(req: dict[str, Any], name: str) -> list[str]:
+    """A field holding a list of strings (``Opts``); [] when absent or null."""
+    value = req.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest(f"field {name} must be a list of strings, not {_json_type(value)}")
+    for item in value:
+        if not isinstance(item, str):
+            raise BadRequest(f"field {name} must be a list of strings; it holds {_json_type(item)}")
+    return value
+
+
+#: The protocol's request fields by kind, checked before any method runs (a wrong type is a bad
+#: request, whether or not the plugin was initialised).
+_STRING_FIELDS = ("ID", "Parent", "MountLabel", "Home")
+
+
+def check_fields(req: dict[str, Any]) -> None:
+    """BadRequest naming the first protocol field of ``req`` whose JSON type is wrong."""
+    for name in _STRING_FIELDS:
+        field(req, name)
+    string_map(req, "StorageOpt")
+    string_list(req, "Opts")
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def printable(text: str) -> str:
+    """``text`` as a log line may carry it: quoted and escaped when it holds control characters."""
+    return text if text.isprintable() else repr(text)
 
 
 class PluginNotReady(GraphDriverError):
@@ -66,7 +128,7 @@ class GraphDriverPlugin:
         root = self.config.root or home
         if not root:
             raise PluginNotReady("GraphDriver.Init gave no Home and the plugin has no --root")
-        options = {**parse_opts(opts), **self.config.options}
+        options = option_keys({**parse_opts(opts), **self.config.options})
         cur = self._driver
         if cur is not None and cur.root == os.path.abspath(root) and cur.options == options:
             return cur
@@ -74,7 +136,9 @@ class GraphDriverPlugin:
 
     # -- JSON methods: body dict in, reply dict out (Err added by the caller) ------------------
     def init(self, req: dict[str, Any]) -> dict[str, Any]:
-        home, opts = str(req.get("Home") or ""), [str(o) for o in req.get("Opts") or []]
+        home, opts = field(req, "Home"), string_list(req, "Opts")
+        if home and not os.path.isabs(home):
+            raise BadRequest(f"Home must be an absolute path, not {home!r}")
         if req.get("UIDMaps") or req.get("GIDMaps"):
             raise DriverUnsupported("graphdriver does not support user namespace remapping (UIDMaps/GIDMaps)")
         with self._init_lock:
@@ -91,35 +155,35 @@ class GraphDriverPlugin:
         return self._create(req, rw=True)
 
     def _create(self, req: dict[str, Any], rw: bool) -> dict[str, Any]:
-        self.driver.create(req.get("ID", ""), req.get("Parent") or None, rw=rw,
-                           storage_opt=dict(req.get("StorageOpt") or {}), mount_label=req.get("MountLabel") or "")
+        self.driver.create(field(req, "ID"), field(req, "Parent") or None, rw=rw,
+                           storage_opt=string_map(req, "StorageOpt"), mount_label=field(req, "MountLabel"))
         return {}
 
     def remove(self, req: dict[str, Any]) -> dict[str, Any]:
         try:
-            self.driver.remove(req.get("ID", ""))
+            self.driver.remove(field(req, "ID"))
         except LayerNotFound:
             return {"_note": "absent"}  # dockerd removes idempotently (and after failed creates)
         return {}
 
     def get(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"Dir": self.driver.get(req.get("ID", ""), req.get("MountLabel") or "")}
+        return {"Dir": self.driver.get(field(req, "ID"), field(req, "MountLabel"))}
 
     def put(self, req: dict[str, Any]) -> dict[str, Any]:
         try:
-            self.driver.put(req.get("ID", ""))
+            self.driver.put(field(req, "ID"))
         except LayerNotMounted:
             return {"_note": "was not mounted"}  # like dockerd's own drivers: Put of an unmounted layer is no error
         return {}
 
     def exists(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"Exists": self.driver.exists(req.get("ID", ""))}
+        return {"Exists": self.driver.exists(field(req, "ID"))}
 
     def status(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"Status": [[k, v] for k, v in self.driver.status()]}
 
     def get_metadata(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"Metadata": self.driver.metadata(req.get("ID", ""))}
+        return {"Metadata": self.driver.metadata(field(req, "ID"))}
 
     def cleanup(self, req: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -134,16 +198,16 @@ class GraphDriverPlugin:
         return {"Capabilities": {"ReproducesExactDiffs": False}}
 
     def changes(self, req: dict[str, Any]) -> dict[str, Any]:
-        found = self.driver.changes(req.get("ID", ""), req.get("Parent") or None)
+        found = self.driver.changes(field(req, "ID"), field(req, "Parent") or None)
         return {"Changes": [{"Path": path, "Kind": int(kind)} for path, kind in found]}
 
     def diff_size(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"Size": int(self.driver.diff_size(req.get("ID", ""), req.get("Parent") or None))}
+        return {"Size": int(self.driver.diff_size(field(req, "ID"), field(req, "Parent") or None))}
 
     # -- stream methods -------------------------------------------------------------------------
     def diff(self, req: dict[str, Any]) -> BinaryIO:
         """The layer's changes as a tar stream (the caller closes it)."""
-        return self.driver.diff(req.get("ID", ""), req.get("Parent") or None)
+        return self.driver.diff(field(req, "ID"), field(req, "Parent") or None)
 
     def apply_diff(self, layer_id: str, parent: str, stream: BinaryIO) -> dict[str, Any]:
         return {"Size": int(self.driver.apply_diff(layer_id, parent or None, stream))}
@@ -189,12 +253,8 @@ class PluginRequestHandler(BaseHTTPRequestHandler):
     # -- plumbing -------------------------------------------------------------------------------
     def _body(self) -> BodyReader:
         chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
-        length = self.headers.get("Content-Length")
-        try:
-            n = int(length) if length else 0
-        except ValueError:
-            n = 0
-        return BodyReader(self.rfile, n, chunked)
+        length = 0 if chunked else content_length(self.headers.get("Content-Length"))
+        return BodyReader(self.rfile, length, chunked)
 
     def _reply(self, code: int, obj: dict[str, Any]) -> None:
         data = json.dumps(obj).encode()
@@ -208,12 +268,12 @@ class PluginRequestHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         url = urlsplit(self.path)
         method = url.path.lstrip("/")
-        body = self._body()
         start = time.monotonic()
         plugin = self.server.plugin
         layer_id = ""
-        result = "ok"
+        result = "error: no reply"
         try:
+            body = self._body()
             if method == "GraphDriver.ApplyDiff":
                 query = parse_qs(url.query, keep_blank_values=True)
                 layer_id = (query.get("id") or [""])[0]
@@ -222,8 +282,10 @@ class PluginRequestHandler(BaseHTTPRequestHandler):
                 result = self._call(method, body, lambda: plugin.apply_diff(layer_id, parent, stream))
                 return
             req = self._read_json(body)
-            layer_id = str(req.get("ID", "")) if isinstance(req, dict) else ""
+            layer_id = req["ID"] if isinstance(req.get("ID"), str) else ""
+            check_fields(req)
             if method == "Plugin.Activate":
+                result = "ok"
                 self._reply(200, {"Implements": ["GraphDriver"]})
             elif method == "GraphDriver.Diff":
                 result = self._stream_diff(method, req)
@@ -235,13 +297,23 @@ class PluginRequestHandler(BaseHTTPRequestHandler):
         except BadRequest as e:
             result = f"error: {e}"
             self.close_connection = True
-            self._reply(400, {"Err": f"graphdriver: {method}: {e}"})
+            self._reply(e.status, {"Err": f"graphdriver: {printable(method)}: {e}"})
+        except Exception as e:  # the connection itself failed (a reply is part of what failed)
+            result = f"error: {error_text(method, e)}"
+            self.close_connection = True
+            log.warning("%s: connection dropped: %s", printable(method), result)
         finally:
             ms = (time.monotonic() - start) * 1000
-            log.info("%s id=%s %.1fms %s", method, layer_id or "-", ms, result)
+            log.info("%s id=%s %.1fms %s", printable(method), printable(layer_id or "-"), ms, result)
 
     def _read_json(self, body: BodyReader) -> dict[str, Any]:
-        raw = body.read()
+        parts, size = [], 0
+        while block := body.read(65536):
+            size += len(block)
+            if size > MAX_JSON_BODY:
+                raise BadRequest(f"request body over {MAX_JSON_BODY} bytes", status=413)
+            parts.append(block)
+        raw = b"".join(parts)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s request body: %s", self.path, raw.decode(errors="replace"))
         if not raw.strip():
@@ -284,6 +356,8 @@ class PluginRequestHandler(BaseHTTPRequestHandler):
         try:
             stream = self.server.plugin.diff(req)
             block = stream.read(256 * 1024)  # a stream that fails at once is still answered with an Err
+        except BadRequest:
+            raise
         except Exception as e:
             if stream is not None:
                 stream.close()
@@ -323,16 +397,15 @@ class PluginServer(DrainingUnixServer):
         super().__init__(path, PluginRequestHandler)
 
     def stop(self, timeout: float = 120.0) -> bool:
-        """Stop accepting, wait for requests in flight, remove the socket. False if requests remain."""
+        """Stop accepting (the socket removed, the listener closed), wait for requests in flight. False if
+        requests remain."""
         self.shutdown()
-        drained = self.drain(timeout)
-        self.remove_socket()
-        self.server_close()
-        return drained
+        self.stop_listening()
+        return self.drain(timeout)
 
 
 def serve_until_signal(server: PluginServer, on_ready: Callable[[], None] | None = None) -> bool:
-    """Serve in this (main) thread until SIGTERM/SIGINT; then finish in-flight requests and remove the socket.
+    """Serve in this (main) thread until SIGTERM/SIGINT; then remove the socket and finish in-flight requests.
 
     Mounts held for running containers stay: dockerd calls ``Put`` for them later. Returns True when
     every request in flight finished.
@@ -351,9 +424,8 @@ def serve_until_signal(server: PluginServer, on_ready: Callable[[], None] | None
             on_ready()
         server.serve_forever(poll_interval=0.2)
     finally:
+        server.stop_listening()  # new clients refused at once, not left in the backlog during the drain
         drained = server.drain(120.0)
-        server.remove_socket()
-        server.server_close()
         for s, h in previous.items():
             signal.signal(s, h)
     return drained

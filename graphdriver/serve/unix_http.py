@@ -25,7 +25,26 @@ class SocketInUse(GraphDriverError):
 
 
 class BadRequest(Exception):
-    """A malformed request body (framing, not content)."""
+    """A malformed request: its framing, or a body no method could take. ``status``: the HTTP status the
+    reply carries (400; 413 for a body too large)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def content_length(value: str | None) -> int:
+    """A ``Content-Length`` header's value (0 when absent); anything but decimal digits is a framing error
+    the connection cannot recover from (RFC 9112, 6.3)."""
+    if value is None:
+        return 0
+    value = value.strip()
+    if not value.isascii() or not value.isdigit():
+        raise BadRequest(f"bad Content-Length {value[:20]!r}")
+    return int(value)
 
 
 class BodyReader(io.RawIOBase):
@@ -46,10 +65,9 @@ class BodyReader(io.RawIOBase):
         if not line.endswith(b"\n"):
             raise BadRequest("truncated chunk header")
         size_field = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_field, 16)
-        except ValueError:
-            raise BadRequest(f"bad chunk size {size_field[:20]!r}") from None
+        if not size_field or not _HEX.issuperset(size_field) or len(size_field) > 15:
+            raise BadRequest(f"bad chunk size {size_field[:20]!r}")
+        size = int(size_field, 16)
         if size == 0:
             while True:  # trailers end with an empty line
                 trailer = self._rfile.readline(8192)
@@ -117,6 +135,9 @@ class DrainingUnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamSer
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = False
+    #: The listen backlog: the kernel's own cap (net.core.somaxconn) rather than socketserver's 5, which
+    #: turns a burst of connects into EAGAIN for clients that dial non-blocking, as Go's do.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, path: str, handler: type[socketserver.BaseRequestHandler], mode: int = 0o600) -> None:
         self.socket_path = path
@@ -147,18 +168,20 @@ class DrainingUnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamSer
         with self._cond:
             return self._cond.wait_for(lambda: self._in_flight == 0, timeout)
 
+    def stop_listening(self) -> None:
+        """Unlink the socket and close the listener: from here new clients are refused at once (a
+        connect during a drain would otherwise wait in the backlog, never served). Connections already
+        accepted keep being served."""
+        self.remove_socket()
+        self.server_close()
+
     def remove_socket(self) -> None:
         """Unlink the socket file (only if it is still ours)."""
-        try:
-            st = os.lstat(self.socket_path)
-            if stat.S_ISSOCK(st.st_mode) and st.st_ino == self._inode:
-                os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        remove_socket(self.socket_path, self._inode)
 
     def server_bind(self) -> None:
         super().server_bind()
-        self._inode = os.lstat(self.socket_path).st_ino
+        self._inode = socket_inode(self.socket_path)
 
 
 def prepare_socket_path(path: str) -> None:
@@ -180,3 +203,19 @@ def prepare_socket_path(path: str) -> None:
     finally:
         probe.close()
     raise SocketInUse(f"{path} is already being served by another process")
+
+
+def socket_inode(path: str) -> int:
+    """The inode of the socket a server just bound at ``path`` (what :func:`remove_socket` checks)."""
+    return os.lstat(path).st_ino
+
+
+def remove_socket(path: str, inode: int) -> None:
+    """Unlink the socket at ``path`` if it is still the one bound there (inode ``inode``): a server that
+    stops never removes the socket of another that took the path over."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISSOCK(st.st_mode) and st.st_ino == inode:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -74,6 +74,32 @@ def test_second_server_on_same_root_is_refused(root, served):
     assert proc.returncode != 0 and "in use" in proc.stderr
 
 
+@pytest.mark.parametrize("what", ["a file", "a live socket"])
+def test_the_socket_path_is_never_taken_from_what_is_there(root, served, what):
+    """A file at --socket, or the socket another snapshotter serves: refused, left as it was (it was
+    unlinked, then removed again at exit, leaving the other server unreachable)."""
+    if what == "a file":
+        path = os.path.join(root, "precious.txt")
+        with open(path, "w") as f:
+            f.write("precious")
+    else:
+        path = served.socket
+    before = os.lstat(path)
+    proc = subprocess.run([sys.executable, "-m", "graphdriver", "serve", "containerd-snapshotter",
+                           "--socket", path, "--root", os.path.join(root, "other")],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert path in proc.stderr and ("not a socket" in proc.stderr or "already being served" in proc.stderr)
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    if what == "a file":
+        assert open(path).read() == "precious"
+    else:
+        assert walk(served.stub) == []  # the first server still answers on its socket
+        with grpc.insecure_channel(f"unix:{path}") as ch:
+            assert walk(snapshots_pb2_grpc.SnapshotsStub(ch)) == []
+
+
 @pytest.mark.slow
 def test_500_lowers_mount_and_501_are_refused(served):
     stub, root = served.stub, os.path.dirname(served.root)

@@ -311,7 +311,10 @@ def test_one_shot_calls_load_only_what_they_run(root: str) -> None:
 
 @pytest.mark.parametrize(("opt", "driver", "said"), [
     ("overlay2.bogus=1", "overlay2", "overlay2: unknown driver option 'overlay2.bogus' (it takes: overlay2.layer_view, "
-                                     "overlay2.mount_api, overlay2.mountopt, overlay2.size)"),
+                                     "overlay2.mount_api, overlay2.mountopt, overlay2.override_kernel_check, "
+                                     "overlay2.size)"),
+    ("Overlay2.Mount_API=fsconfg", "overlay2", "overlay2: driver option overlay2.mount_api must be one of auto, "
+                                               "fsconfig, mount, not 'fsconfg'"),  # keys in any case, as dockerd
     ("overlay2.mount_api=fsconfg", "overlay2", "overlay2: driver option overlay2.mount_api must be one of auto, "
                                                "fsconfig, mount, not 'fsconfg'"),
     ("overlay2.mountopt=nodev,upperdir=/etc", "overlay2", "overlay2.mountopt cannot set upperdir: the driver names "

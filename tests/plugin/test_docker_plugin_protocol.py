@@ -10,12 +10,10 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,38 +26,12 @@ from graphdriver.serve.docker_plugin import GraphDriverPlugin, PluginServer
 from graphdriver.serve.plugin_config import PluginConfig, state_file_for
 from graphdriver.serve.unix_http import SocketInUse
 
-BACKENDS = ["overlay2", "vfs"]
-
 
 def diff_implemented() -> bool:
     from graphdriver.archive import driver_diff
 
     src = open(driver_diff.__file__).read()
     return "raise NotImplementedError" not in src
-
-
-@pytest.fixture
-def sockdir() -> Iterator[str]:
-    d = tempfile.mkdtemp(prefix="gdp-", dir="/tmp")
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(params=BACKENDS)
-def plugin(request, root: str, sockdir: str) -> Iterator[tuple[str, str, str]]:
-    """A running plugin server: (socket path, Init Home, backend)."""
-    backend = request.param
-    path = os.path.join(sockdir, "p.sock")
-    server = PluginServer(path, GraphDriverPlugin(PluginConfig(driver=backend)))
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    try:
-        yield path, os.path.join(root, "home"), backend
-    finally:
-        server.stop(timeout=30)
-        t.join(10)
 
 
 def init(c: PluginClient, home: str) -> None:
@@ -295,6 +267,10 @@ def test_cli_serves_logs_and_stops_cleanly_on_sigterm(root: str, sockdir: str) -
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         assert proc.poll() is None, "server exited with a request in flight"
+        # while it drains, a new client is refused at once (not left waiting in the listen backlog)
+        assert not os.path.exists(path)
+        with pytest.raises(FileNotFoundError):
+            PluginClient(path, timeout=2).call("GraphDriver.Exists", {"ID": "base"})
         rest = body[1000:]
         slow.conn.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
         reply = json.loads(slow.conn.getresponse().read())
