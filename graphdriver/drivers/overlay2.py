@@ -56,10 +56,17 @@ class Overlay2(Driver):
         ``overlay2.size`` (the default size of a container's layer, as dockerd's) parses and has project
         quota to work with."""
         super().check_options(options, root)
-        for key in (opt.partition("=")[0] for opt in options.get("overlay2.mountopt", "").split(",")):
+        for opt in filter(None, options.get("overlay2.mountopt", "").split(",")):
+            key = opt.partition("=")[0]
             if key in _LAYER_OPTIONS:
                 raise StorageOptUnsupported(f"overlay2.mountopt cannot set {key}: the driver names each mount's "
                                             f"layers itself")
+            if key == "ro":
+                raise StorageOptUnsupported("overlay2.mountopt cannot set ro: a container's layer is written to")
+            why = probe.overlay_refuses(opt)  # the kernel asked, nothing mounted: not at the first get
+            if why is not None:
+                raise StorageOptUnsupported(f"overlay2.mountopt: the kernel's overlay does not take {opt!r} "
+                                            f"({why}); it takes overlay's own options, not mount flags")
         if "overlay2.size" in options:
             quota.parse_size(options["overlay2.size"])
             why = quota.project_quota_reason(nearest_dir(root))

@@ -128,6 +128,29 @@ def overlay_lowerdir_plus() -> bool:
         os.close(fd)
 
 
+def overlay_refuses(option: str) -> str | None:
+    """Why the kernel's overlay does not take mount option ``option`` (``key`` or ``key=value``), asked
+    through a filesystem context that is never mounted; None when it takes it, or when the kernel has
+    no new mount API to ask through (the mount itself will tell)."""
+    try:
+        fd = syscalls.fsopen("overlay")
+    except OSError:
+        return None
+    try:
+        key, eq, value = option.partition("=")
+        if eq:
+            syscalls.fsconfig_string(fd, key, value)
+        else:
+            syscalls.fsconfig_flag(fd, key)
+        return None
+    except OSError as e:
+        said = e.strerror or str(e)  # "fsconfig k=v (e overlay: <the kernel's message>): <errno text>"
+        start = said.find("(e overlay: ")
+        return said[start + 12:said.index(")", start)] if start >= 0 and ")" in said[start:] else said
+    finally:
+        os.close(fd)
+
+
 def page_size() -> int:
     """The mount data limit: mount(2) copies at most one page of option data."""
     return os.sysconf("SC_PAGE_SIZE")

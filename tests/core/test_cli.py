@@ -317,8 +317,13 @@ def test_one_shot_calls_load_only_what_they_run(root: str) -> None:
                                                "fsconfig, mount, not 'fsconfg'"),  # keys in any case, as dockerd
     ("overlay2.mount_api=fsconfg", "overlay2", "overlay2: driver option overlay2.mount_api must be one of auto, "
                                                "fsconfig, mount, not 'fsconfg'"),
-    ("overlay2.mountopt=nodev,upperdir=/etc", "overlay2", "overlay2.mountopt cannot set upperdir: the driver names "
-                                                          "each mount's layers itself"),
+    ("overlay2.mountopt=xino=off,upperdir=/etc", "overlay2", "overlay2.mountopt cannot set upperdir: the driver "
+                                                             "names each mount's layers itself"),
+    # asked of the kernel's overlay up front (it was EINVAL at the first mount)
+    ("overlay2.mountopt=xino=off,nodev", "overlay2", "overlay2.mountopt: the kernel's overlay does not take 'nodev' "
+                                                     "(Unknown parameter 'nodev'); it takes overlay's own options, "
+                                                     "not mount flags"),
+    ("overlay2.mountopt=ro", "overlay2", "overlay2.mountopt cannot set ro: a container's layer is written to"),
     ("overlay2.size=10G", "overlay2", "overlay2: driver option overlay2.size needs project quota: "),
     ("overlay2.size=ten", "overlay2", "invalid size 'ten'"),
     ("overlay2.size=1G", "vfs", "vfs: unknown driver option 'overlay2.size' (it takes: none)"),
