@@ -6,7 +6,7 @@ import sys
 
 from plumbum import cli
 
-from .app import CommandGroup, emit, say, table
+from .app import CommandGroup, each, emit, say, table
 from .image import container_store, stored_container_store
 
 _KINDS = {0: "C", 1: "A", 2: "D"}
@@ -108,7 +108,7 @@ class ContainerCommit(cli.Application):
 
 @ContainerApp.subcommand("rm")
 class ContainerRm(cli.Application):
-    """Remove containers (mounted or running ones only with --force)."""
+    """Remove containers (mounted or running ones only with --force); a failure does not stop the rest."""
 
     force = cli.Flag(["-f", "--force"], help="unmount, and stop a running `container run`, first")
 
@@ -117,9 +117,7 @@ class ContainerRm(cli.Application):
             print("graphdriver container rm: name a container", file=sys.stderr)
             return 2
         store = container_store(self)
-        for n in names:
-            say(store.remove(n, self.force).name)
-        return 0
+        return each(names, lambda n: say(store.remove(n, self.force).name))
 
 
 @ContainerApp.subcommand("run")

@@ -8,7 +8,7 @@ import sys
 from plumbum import cli
 
 from ..registry import unmake_store
-from .app import CommandGroup, emit, say, table, top
+from .app import CommandGroup, each, emit, say, table, top
 
 
 def container_store(app: cli.Application, *, create: bool = False):  # noqa: ANN201  (a ContainerStore; imported on use: fast start-up)
@@ -125,16 +125,14 @@ class ImageInspect(cli.Application):
 
 @ImageApp.subcommand("rm")
 class ImageRm(cli.Application):
-    """Untag or remove images (refused while a container uses one)."""
+    """Untag or remove images (refused while a container uses one); a failure does not stop the rest."""
 
     def main(self, *names: str) -> int:
         if not names:
             print("graphdriver image rm: name an image", file=sys.stderr)
             return 2
         store = container_store(self)
-        for n in names:
-            say("\n".join(store.remove_image(n)))
-        return 0
+        return each(names, lambda n: say("\n".join(store.remove_image(n))))
 
 
 @ImageApp.subcommand("prune")
