@@ -127,12 +127,14 @@ class ImageInspect(cli.Application):
 class ImageRm(cli.Application):
     """Untag or remove images (refused while a container uses one); a failure does not stop the rest."""
 
+    force = cli.Flag(["-f", "--force"], help="by id, also an image with several names (untags them all)")
+
     def main(self, *names: str) -> int:
         if not names:
             print("graphdriver image rm: name an image", file=sys.stderr)
             return 2
         store = container_store(self)
-        return each(names, lambda n: say("\n".join(store.remove_image(n))))
+        return each(names, lambda n: say("\n".join(store.remove_image(n, self.force))))
 
 
 @ImageApp.subcommand("prune")

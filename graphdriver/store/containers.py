@@ -239,10 +239,11 @@ class ContainerStore:
                 raise ContainerRunning(f"container {c.name} did not stop after SIGKILL to pid {pid}")
             time.sleep(0.02)
 
-    def remove_image(self, ref: str) -> list[str]:
-        """``image rm``: refused while a container uses the image."""
+    def remove_image(self, ref: str, force: bool = False) -> list[str]:
+        """``image rm``: refused while a container uses the image; ``force``: by id, an image with several
+        names too."""
         with self.lock.held():
-            return self.images.remove(ref, self.images_in_use())
+            return self.images.remove(ref, self.images_in_use(), force)
 
     def prune_images(self, all_unused: bool = False) -> tuple[list[str], int]:
         """``image prune``: remove the images no container uses that have no name (``all_unused``: every
@@ -257,7 +258,7 @@ class ContainerStore:
                 if image_id in in_use or self.images.tags_of(image_id) and not all_unused:
                     continue
                 sizes = {c: int(self.images.layer_info(c).get("size", 0)) for c in self.images.chain(image_id)}
-                lines, dropped = self.images.remove_freeing(image_id, in_use)
+                lines, dropped = self.images.remove_freeing(image_id, in_use, force=True)
                 done += lines
                 freed += sum(sizes[c] for c in dropped)
             lines, loose = self._drop_loose_layers()
@@ -276,7 +277,7 @@ class ContainerStore:
         while tops := [c for c in sorted(loose) if not self.driver.children(c.split(":", 1)[1])]:
             for c in tops:
                 freed += int(self.images.layer_info(c).get("size", 0))
-                self.images._drop_layer(c.split(":", 1)[1])
+                self.images.drop_layer(c.split(":", 1)[1])
                 done.append(f"Deleted: {c}")
                 loose.discard(c)
         return done, freed
@@ -370,5 +371,5 @@ class ContainerStore:
                                              [new_ref] if new_ref else [])
             except BaseException:
                 if not any(new_chain in self.images.chain(i) for i in self.images.ids()):
-                    self.images._drop_layer(new_chain.split(":", 1)[1])
+                    self.images.drop_layer(new_chain.split(":", 1)[1])
                 raise

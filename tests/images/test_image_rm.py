@@ -30,3 +30,31 @@ def test_container_rm_of_several_goes_on_past_a_failure(tmp_path, store, gd):
     assert (p.returncode, p.stdout, p.stderr) == (1, "q1\nq3\n", "graphdriver: no such container: nosuch\n")
     assert store.all() == []
     assert json.loads(gd("--json", "container", "ls", check=True).stdout) == []
+
+
+def test_rm_by_id_of_an_image_with_several_names_must_be_forced(tmp_path, store, gd):
+    image_id = _load(tmp_path, store, "a", ["app:1", "bb:1"])
+    short = image_id.split(":")[1][:12]
+    p = gd("image", "rm", short)
+    assert p.returncode == 1
+    assert p.stderr == (f"graphdriver: conflict: unable to delete {short} (must be forced) - "
+                        f"image is referenced in multiple repositories\n")
+    assert store.images.tags_of(image_id) == ["app:1", "bb:1"]
+    store.create("app:1", "user")
+    p = gd("image", "rm", "-f", short)  # forced, but a container uses it: refused, naming it
+    assert (p.returncode, p.stderr) == (1, f"graphdriver: image {short} is in use by container user; remove it first\n")
+    store.remove("user")
+    p = gd("image", "rm", "--force", short)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[:3] == ["Untagged: app:1", "Untagged: bb:1", f"Deleted: {image_id}"]
+    assert store.images.ids() == [] and store.driver.layers() == []
+
+
+def test_rm_by_id_of_an_image_with_one_name_untags_and_deletes(tmp_path, store, gd):
+    image_id = _load(tmp_path, store, "a", ["app:1", "app:2"])
+    p = gd("image", "rm", image_id)  # docker 20.10 too: two tags of one repository are two references
+    assert p.returncode == 1 and "(must be forced) - image is referenced in multiple repositories" in p.stderr
+    gd("image", "rm", "app:2", check=True)
+    p = gd("image", "rm", image_id)
+    assert p.returncode == 0 and p.stdout.splitlines()[:2] == ["Untagged: app:1", f"Deleted: {image_id}"]
+    assert store.images.ids() == []
