@@ -39,29 +39,12 @@ from .imageio import (
 from .layerstream import LayerStream
 from .locks import RootLock
 from .marks import WorkMarks
+from .reference import normalize_ref
 
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*(?::[0-9]+)?(?:/[a-z0-9][a-z0-9._-]*)*")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
 _HEX_PREFIX_RE = re.compile(r"(?:sha256:)?[0-9a-f]{1,64}")
 
 #: Progress events: (event, layer index from 1, layer count, chainID, bytes done, bytes total).
 Progress = Callable[[str, int, int, str, int, int], None]
-
-
-def normalize_ref(ref: str) -> str:
-    """``busybox`` -> ``busybox:latest``; ``docker.io/library/x:1`` -> ``x:1``; bad references raise."""
-    for prefix in ("docker.io/library/", "docker.io/"):
-        if ref.startswith(prefix):
-            ref = ref[len(prefix):]
-            break
-    if "@" in ref:
-        raise GraphDriverError(f"invalid reference {ref!r}: digest references are not supported")
-    slash = ref.rfind("/")
-    colon = ref.rfind(":")
-    name, tag = (ref[:colon], ref[colon + 1:]) if colon > slash else (ref, "latest")
-    if not _NAME_RE.fullmatch(name) or not _TAG_RE.fullmatch(tag):
-        raise GraphDriverError(f"invalid reference {ref!r}: want NAME[:TAG] (lowercase name)")
-    return f"{name}:{tag}"
 
 
 @dataclass(frozen=True)
@@ -98,8 +81,15 @@ class ImageStore:
         return os.path.join(self.dir, "repositories.json")
 
     def repos(self) -> dict[str, str]:
-        """Every tag and the image id it names."""
-        return dict(read_json(self.repos_path(), {}))
+        """Every tag and the image id it names (a tag recorded before names were normalized reads as
+        docker's short form)."""
+        out = {}
+        for tag, image_id in read_json(self.repos_path(), {}).items():
+            try:
+                out[normalize_ref(tag)] = image_id
+            except GraphDriverError:
+                out[tag] = image_id
+        return out
 
     def config_path(self, image_id: str) -> str:
         """Where the config of ``image_id`` is kept."""

@@ -19,6 +19,7 @@ from . import tarsplit
 from .files import STDOUT, naming, replacing
 from .imageio import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, blob_path, hex_of, sha256_digest
 from .layerstream import CHUNK
+from .reference import qualified_ref
 
 if TYPE_CHECKING:
     from .images import ImageStore
@@ -136,8 +137,8 @@ def write_image_tar(out: BinaryIO, images: list[SaveImage], name: str = "") -> N
             manifest.append({"Config": blob_path(cfg_digest), "RepoTags": img.tags or None,
                              "Layers": [blob_path(d["digest"]) for d in layer_descs]})
             for tag in img.tags or [None]:
-                ann = {"io.containerd.image.name": tag, "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[1]} \
-                    if tag else {}
+                ann = {"io.containerd.image.name": qualified_ref(tag),
+                       "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[1]} if tag else {}
                 desc = {"mediaType": OCI_MANIFEST, "digest": mdigest, "size": len(mdoc)}
                 index.append({**desc, "annotations": ann} if ann else desc)
         _add_bytes(tf, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
