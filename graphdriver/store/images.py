@@ -370,11 +370,12 @@ class ImageStore:
         return rows
 
     # -- save -------------------------------------------------------------------------------------
-    def save(self, refs: list[str], out_path: str) -> None:
-        """Write the images to ``out_path`` (``-``: stdout) as a tarball ``docker load`` accepts."""
+    def save(self, refs: list[str], out_path: str) -> list[dict]:
+        """Write the images to ``out_path`` (``-``: stdout) as a tarball ``docker load`` accepts; returns
+        the images written, ``[{"Id", "RepoTags"}]``."""
         from .imagewrite import save_images  # the write path, loaded when an image is saved
 
-        save_images(self, refs, out_path)
+        return save_images(self, refs, out_path)
 
 
 def check_image_id(image_id: str) -> str:
