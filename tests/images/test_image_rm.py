@@ -58,3 +58,10 @@ def test_rm_by_id_of_an_image_with_one_name_untags_and_deletes(tmp_path, store, 
     p = gd("image", "rm", image_id)
     assert p.returncode == 0 and p.stdout.splitlines()[:2] == ["Untagged: app:1", f"Deleted: {image_id}"]
     assert store.images.ids() == []
+
+
+def test_diff_of_an_unchanged_container_prints_nothing(tmp_path, store, gd):
+    _load(tmp_path, store, "a", ["t:1"])
+    store.create("t:1", "c")
+    assert gd("container", "diff", "c", check=True).stdout == ""
+    assert json.loads(gd("--json", "container", "diff", "c", check=True).stdout) == []
