@@ -65,3 +65,21 @@ def test_diff_of_an_unchanged_container_prints_nothing(tmp_path, store, gd):
     store.create("t:1", "c")
     assert gd("container", "diff", "c", check=True).stdout == ""
     assert json.loads(gd("--json", "container", "diff", "c", check=True).stdout) == []
+
+
+def test_json_of_rm_mount_and_save(tmp_path, store, gd):
+    image_id = _load(tmp_path, store, "a", ["t:1", "t:2"])
+    c = store.create("t:1", "c1")
+    p = gd("--json", "container", "mount", "c1", check=True)
+    assert json.loads(p.stdout) == {"Path": store.driver.metadata(c.rw_layer)["MergedDir"]}
+    gd("container", "umount", "c1", check=True)
+    p = gd("--json", "container", "rm", "c1", "nosuch")
+    assert p.returncode == 1 and json.loads(p.stdout) == [{"Id": c.id, "Name": "c1"}]
+    out = tmp_path / "out.tar"
+    p = gd("--json", "image", "save", "t:1", "-o", str(out), check=True)
+    assert json.loads(p.stdout) == {"Output": str(out), "Images": [{"Id": image_id, "RepoTags": ["t:1"]}]}
+    p = gd("--json", "image", "save", "t:1")
+    assert p.returncode == 2 and "--json needs -o FILE" in p.stderr
+    p = gd("--json", "image", "rm", "t:1", "nosuch", "t:2")
+    assert p.returncode == 1
+    assert json.loads(p.stdout)[:3] == [{"Untagged": "t:1"}, {"Untagged": "t:2"}, {"Deleted": image_id}]
