@@ -41,10 +41,12 @@ def remove_image(store: ImageStore, ref: str, in_use: InUse, force: bool = False
             raise _in_use(ref, users)
         del repos[tag]
         write_json(store.repos_path(), repos)
-        if len(tags) > 1:
+        if len(tags) > 1 or store.children(image_id):  # a parent stays, untagged, for its children
             return [f"Untagged: {tag}"], []
-        lines, dropped = _delete(store, image_id)
+        lines, dropped = _delete(store, image_id, in_use)
         return [f"Untagged: {tag}", *lines], dropped
+    if store.children(image_id):
+        raise _conflict(image_id, False, "image has dependent child images")
     if users:
         raise _in_use(ref, users)
     if len(tags) > 1 and not force:
@@ -52,15 +54,18 @@ def remove_image(store: ImageStore, ref: str, in_use: InUse, force: bool = False
     for t in tags:
         del repos[t]
     write_json(store.repos_path(), repos)
-    lines, dropped = _delete(store, image_id)
+    lines, dropped = _delete(store, image_id, in_use)
     return [*(f"Untagged: {t}" for t in tags), *lines], dropped
 
 
-def _delete(store: ImageStore, image_id: str) -> tuple[list[str], list[str]]:
+def _delete(store: ImageStore, image_id: str, in_use: InUse) -> tuple[list[str], list[str]]:
     """Delete a nameless image's config and the layers no other image holds (a layer held by hand —
-    mounted, being read — stays, with what it sits on, for a prune after the hold)."""
+    mounted, being read — stays, with what it sits on, for a prune after the hold); then its parent, as
+    docker does, when that is left without names, children or containers."""
     chain = store.chain(image_id)
+    parent = store.lineage.parent(image_id)
     os.unlink(store.config_path(image_id))
+    store.lineage.forget(image_id)
     done = [f"Deleted: {image_id}"]
     still = {c for other in store.ids() for c in store.chain(other)}
     dropped = []
@@ -70,4 +75,8 @@ def _delete(store: ImageStore, image_id: str) -> tuple[list[str], list[str]]:
         store.drop_layer(hex_of(c))
         done.append(f"Deleted: {c}")
         dropped.append(c)
+    if parent in store.ids() and not (store.tags_of(parent) or store.children(parent) or in_use.get(parent)):
+        lines, more = _delete(store, parent, in_use)
+        done += lines
+        dropped += more
     return done, dropped

@@ -4,6 +4,7 @@ Layout (every file written atomically; every change under one lock shared with t
 
     images/repositories.json          {"name:tag": "sha256:<image id>"}
     images/configs/<hex>.json         each image config, byte for byte (its sha256 is the image id)
+    images/parents.json               {"<committed image id>": "<the image it was made from>"}
     images/layerdb/<chain hex>.json   {"diff_id", "parent", "size", "tar_size"} per image layer
     images/layerdb/<chain hex>.tarsplit   what reproduces the layer tar byte for byte (``image save``)
     images/.tmp/                      decompressed archives and commit spools, removed after use
@@ -37,6 +38,7 @@ from .imageio import (
     sha256_digest,
 )
 from .layerstream import LayerStream
+from .lineage import Lineage
 from .locks import RootLock
 from .marks import WorkMarks
 from .reference import normalize_ref
@@ -74,6 +76,7 @@ class ImageStore:
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.lock = RootLock(os.path.join(self.dir, ".lock"))
         self._applying = WorkMarks(self.layerdb, ".applying")  # from a layer's create to its record
+        self.lineage = Lineage(os.path.join(self.dir, "parents.json"))
 
     # -- references -------------------------------------------------------------------------------
     def repos_path(self) -> str:
@@ -279,8 +282,9 @@ class ImageStore:
                             None, None)
             return chain, diff_id
 
-    def add_image(self, config: bytes, tags: list[str]) -> str:
-        """Record a config whose layers are all present; point ``tags`` at it; returns the image id."""
+    def add_image(self, config: bytes, tags: list[str], parent: str = "") -> str:
+        """Record a config whose layers are all present, made from ``parent`` (a commit's image); point
+        ``tags`` at it; returns the image id."""
         with self.lock.held():
             image_id = sha256_digest(config)
             for c in chain_ids(json.loads(config)["rootfs"]["diff_ids"]):
@@ -298,7 +302,13 @@ class ImageStore:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                 raise
+            if parent:
+                self.lineage.set(image_id, parent)
             return image_id
+
+    def children(self, image_id: str) -> list[str]:
+        """The images committed from ``image_id`` (they keep it: see imagedelete.py)."""
+        return self.lineage.children(image_id, self.ids())
 
     def tag(self, ref: str, new_tag: str) -> str:
         """Point ``new_tag`` at the image ``ref`` names."""
@@ -350,7 +360,7 @@ class ImageStore:
             data = self.driver.metadata(top) if top else {}
         return {
             "Id": image_id, "RepoTags": tags, "RepoDigests": [],
-            "Parent": "", "Comment": (cfg.get("history") or [{}])[-1].get("comment", ""),
+            "Parent": self.lineage.parent(image_id), "Comment": cfg.get("comment", ""),
             "Created": cfg.get("created", ""), "Container": cfg.get("container", ""),
             "Author": cfg.get("author", ""), "Architecture": cfg.get("architecture", ""),
             "Os": cfg.get("os", ""), "Config": cfg.get("config") or {}, "Size": size,
