@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from plumbum import cli
@@ -129,8 +129,24 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]], right: Collec
                                for i, (c, w) in enumerate(zip(row, widths, strict=True))) for row in cells)
 
 
+def each(names: Iterable[str], act: Callable[[str], None]) -> int:
+    """``act`` on every name, as docker does for ``rm`` of several: a failure is one line on stderr and
+    the rest go on; the exit status is 1 when any failed."""
+    failed = False
+    for name in names:
+        try:
+            act(name)
+        except GraphDriverError as e:
+            print(f"graphdriver: {e}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
 def emit(app: cli.Application, obj: Any, text: str | None = None) -> None:
-    """Print ``obj`` as JSON (``--json`` or no text form), else ``text``."""
+    """Print ``obj`` as JSON (``--json`` or no text form), else ``text`` (an empty one prints nothing, as
+    ``docker diff`` of an unchanged container)."""
+    if text == "" and not top(app).as_json:
+        return
     say(json.dumps(obj, indent=2, sort_keys=False) if top(app).as_json or text is None else text)
 
 

@@ -6,7 +6,7 @@ import sys
 
 from plumbum import cli
 
-from .app import CommandGroup, emit, say, table
+from .app import CommandGroup, each, emit, say, table, top
 from .image import container_store, stored_container_store
 
 _KINDS = {0: "C", 1: "A", 2: "D"}
@@ -68,7 +68,8 @@ class ContainerMount(cli.Application):
     """Mount the container's rootfs (reference counted); prints the path."""
 
     def main(self, name: str) -> int:
-        say(container_store(self).mount(name))
+        path = container_store(self).mount(name)
+        emit(self, {"Path": path}, path)
         return 0
 
 
@@ -108,7 +109,7 @@ class ContainerCommit(cli.Application):
 
 @ContainerApp.subcommand("rm")
 class ContainerRm(cli.Application):
-    """Remove containers (mounted or running ones only with --force)."""
+    """Remove containers (mounted or running ones only with --force); a failure does not stop the rest."""
 
     force = cli.Flag(["-f", "--force"], help="unmount, and stop a running `container run`, first")
 
@@ -117,9 +118,17 @@ class ContainerRm(cli.Application):
             print("graphdriver container rm: name a container", file=sys.stderr)
             return 2
         store = container_store(self)
-        for n in names:
-            say(store.remove(n, self.force).name)
-        return 0
+        removed: list[dict] = []
+
+        def rm(name: str) -> None:
+            c = store.remove(name, self.force)
+            removed.append({"Id": c.id, "Name": c.name})
+            if not top(self).as_json:
+                say(c.name)
+        status = each(names, rm)
+        if top(self).as_json:
+            emit(self, removed)
+        return status
 
 
 @ContainerApp.subcommand("run")

@@ -8,7 +8,7 @@ import sys
 from plumbum import cli
 
 from ..registry import unmake_store
-from .app import CommandGroup, emit, say, table, top
+from .app import CommandGroup, each, emit, say, table, top
 
 
 def container_store(app: cli.Application, *, create: bool = False):  # noqa: ANN201  (a ContainerStore; imported on use: fast start-up)
@@ -125,16 +125,21 @@ class ImageInspect(cli.Application):
 
 @ImageApp.subcommand("rm")
 class ImageRm(cli.Application):
-    """Untag or remove images (refused while a container uses one)."""
+    """Untag or remove images (refused while a container uses one); a failure does not stop the rest."""
+
+    force = cli.Flag(["-f", "--force"], help="by id, also an image with several names (untags them all)")
 
     def main(self, *names: str) -> int:
         if not names:
             print("graphdriver image rm: name an image", file=sys.stderr)
             return 2
         store = container_store(self)
-        for n in names:
-            say("\n".join(store.remove_image(n)))
-        return 0
+        if not top(self).as_json:
+            return each(names, lambda n: say("\n".join(store.remove_image(n, self.force))))
+        done: list[str] = []  # docker's API shape: [{"Untagged": ...}, {"Deleted": ...}], of every name
+        status = each(names, lambda n: done.extend(store.remove_image(n, self.force)))
+        emit(self, [dict([line.split(": ", 1)]) for line in done])
+        return status
 
 
 @ImageApp.subcommand("prune")
@@ -166,7 +171,13 @@ class ImageSave(cli.Application):
         if self.output == "-" and sys.stdout.isatty():
             print("graphdriver image save: refusing to write a tarball to a terminal; use -o FILE", file=sys.stderr)
             return 2
-        container_store(self).images.save(list(names), self.output)
+        if self.output == "-" and top(self).as_json:
+            print("graphdriver image save: --json needs -o FILE (the tarball goes to standard output)",
+                  file=sys.stderr)
+            return 2
+        written = container_store(self).images.save(list(names), self.output)
+        if top(self).as_json:
+            emit(self, {"Output": os.path.abspath(self.output), "Images": written})
         return 0
 
 

@@ -239,10 +239,11 @@ class ContainerStore:
                 raise ContainerRunning(f"container {c.name} did not stop after SIGKILL to pid {pid}")
             time.sleep(0.02)
 
-    def remove_image(self, ref: str) -> list[str]:
-        """``image rm``: refused while a container uses the image."""
+    def remove_image(self, ref: str, force: bool = False) -> list[str]:
+        """``image rm``: refused while a container uses the image; ``force``: by id, an image with several
+        names too."""
         with self.lock.held():
-            return self.images.remove(ref, self.images_in_use())
+            return self.images.remove(ref, self.images_in_use(), force)
 
     def prune_images(self, all_unused: bool = False) -> tuple[list[str], int]:
         """``image prune``: remove the images no container uses that have no name (``all_unused``: every
@@ -253,13 +254,12 @@ class ContainerStore:
             in_use = self.images_in_use()
             done: list[str] = []
             freed = 0
-            for image_id in self.images.ids():
-                if image_id in in_use or self.images.tags_of(image_id) and not all_unused:
-                    continue
-                sizes = {c: int(self.images.layer_info(c).get("size", 0)) for c in self.images.chain(image_id)}
-                lines, dropped = self.images.remove_freeing(image_id, in_use)
+            while heads := [i for i in self.images.ids() if i not in in_use and not self.images.children(i)
+                            and (all_unused or not self.images.tags_of(i))]:  # a parent after its children
+                sizes = {c: int(self.images.layer_info(c).get("size", 0)) for c in self.images.chain(heads[0])}
+                lines, dropped = self.images.remove_freeing(heads[0], in_use, force=True)
                 done += lines
-                freed += sum(sizes[c] for c in dropped)
+                freed += sum(sizes.get(c, 0) for c in dropped)
             lines, loose = self._drop_loose_layers()
             return done + lines, freed + loose
 
@@ -276,7 +276,7 @@ class ContainerStore:
         while tops := [c for c in sorted(loose) if not self.driver.children(c.split(":", 1)[1])]:
             for c in tops:
                 freed += int(self.images.layer_info(c).get("size", 0))
-                self.images._drop_layer(c.split(":", 1)[1])
+                self.images.drop_layer(c.split(":", 1)[1])
                 done.append(f"Deleted: {c}")
                 loose.discard(c)
         return done, freed
@@ -361,14 +361,16 @@ class ContainerStore:
             cfg["rootfs"] = {"type": "layers", "diff_ids": [*base_cfg["rootfs"]["diff_ids"], diff_id]}
             entry = {"created": created, "created_by": f"graphdriver container commit {c.name}"}
             if message:
-                entry["comment"] = message
+                entry["comment"] = cfg["comment"] = message  # docker's config has it at the top too
+            else:
+                cfg.pop("comment", None)
             if author:
                 entry["author"] = author
             cfg["history"] = [*(base_cfg.get("history") or []), entry]
             try:
                 return self.images.add_image(json.dumps(cfg, separators=(",", ":")).encode(),
-                                             [new_ref] if new_ref else [])
+                                             [new_ref] if new_ref else [], parent=c.image)
             except BaseException:
                 if not any(new_chain in self.images.chain(i) for i in self.images.ids()):
-                    self.images._drop_layer(new_chain.split(":", 1)[1])
+                    self.images.drop_layer(new_chain.split(":", 1)[1])
                 raise

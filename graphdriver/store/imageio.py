@@ -7,6 +7,7 @@ decompressed to a temporary file. Writing is in imagewrite.py.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -236,7 +237,8 @@ def open_source(path: str, tmpdir: str, stdin: BinaryIO | None = None) -> Source
                 decoder.finish()
             return TarSource(tmp, label=label, cleanup=tmp)
         except BaseException as e:
-            os.unlink(tmp)
+            with contextlib.suppress(FileNotFoundError):  # a TarSource that failed removed it already
+                os.unlink(tmp)
             if isinstance(e, OSError):  # a full disk, say: name where it was writing
                 raise naming(e, tmpdir) from None
             raise

@@ -4,6 +4,7 @@ Layout (every file written atomically; every change under one lock shared with t
 
     images/repositories.json          {"name:tag": "sha256:<image id>"}
     images/configs/<hex>.json         each image config, byte for byte (its sha256 is the image id)
+    images/parents.json               {"<committed image id>": "<the image it was made from>"}
     images/layerdb/<chain hex>.json   {"diff_id", "parent", "size", "tar_size"} per image layer
     images/layerdb/<chain hex>.tarsplit   what reproduces the layer tar byte for byte (``image save``)
     images/.tmp/                      decompressed archives and commit spools, removed after use
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..driver import Driver
-from ..errors import CorruptRecord, GraphDriverError, ImageInUse, ImageNotFound, InvalidImage
+from ..errors import CorruptRecord, GraphDriverError, ImageNotFound, InvalidImage
 from .files import read_json, write_atomic, write_json
 from .imageio import (
     chain_ids,
@@ -37,31 +38,15 @@ from .imageio import (
     sha256_digest,
 )
 from .layerstream import LayerStream
+from .lineage import Lineage
 from .locks import RootLock
 from .marks import WorkMarks
+from .reference import normalize_ref
 
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*(?::[0-9]+)?(?:/[a-z0-9][a-z0-9._-]*)*")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
 _HEX_PREFIX_RE = re.compile(r"(?:sha256:)?[0-9a-f]{1,64}")
 
 #: Progress events: (event, layer index from 1, layer count, chainID, bytes done, bytes total).
 Progress = Callable[[str, int, int, str, int, int], None]
-
-
-def normalize_ref(ref: str) -> str:
-    """``busybox`` -> ``busybox:latest``; ``docker.io/library/x:1`` -> ``x:1``; bad references raise."""
-    for prefix in ("docker.io/library/", "docker.io/"):
-        if ref.startswith(prefix):
-            ref = ref[len(prefix):]
-            break
-    if "@" in ref:
-        raise GraphDriverError(f"invalid reference {ref!r}: digest references are not supported")
-    slash = ref.rfind("/")
-    colon = ref.rfind(":")
-    name, tag = (ref[:colon], ref[colon + 1:]) if colon > slash else (ref, "latest")
-    if not _NAME_RE.fullmatch(name) or not _TAG_RE.fullmatch(tag):
-        raise GraphDriverError(f"invalid reference {ref!r}: want NAME[:TAG] (lowercase name)")
-    return f"{name}:{tag}"
 
 
 @dataclass(frozen=True)
@@ -91,16 +76,26 @@ class ImageStore:
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.lock = RootLock(os.path.join(self.dir, ".lock"))
         self._applying = WorkMarks(self.layerdb, ".applying")  # from a layer's create to its record
+        self.lineage = Lineage(os.path.join(self.dir, "parents.json"))
 
     # -- references -------------------------------------------------------------------------------
-    def _repos_path(self) -> str:
+    def repos_path(self) -> str:
+        """Where the tags are recorded."""
         return os.path.join(self.dir, "repositories.json")
 
     def repos(self) -> dict[str, str]:
-        """Every tag and the image id it names."""
-        return dict(read_json(self._repos_path(), {}))
+        """Every tag and the image id it names (a tag recorded before names were normalized reads as
+        docker's short form)."""
+        out = {}
+        for tag, image_id in read_json(self.repos_path(), {}).items():
+            try:
+                out[normalize_ref(tag)] = image_id
+            except GraphDriverError:
+                out[tag] = image_id
+        return out
 
-    def _config_path(self, image_id: str) -> str:
+    def config_path(self, image_id: str) -> str:
+        """Where the config of ``image_id`` is kept."""
         return os.path.join(self.configs, hex_of(image_id) + ".json")
 
     def ids(self) -> list[str]:
@@ -132,7 +127,7 @@ class ImageStore:
     def config_bytes(self, image_id: str) -> bytes:
         """The image config exactly as loaded."""
         try:
-            with open(self._config_path(image_id), "rb") as f:
+            with open(self.config_path(image_id), "rb") as f:
                 return f.read()
         except FileNotFoundError:
             raise ImageNotFound(f"no such image: {image_id}") from None
@@ -142,7 +137,7 @@ class ImageStore:
         try:
             return json.loads(self.config_bytes(image_id))
         except ValueError as e:
-            raise CorruptRecord(f"image config {self._config_path(image_id)} cannot be read: {e}") from None
+            raise CorruptRecord(f"image config {self.config_path(image_id)} cannot be read: {e}") from None
 
     def chain(self, image_id: str) -> list[str]:
         """The image's chainIDs, bottom layer first."""
@@ -171,10 +166,11 @@ class ImageStore:
         with self.lock.held():
             for layer_id in self._applying.left():
                 if not os.path.exists(os.path.join(self.layerdb, layer_id + ".json")):
-                    self._drop_layer(layer_id)
+                    self.drop_layer(layer_id)
                 self._applying.clear(layer_id)
 
-    def _drop_layer(self, layer_id: str) -> None:
+    def drop_layer(self, layer_id: str) -> None:
+        """Remove an image layer and its records (the lock is held)."""
         for suffix in (".json", ".tarsplit"):
             try:
                 os.unlink(os.path.join(self.layerdb, layer_id + suffix))
@@ -204,7 +200,7 @@ class ImageStore:
                             "tar_size": stream.size, "created": time.time(),
                             "not_reproducible": (stream.split.duplicate or b"").decode(errors="replace")})
             except BaseException:
-                self._drop_layer(layer_id)
+                self.drop_layer(layer_id)
                 raise
 
     # -- load -------------------------------------------------------------------------------------
@@ -249,13 +245,13 @@ class ImageStore:
                 out = []
                 repos = self.repos()
                 for spec in specs:
-                    if not os.path.exists(self._config_path(spec.image_id)):
-                        write_atomic(self._config_path(spec.image_id), spec.config)
-                        configs.append(self._config_path(spec.image_id))
+                    if not os.path.exists(self.config_path(spec.image_id)):
+                        write_atomic(self.config_path(spec.image_id), spec.config)
+                        configs.append(self.config_path(spec.image_id))
                     tags = [normalize_ref(t) for t in spec.tags]
                     repos.update({t: spec.image_id for t in tags})
                     out.append(LoadedImage(spec.image_id, tags))
-                write_json(self._repos_path(), repos)
+                write_json(self.repos_path(), repos)
                 return out
             except BaseException:
                 for config in configs:
@@ -263,7 +259,7 @@ class ImageStore:
                         os.unlink(config)
                 for layer_id in reversed(created):
                     try:
-                        self._drop_layer(layer_id)
+                        self.drop_layer(layer_id)
                     except GraphDriverError:
                         pass
                 raise
@@ -286,26 +282,33 @@ class ImageStore:
                             None, None)
             return chain, diff_id
 
-    def add_image(self, config: bytes, tags: list[str]) -> str:
-        """Record a config whose layers are all present; point ``tags`` at it; returns the image id."""
+    def add_image(self, config: bytes, tags: list[str], parent: str = "") -> str:
+        """Record a config whose layers are all present, made from ``parent`` (a commit's image); point
+        ``tags`` at it; returns the image id."""
         with self.lock.held():
             image_id = sha256_digest(config)
             for c in chain_ids(json.loads(config)["rootfs"]["diff_ids"]):
                 if not self._layer_present(hex_of(c)):
                     raise InvalidImage(f"layer {c} of the new image is missing")
-            path = self._config_path(image_id)
+            path = self.config_path(image_id)
             new = not os.path.exists(path)
             write_atomic(path, config)
             repos = self.repos()
             repos.update({normalize_ref(t): image_id for t in tags})
             try:
-                write_json(self._repos_path(), repos)
+                write_json(self.repos_path(), repos)
             except BaseException:
                 if new:  # not recorded without its names: the commit fails whole
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                 raise
+            if parent:
+                self.lineage.set(image_id, parent)
             return image_id
+
+    def children(self, image_id: str) -> list[str]:
+        """The images committed from ``image_id`` (they keep it: see imagedelete.py)."""
+        return self.lineage.children(image_id, self.ids())
 
     def tag(self, ref: str, new_tag: str) -> str:
         """Point ``new_tag`` at the image ``ref`` names."""
@@ -313,53 +316,34 @@ class ImageStore:
             image_id = self.resolve(ref)
             repos = self.repos()
             repos[normalize_ref(new_tag)] = image_id
-            write_json(self._repos_path(), repos)
+            write_json(self.repos_path(), repos)
             return image_id
 
     # -- remove -----------------------------------------------------------------------------------
-    def remove(self, ref: str, in_use: Mapping[str, Collection[str]] | None = None) -> list[str]:
+    def tag_named(self, ref: str) -> str | None:
+        """The stored tag ``ref`` names (normalized), or None when it names none (an id, say)."""
+        try:
+            tag = normalize_ref(ref)
+        except GraphDriverError:
+            return None
+        return tag if tag in self.repos() else None
+
+    def remove(self, ref: str, in_use: Mapping[str, Collection[str]] | None = None, force: bool = False) -> list[str]:
         """Untag ``ref``; when it was the image's last name (or an id), delete the image and free layers.
 
         Returns what was done, as Docker prints it (``Untagged: x``, ``Deleted: sha256:...``).
         """
-        return self.remove_freeing(ref, in_use)[0]
+        return self.remove_freeing(ref, in_use, force)[0]
 
-    def remove_freeing(self, ref: str, in_use: Mapping[str, Collection[str]] | None = None
+    def remove_freeing(self, ref: str, in_use: Mapping[str, Collection[str]] | None = None, force: bool = False
                        ) -> tuple[list[str], list[str]]:
         """:meth:`remove`, also naming the chain ids whose layers it removed (the space it freed). ``in_use``:
-        image id -> the containers using it (such an image is refused, naming them)."""
+        image id -> the containers using it (such an image is refused, naming them); ``force``: by id,
+        an image with several names too (see imagedelete.py)."""
+        from .imagedelete import remove_image
+
         with self.lock.held():
-            image_id = self.resolve(ref)
-            repos = self.repos()
-            tags = [t for t, i in repos.items() if i == image_id]
-            try:
-                by_tag = normalize_ref(ref) in repos
-            except GraphDriverError:
-                by_tag = False
-            if by_tag and len(tags) > 1:
-                del repos[normalize_ref(ref)]
-                write_json(self._repos_path(), repos)
-                return [f"Untagged: {normalize_ref(ref)}"], []
-            users = sorted((in_use or {}).get(image_id, ()))
-            if users:
-                raise ImageInUse(f"image {ref} is in use by container{'s' if len(users) > 1 else ''} "
-                                 f"{', '.join(users)}; remove {'them' if len(users) > 1 else 'it'} first")
-            chain = self.chain(image_id)
-            for t in tags:
-                del repos[t]
-            write_json(self._repos_path(), repos)
-            os.unlink(self._config_path(image_id))
-            done = [f"Untagged: {t}" for t in sorted(tags)] + [f"Deleted: {image_id}"]
-            still = {c for other in self.ids() for c in self.chain(other)}
-            dropped = []
-            for c in reversed(chain):
-                # kept: another image's, a parent, or held by hand (mounted, read) for a prune after the hold
-                if c in still or self.driver.children(hex_of(c)) or self.driver.held(hex_of(c)):
-                    break
-                self._drop_layer(hex_of(c))
-                done.append(f"Deleted: {c}")
-                dropped.append(c)
-            return done, dropped
+            return remove_image(self, ref, in_use or {}, force)
 
     # -- read side --------------------------------------------------------------------------------
     def size(self, image_id: str) -> int:
@@ -376,7 +360,7 @@ class ImageStore:
             data = self.driver.metadata(top) if top else {}
         return {
             "Id": image_id, "RepoTags": tags, "RepoDigests": [],
-            "Parent": "", "Comment": (cfg.get("history") or [{}])[-1].get("comment", ""),
+            "Parent": self.lineage.parent(image_id), "Comment": cfg.get("comment", ""),
             "Created": cfg.get("created", ""), "Container": cfg.get("container", ""),
             "Author": cfg.get("author", ""), "Architecture": cfg.get("architecture", ""),
             "Os": cfg.get("os", ""), "Config": cfg.get("config") or {}, "Size": size,
@@ -396,11 +380,12 @@ class ImageStore:
         return rows
 
     # -- save -------------------------------------------------------------------------------------
-    def save(self, refs: list[str], out_path: str) -> None:
-        """Write the images to ``out_path`` (``-``: stdout) as a tarball ``docker load`` accepts."""
+    def save(self, refs: list[str], out_path: str) -> list[dict]:
+        """Write the images to ``out_path`` (``-``: stdout) as a tarball ``docker load`` accepts; returns
+        the images written, ``[{"Id", "RepoTags"}]``."""
         from .imagewrite import save_images  # the write path, loaded when an image is saved
 
-        save_images(self, refs, out_path)
+        return save_images(self, refs, out_path)
 
 
 def check_image_id(image_id: str) -> str:

@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import GraphDriverError, InvalidImage
+from ..errors import InvalidImage
 from . import tarsplit
 from .files import STDOUT, naming, replacing
 from .imageio import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, blob_path, hex_of, sha256_digest
 from .layerstream import CHUNK
+from .reference import qualified_ref
 
 if TYPE_CHECKING:
     from .images import ImageStore
@@ -136,10 +137,17 @@ def write_image_tar(out: BinaryIO, images: list[SaveImage], name: str = "") -> N
             manifest.append({"Config": blob_path(cfg_digest), "RepoTags": img.tags or None,
                              "Layers": [blob_path(d["digest"]) for d in layer_descs]})
             for tag in img.tags or [None]:
-                ann = {"io.containerd.image.name": tag, "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[1]} \
-                    if tag else {}
+                ann = {"io.containerd.image.name": qualified_ref(tag),
+                       "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[1]} if tag else {}
                 desc = {"mediaType": OCI_MANIFEST, "digest": mdigest, "size": len(mdoc)}
                 index.append({**desc, "annotations": ann} if ann else desc)
+        repositories: dict[str, dict[str, str]] = {}  # docker's legacy file: name -> tag -> top layer
+        for img in images:
+            for tag in img.tags if img.layers else ():
+                name, _, version = tag.rpartition(":")
+                repositories.setdefault(name, {})[version] = hex_of(img.layers[-1][0])
+        if repositories:
+            _add_bytes(tf, "repositories", json.dumps(repositories).encode())
         _add_bytes(tf, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
         _add_bytes(tf, "index.json", json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
                                                  "manifests": index}).encode())
@@ -147,30 +155,28 @@ def write_image_tar(out: BinaryIO, images: list[SaveImage], name: str = "") -> N
     counted.flush()
 
 
-def save_images(store: ImageStore, refs: list[str], out_path: str) -> None:
-    """Write ``store``'s images named by ``refs`` to ``out_path`` (``-``: stdout), under the store's lock:
-    each named by the ref given when it is a tag, else by all its tags. A file is written whole or
-    not at all (a temporary renamed over it)."""
-    from .images import normalize_ref
-
+def save_images(store: ImageStore, refs: list[str], out_path: str) -> list[dict]:
+    """Write ``store``'s images named by ``refs`` to ``out_path`` (``-``: stdout), under the store's lock,
+    as docker does: one entry per image, its RepoTags the tags given (none for an image named by id).
+    A file is written whole or not at all (a temporary renamed over it). Returns what was written:
+    ``[{"Id": ..., "RepoTags": [...]}]``."""
     with store.lock.held():
-        images = []
+        named: dict[str, list[str]] = {}
         for ref in refs:
-            image_id = store.resolve(ref)
-            try:
-                tags = [normalize_ref(ref)] if normalize_ref(ref) in store.repos() else []
-            except GraphDriverError:
-                tags = []
-            tags = tags or store.tags_of(image_id)
-            layers = [_layer_chunks(store, c) for c in store.chain(image_id)]
-            images.append(SaveImage(store.config_bytes(image_id), tags, layers))
+            tags = named.setdefault(store.resolve(ref), [])
+            tag = store.tag_named(ref)
+            if tag is not None and tag not in tags:
+                tags.append(tag)
+        images = [SaveImage(store.config_bytes(i), tags, [_layer_chunks(store, c) for c in store.chain(i)])
+                  for i, tags in named.items()]
         if out_path == "-":
             import sys
 
             write_image_tar(sys.stdout.buffer, images, STDOUT)
-            return
-        with replacing(out_path) as out:
-            write_image_tar(out, images)
+        else:
+            with replacing(out_path) as out:
+                write_image_tar(out, images)
+        return [{"Id": i, "RepoTags": tags} for i, tags in named.items()]
 
 
 def _layer_chunks(store: ImageStore, chain_id: str) -> tuple[str, int, Callable[[], Iterable[bytes]]]:

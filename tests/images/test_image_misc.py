@@ -85,7 +85,7 @@ def test_damaged_image_and_container_records_are_one_clear_line_naming_them(tmp_
     records = [
         (os.path.join(store.images.dir, "repositories.json"), ("image", "ls"), b'{"app:1": '),
         (store._path(c.id), ("container", "ls"), b'{"id": "x", "surprise": 1}'),
-        (store.images._config_path(built.image_id), ("image", "inspect", "app:1"), b"\x00\x01"),
+        (store.images.config_path(built.image_id), ("image", "inspect", "app:1"), b"\x00\x01"),
     ]
     for path, command, damage in records:
         with open(path, "rb") as f:

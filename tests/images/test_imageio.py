@@ -150,7 +150,7 @@ def test_written_tar_reads_back_as_docker_and_oci(tmp_path):
         index = json.load(tf.extractfile("index.json"))
     assert {"manifest.json", "index.json", "oci-layout"} <= names
     assert manifest[0]["RepoTags"] == ["a/b:c"]
-    assert index["manifests"][0]["annotations"]["io.containerd.image.name"] == "a/b:c"
+    assert index["manifests"][0]["annotations"]["io.containerd.image.name"] == "docker.io/a/b:c"  # as docker 25
     src = imageio.open_source(str(out), str(tmp_path))
     [spec] = imageio.read_images(src)
     assert spec.config == cfg and spec.diff_ids == diff_ids
@@ -161,7 +161,7 @@ def test_written_tar_reads_back_as_docker_and_oci(tmp_path):
         tf.extractall(tmp_path / "x", filter="data")
     os.unlink(tmp_path / "x" / "manifest.json")
     [spec] = imageio.read_images(imageio.DirSource(str(tmp_path / "x")))
-    assert spec.diff_ids == diff_ids and spec.tags == ["a/b:c"]
+    assert spec.diff_ids == diff_ids and spec.tags == ["docker.io/a/b:c"]
 
 
 def test_written_tar_refuses_changed_layer(tmp_path):
