@@ -72,6 +72,10 @@ class TarScanner:
             self._write(memoryview(self.buf)[self.fwd - self.base:upto - self.base])
             self.fwd = upto
 
+    def flush(self) -> None:
+        """Pass on every approved byte now (from a visitor: all before the entry being judged)."""
+        self._flush()
+
     def _ensure(self, n: int) -> bool:
         """Make ``[pos, pos+n)`` buffered; False at end of input."""
         if self.pos + n <= self.base + len(self.buf):
