@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import tarfile
 
 import pytest
 
@@ -73,3 +74,22 @@ def test_a_directory_over_a_directory_is_kept(drv):
     assert sorted(os.listdir(os.path.join(top, "d"))) == ["a", "b"]
     assert stat.S_IMODE(os.lstat(os.path.join(top, "d")).st_mode) == 0o750
 
+
+OLD = 1577836800  # 2020-01-01
+
+
+def test_directory_times_survive_whiteouts_and_replacements(drv):
+    drv.create("base")
+    drv.apply_diff("base", None, io.BytesIO(tar(directory("etc"), file("etc/motd", b"hi"), directory("d"),
+                                                file("d/old", b"old"), file("keep", b"k"))))
+    drv.create("top", "base")
+    drv.apply_diff("top", None, io.BytesIO(tar(
+        directory("etc", mtime=OLD), file("etc/.wh.motd"),
+        directory("d", mtime=OLD + 1), file("d/.wh..wh..opq"), file("d/new", b"new"),
+        directory("r", mtime=OLD + 2), symlink("r/s", "/abs"), file("r/s", b"replaced"))))
+    top = drv.diff_path("top")
+    for name, want in (("etc", OLD), ("d", OLD + 1), ("r", OLD + 2)):
+        assert os.lstat(os.path.join(top, name)).st_mtime == want, name
+    with drv.diff("top", None) as s, tarfile.open(fileobj=io.BytesIO(s.read())) as t:
+        times = {m.name: m.mtime for m in t if m.isdir()}
+    assert times == {"etc": OLD, "d": OLD + 1, "r": OLD + 2}
