@@ -131,3 +131,13 @@ def test_cleanup_during_an_apply_leaves_it_and_says_so(root, tmp_path):
     assert applier.stdout.read().decode().strip() == "200001"
     assert sorted(os.listdir(os.path.join(root, "overlay2", "app", "diff"))) == ["a", "b"]
     assert os.listdir(staging) == []
+
+
+def test_changes_of_an_unchanged_layer_print_nothing(root):
+    assert gd(root, "layer", "create", "base").returncode == 0
+    assert gd(root, "layer", "apply", "base", stdin=tar(file("a", b"a"))).returncode == 0
+    assert gd(root, "layer", "create", "top", "--parent", "base").returncode == 0
+    r = gd(root, "layer", "changes", "top")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    r = gd(root, "--json", "layer", "changes", "top")
+    assert json.loads(r.stdout) == []
