@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -91,6 +92,8 @@ class LayerDiff(cli.Application):
         if self.output_path == "-" and sys.stdout.isatty():
             print("graphdriver: refusing to write a tar to a terminal (use -o FILE or a pipe)", file=sys.stderr)
             return 2
+        if self.output_path != "-" and os.path.isdir(self.output_path):  # refused before the diff is made
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.output_path)
         with d.diff(layer_id, self.parent_id) as stream:
             if self.output_path == "-":
                 with writing_stdout():

@@ -141,3 +141,29 @@ def test_changes_of_an_unchanged_layer_print_nothing(root):
     assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
     r = gd(root, "--json", "layer", "changes", "top")
     assert json.loads(r.stdout) == []
+
+
+def test_diff_into_a_directory_is_refused_naming_it(root, tmp_path):
+    assert gd(root, "layer", "create", "base").returncode == 0
+    assert gd(root, "layer", "apply", "base", stdin=tar(file("a", b"a"))).returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    r = gd(root, "layer", "diff", "base", "-o", str(out))
+    assert r.returncode == 1
+    assert r.stderr.decode() == f"graphdriver: Is a directory ({out})\n"
+    assert os.listdir(out) == [] and os.listdir(tmp_path) == ["out"]
+
+
+def test_replacing_names_the_path_when_the_rename_fails(tmp_path):
+    from graphdriver.store.files import replacing
+
+    target = tmp_path / "d"
+    (target / "sub").mkdir(parents=True)
+    try:
+        with replacing(str(target)) as f:
+            f.write(b"x")
+    except OSError as e:
+        assert e.filename == str(target)
+    else:
+        raise AssertionError("replaced a directory")
+    assert sorted(os.listdir(tmp_path)) == ["d"]
