@@ -167,3 +167,13 @@ def test_replacing_names_the_path_when_the_rename_fails(tmp_path):
     else:
         raise AssertionError("replaced a directory")
     assert sorted(os.listdir(tmp_path)) == ["d"]
+
+
+def test_json_changes_replace_bytes_that_are_not_utf8(root):
+    assert gd(root, "layer", "create", "base").returncode == 0
+    assert gd(root, "layer", "apply", "base", stdin=tar(file(b"caf\xe9", b"x"))).returncode == 0
+    r = gd(root, "--json", "layer", "changes", "base")
+    assert r.returncode == 0, r.stderr
+    text = r.stdout.decode("ascii")
+    assert "\\udc" not in text
+    assert json.loads(text) == [{"Path": "/caf\ufffd", "Kind": 1}]
