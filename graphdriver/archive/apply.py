@@ -1,8 +1,9 @@
 """ApplyDiff: a layer tar into an existing layer, validated, fast, all or nothing.
 
 Plan: who the layers below are and in which whiteout format. Execute: scan the (decompressed) stream,
-forward approved bytes to GNU tar extracting into a fresh staging tree next to the layer, translate the
-whiteouts recorded on the way, then publish under the root lock (one rename, or a journaled merge).
+forward approved bytes to GNU tar extracting into a fresh staging tree next to the layer (cut where a
+later entry must replace an earlier one first), translate the whiteouts recorded on the way, give the
+directories the times the archive gave them, then publish under the root lock (one rename, or a journaled merge).
 Verify: tar's exit status, and the layer is untouched unless everything succeeded.
 """
 
@@ -14,12 +15,13 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import LayerInUse, LayerNotFound, ParentMismatch
 from ..store.leases import Lease
+from . import tarformat as tf
 from .compress import open_stream, readinto_of, splice_of
-from .extract import TarExtractor
+from .extract import Extraction
 from .inplace import hold, removed, take_over
 from .merge import publish
 from .safety import PathGuard
-from .scan import TarScanner
+from .scan import FORWARD, Entry, TarScanner
 from .view import LayerView
 from .whiteouts import translate_overlay, xattr_prefix
 
@@ -68,6 +70,19 @@ def _require_same(driver: Driver, layer_id: str, lease: Lease) -> None:
         raise removed(layer_id, "a diff was being applied to it")
 
 
+def _visit(entry: Entry, guard: PathGuard, tar: Extraction, scanner: TarScanner) -> int:
+    """The guard's verdict; when an earlier entry must go first, tar is cut before this one."""
+    action = guard.visit(entry)
+    if guard.clear:
+        scanner.flush()
+        dirs = guard.dir_entries[tar.dirs_done:]
+        if action == FORWARD and entry.typeflag == tf.DIR:
+            dirs = dirs[:-1]  # this entry's own: the next run extracts it
+        tar.cut(dirs, guard.clear)
+        guard.clear = []
+    return action
+
+
 def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: BinaryIO) -> int:
     """Extract ``stream`` into layer ``layer_id``; returns the bytes of file content written."""
     check_parent(driver, layer_id, parent)
@@ -87,17 +102,19 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
                 view = lower_view(driver, layer_id)
                 guard = PathGuard(fmt, lower_symlink=view.symlink_target)
                 read, _kind = open_stream(stream)
-                tar = TarExtractor(stage, f"layer {layer_id}")
+                tar = Extraction(stage, f"layer {layer_id}")
                 try:
                     source = splice_of(read)
-                    TarScanner(read, tar.write, guard.visit, readinto_of(read),
-                               tar.splice_from(source) if source else None).run()
+                    scanner = TarScanner(read, tar.write, lambda e: _visit(e, guard, tar, scanner),
+                                         readinto_of(read), tar.splice_from(source) if source else None)
+                    scanner.run()
+                    tar.finish(guard.dir_entries[tar.dirs_done:])
                 except BaseException:
                     tar.abort()
                     raise
-                tar.finish()
                 if fmt == "overlay":
                     translate_overlay(stage, guard.whiteouts, guard.opaques, overlay_xattr_prefix(driver))
+                tar.restore_dir_times()
             except (FileNotFoundError, LayerNotFound):
                 with driver.lock.held():  # the layer went (by hand): say which layer
                     _require_same(driver, layer_id, lease)

@@ -1,9 +1,14 @@
 """Diff, Changes and DiffSize: native (walk the layer's own directory) or naive (compare two mounted trees).
 
-Change rules, the same both ways so the two agree: a path only in the layer is Added (a new directory's
-whole content too); a path only in the parent is Deleted (the topmost one); a path in both is Modified
-when type, mode, owner, xattrs differ, or for non-directories size, mtime, device number or link target;
-a directory is also Modified when anything below it changed. Order: parents before their children.
+Change rules, Docker's for each way. Both: a path only in the layer is Added (a new directory's whole
+content too); a path only in the parent is Deleted (the topmost one). Native (Docker's OverlayChanges):
+whatever the layer's own directory holds is in its diff, so every non-directory there that the layers
+below also show is Modified (a copy-up is a change even when nothing else tells), and a directory both
+hold is Modified unless its type, mode, size and mtime are those below and nothing was added to it or
+deleted from it. Naive (Docker's ChangesDirs): a
+path in both is Modified when type, mode, owner, xattrs differ, or for non-directories size, mtime, device
+number or link target; a directory is also Modified when anything below it changed. Order: parents
+before their children.
 """
 
 from __future__ import annotations
@@ -54,6 +59,17 @@ def differs(new: bytes, nst: os.stat_result, old: bytes, ost: os.stat_result) ->
         if stat.S_ISLNK(nst.st_mode) and os.readlink(new) != os.readlink(old):
             return True
     return read_xattrs(new) != read_xattrs(old)
+
+
+def same_dir(nst: os.stat_result, ost: os.stat_result) -> bool:
+    """Docker's test for a directory of the layer's own that is not a change: the one below is a directory
+    with the same mode, size and mtime (to the second when either has no nanoseconds)."""
+    if nst.st_mode != ost.st_mode or nst.st_size != ost.st_size:
+        return False
+    if nst.st_mtime_ns == ost.st_mtime_ns:
+        return True
+    return (nst.st_mtime_ns // 10**9 == ost.st_mtime_ns // 10**9
+            and (nst.st_mtime_ns % 10**9 == 0 or ost.st_mtime_ns % 10**9 == 0))
 
 
 # -- which way ------------------------------------------------------------------------------------
@@ -139,13 +155,12 @@ def native_changes(upper: bytes, lower: LayerView, fmt: str) -> list[Change]:
                 sub = walk(p, path, sub_opaque, low_dir)
                 if low is None:
                     out.append(Change(p, ADDED, path, st))
-                elif sub or not low_dir or differs(path, st, *low):
+                elif not same_dir(st, low[1]) or any(c.kind != MODIFIED and c.path.rpartition(b"/")[0] == p
+                                                     for c in sub):
                     out.append(Change(p, MODIFIED, path, st))
                 out += sub
-            elif low is None:
-                out.append(Change(p, ADDED, path, st))
-            elif differs(path, st, *low):
-                out.append(Change(p, MODIFIED, path, st))
+            else:
+                out.append(Change(p, ADDED if low is None else MODIFIED, path, st))
         if opaque:
             for name in sorted(set(lower.listdir(rel)) - present):
                 out.append(Change(_join(rel, name), DELETED))

@@ -2,7 +2,8 @@
 
 Only bytes the scanner approved are written to tar's stdin, so tar sees exactly the entries that were
 judged. tar keeps owners, modes, xattrs, device nodes, hard links and sparse files; Python stays out of
-the per-file work.
+the per-file work. Where an entry must replace an earlier one that tar would not replace as Docker does,
+the extraction is cut there (:class:`Extraction`): tar ends, the old path is removed, a new tar goes on.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import fcntl
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..errors import ApplyFailed
+from . import tarformat as tf
+from .whiteouts import NotADir, open_dir, split
 
 F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 PIPE_SIZE = 4 << 20  # root may exceed pipe-max-size; more slack lets Python and tar overlap
@@ -120,6 +124,81 @@ class TarExtractor:
         first = (useful or lines or [f"tar exited with status {self.proc.returncode}"])[0][:400]
         full = no_room(self.dest, first)
         return f"{full} (tar: {first})" if full else first
+
+
+class Extraction:
+    """The extraction of one archive into ``dest``: one tar run, or several when cut between entries.
+
+    Each run ends by giving directories their times (tar does that last); entries of a later run, whiteouts
+    made afterwards or a removal change them again, so the times of the directories the archive names are
+    noted as each run ends and put back by :meth:`restore_dir_times`, as Docker sets them after all entries.
+    """
+
+    def __init__(self, dest: str, label: str) -> None:
+        self.dest, self.label = dest, label
+        self.tar = TarExtractor(dest, label)
+        self.dir_times: dict[bytes, tuple[int, int]] = {}
+        self.dirs_done = 0  # directory entries whose runs have ended
+
+    def write(self, data: memoryview) -> None:
+        self.tar.write(data)
+
+    def splice_from(self, source: Callable[[int, int], int]) -> Callable[[int], int]:
+        """A splice function that always feeds the tar running now."""
+        return lambda n: self.tar.splice_from(source)(n)
+
+    def cut(self, dirs: Iterable[bytes], remove: Iterable[bytes]) -> None:
+        """End the running tar (``dirs``: the directory entries it was given), remove ``remove`` from the
+        tree (never through a symlink), start the next tar."""
+        self.tar.write(memoryview(tf.ZERO_BLOCK * 2))
+        self.finish(dirs)
+        for path in remove:
+            self._remove(path)
+        self.tar = TarExtractor(self.dest, self.label)
+
+    def finish(self, dirs: Iterable[bytes]) -> None:
+        """Wait for the running tar (raises ApplyFailed), then note the times of ``dirs``."""
+        self.tar.finish()
+        self.dirs_done += len(dirs)
+        for path in dirs:
+            try:
+                with open_dir(self.dest, split(path)) as fd:
+                    st = os.stat(fd)
+            except NotADir:
+                continue
+            self.dir_times[path] = (st.st_atime_ns, st.st_mtime_ns)
+
+    def abort(self) -> None:
+        self.tar.abort()
+
+    def restore_dir_times(self) -> None:
+        """Give the directories the archive names the times it gave them."""
+        for path, times in sorted(self.dir_times.items(), key=lambda kv: -kv[0].count(b"/")):
+            try:
+                with open_dir(self.dest, split(path)) as fd:
+                    os.utime(fd, ns=times)
+            except NotADir:
+                continue
+
+    def _remove(self, path: bytes) -> None:
+        parts = split(path)
+        below = path + b"/"
+        self.dir_times = {p: t for p, t in self.dir_times.items() if p != path and not p.startswith(below)}
+        try:
+            with open_dir(self.dest, parts[:-1]) as fd:
+                try:
+                    st = os.lstat(parts[-1], dir_fd=fd)
+                except FileNotFoundError:
+                    return
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(parts[-1], dir_fd=fd)
+                else:
+                    os.unlink(parts[-1], dir_fd=fd)
+        except NotADir:
+            return
+        except OSError as e:
+            raise ApplyFailed(f"extracting {self.label} failed: replacing {os.fsdecode(path)!r}: "
+                              f"{e.strerror or e}") from None
 
 
 #: How GNU tar words a write the filesystem refused for room: a short write has no errno at all.

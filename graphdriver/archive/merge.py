@@ -74,11 +74,12 @@ class Journal:
         self.dir_times.setdefault(d, times)
         self.ops.append(("add", dst, src))
 
-    def set_meta(self, dst: bytes, src: bytes) -> None:
-        """Give directory ``dst`` the owner, mode, xattrs and times of ``src``."""
+    def set_meta(self, dst: bytes, meta: _Meta) -> None:
+        """Give directory ``dst`` the owner, mode, xattrs and times ``meta`` (read before its staged
+        directory was emptied into ``dst``: moving entries out changes its times)."""
         old = _read_meta(dst)
         self.ops.append(("meta", dst, old))
-        _write_meta(dst, _read_meta(src))
+        _write_meta(dst, meta)
 
     def undo(self) -> None:
         for kind, path, other in reversed(self.ops):
@@ -114,11 +115,12 @@ def publish(stage: str, target: str, trash: str, guard: PathGuard, fmt: str) -> 
     s, t = os.fsencode(stage), os.fsencode(target)
     opaque = set(guard.opaques)
     try:
+        root_meta = _read_meta(s) if b"" in guard.explicit_dirs else None
         if fmt == "applied":
             _carry_out_deletions(t, guard, journal)
         _merge(s, t, b"", guard, opaque, fmt, journal)
-        if b"" in guard.explicit_dirs:
-            journal.set_meta(t, s)
+        if root_meta is not None:
+            journal.set_meta(t, root_meta)
     except OSError as e:
         try:
             journal.undo()
@@ -167,9 +169,10 @@ def _merge(s_root: bytes, t_root: bytes, rel: bytes, guard: PathGuard, opaque: s
             continue
         mergeable = stat.S_ISDIR(sst.st_mode) and stat.S_ISDIR(tst.st_mode)
         if mergeable and not (fmt != "applied" and child in opaque):
+            meta = _read_meta(src) if child in guard.explicit_dirs else None
             _merge(s_root, t_root, child, guard, opaque, fmt, journal)
-            if child in guard.explicit_dirs:
-                journal.set_meta(dst, src)
+            if meta is not None:
+                journal.set_meta(dst, meta)
             continue
         journal.remove(dst)
         journal.add(src, dst)

@@ -7,6 +7,10 @@ Rules (an entry breaking one is refused with one line naming it):
 - no entry goes through a symlink made earlier by the same archive, nor through a symlink of the layers
   below that points outside (absolute, or ``..`` climbing above the root); a non-directory made by the
   archive cannot be a parent;
+- a later entry replaces an earlier one of the same name (a directory over a directory is kept, as Docker
+  does); where GNU tar would not replace it as Docker does (a directory, a symlink it creates late, a
+  symlink a directory would go through), the old path is listed in ``clear`` for the caller to remove
+  before the entry is extracted;
 - hard links name an earlier non-directory entry of the same archive;
 - whiteouts (``.wh.<name>``) are not directories, do not name ``.``/``..``, and no entry lives inside one;
   aufs's own ``.wh..wh.*`` entries (all but the opaque marker) and what lies inside them are dropped;
@@ -61,6 +65,12 @@ def escapes(link_dir: tuple[bytes, ...], target: bytes) -> bool:
     return False
 
 
+def tar_delays(target: bytes) -> bool:
+    """True for a symlink GNU tar makes only at its end (a placeholder file stands in until then): an
+    absolute target or one with a ``..`` component."""
+    return target.startswith(b"/") or b".." in target.split(b"/")
+
+
 @dataclass
 class PathGuard:
     """Validates entries for one apply and remembers what they made."""
@@ -72,6 +82,8 @@ class PathGuard:
     explicit_dirs: set[bytes] = field(default_factory=set)
     whiteouts: list[tuple[bytes, bytes]] = field(default_factory=list)  # (dir, name)
     opaques: list[bytes] = field(default_factory=list)
+    dir_entries: list[bytes] = field(default_factory=list)  # directory entries in archive order
+    clear: list[bytes] = field(default_factory=list)  # to remove before the entry just visited is extracted
     size: int = 0
     _checked: set[bytes] = field(default_factory=lambda: {b""})
 
@@ -99,11 +111,8 @@ class PathGuard:
             base = parts[-1]
             if base.startswith(WH):
                 return self._whiteout(e, parent, base, path)
-        if is_dir and self.kinds.get(path) == SYMLINK:
-            raise self.refuse(e, "is a directory replacing a symlink made earlier in the same archive")
+        self._replacing(path, is_dir)
         t = e.typeflag
-        if not is_dir and path in self._checked:
-            self._forget_dir(path)
         if t == tf.LINK:
             self._hardlink(e, path)
         elif t == tf.SYMLINK:
@@ -114,6 +123,7 @@ class PathGuard:
         elif is_dir:
             self.kinds[path] = DIR
             self.explicit_dirs.add(path)
+            self.dir_entries.append(path)
         else:
             self.kinds[path] = OTHER
             self.symlinks.pop(path, None)
@@ -140,6 +150,7 @@ class PathGuard:
             if not is_dir:
                 raise self.refuse(e, "names the layer root but is not a directory")
             self.explicit_dirs.add(b"")
+            self.dir_entries.append(b"")
             return None
         for i, comp in enumerate(parts[:-1]):
             if comp.startswith(WH):
@@ -209,7 +220,25 @@ class PathGuard:
             return FORWARD
         return DROP
 
+    def _replacing(self, path: bytes, is_dir: bool) -> None:
+        """An entry named ``path`` comes: note what an earlier one there needs (Docker: the last one wins)."""
+        old = self.kinds.get(path)
+        if old is None and path in self._checked:
+            old = DIR  # made as a parent of earlier entries
+        if old is None or (old == DIR and is_dir):
+            return
+        if old == DIR or (old == SYMLINK and (is_dir or tar_delays(self.symlinks[path]))):
+            self.clear.append(path)
+        if old == DIR:
+            self._forget_dir(path)
+        self.kinds.pop(path, None)
+        self.symlinks.pop(path, None)
+
     def _forget_dir(self, path: bytes) -> None:
-        """``path`` stops being a directory: drop it and everything below from the checked set."""
+        """``path`` stops being a directory: forget it and everything that was below it."""
         below = path + b"/"
         self._checked = {p for p in self._checked if p != path and not p.startswith(below)}
+        for table in (self.kinds, self.symlinks):
+            for p in [p for p in table if p.startswith(below)]:
+                del table[p]
+        self.explicit_dirs = {p for p in self.explicit_dirs if p != path and not p.startswith(below)}

@@ -37,8 +37,8 @@ class Entry:
 
     @property
     def display(self) -> str:
-        """The name for messages (quoted, one line)."""
-        return repr(os.fsdecode(self.name))[:300]
+        """The name for messages (quoted, one line, capped)."""
+        return shown(self.name)
 
 
 Reader = Callable[[int], bytes]
@@ -71,6 +71,10 @@ class TarScanner:
         if upto > self.fwd:
             self._write(memoryview(self.buf)[self.fwd - self.base:upto - self.base])
             self.fwd = upto
+
+    def flush(self) -> None:
+        """Pass on every approved byte now (from a visitor: all before the entry being judged)."""
+        self._flush()
 
     def _ensure(self, n: int) -> bool:
         """Make ``[pos, pos+n)`` buffered; False at end of input."""
@@ -350,6 +354,27 @@ def _old_sparse_regions(area: bytes, count: int) -> int:
     return total
 
 
+NAME_SHOWN = 100  # characters of a name a message quotes
+
+
+def shown(raw: bytes) -> str:
+    """A name for a message: quoted, escapes whole; past about 100 characters its middle is cut to '…'
+    (the start and the end of a name say most)."""
+    text = os.fsdecode(raw)
+    if len(repr(text)) <= NAME_SHOWN + 2:
+        return repr(text)
+    esc = [repr(c)[1:-1] for c in text]
+    i = used = 0
+    while used + len(esc[i]) <= NAME_SHOWN * 3 // 5:
+        used += len(esc[i])
+        i += 1
+    j = len(esc)
+    while j - 1 > i and used + len(esc[j - 1]) <= NAME_SHOWN:
+        used += len(esc[j - 1])
+        j -= 1
+    return "'" + "".join(esc[:i]) + "\u2026" + "".join(esc[j:]) + "'"
+
+
 def _hint(hdr: bytes) -> str:
     """The name field of a header, for messages."""
-    return repr(os.fsdecode(tf.cstring(hdr[:100])))[:200]
+    return shown(tf.cstring(hdr[:100]))

@@ -1,5 +1,8 @@
-"""Write an OCI layer tar from files on disk: PAX format, xattrs as ``SCHILY.xattr.*``, hard links as
-links, sparse files as PAX sparse 1.0, whiteouts as ``.wh.`` entries. Output is a stream of byte chunks.
+"""Write an OCI layer tar from files on disk as Docker's tar writer (Go's archive/tar) does: PAX format, only
+``security.capability`` of the xattrs (as ``SCHILY.xattr.*``), hard links as links, sparse files as plain
+regular entries with every byte (the OCI layer spec: sparse entries SHOULD NOT be used), mtimes in whole
+seconds (before 1970 as a PAX ``mtime`` record), whiteouts as ``.wh.`` entries. Output is a stream of
+byte chunks.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from . import tarformat as tf
 from .whiteouts import is_overlay_xattr
 
 CHUNK = 1 << 20
-SEEK_DATA, SEEK_HOLE = 3, 4
+#: The one xattr Docker's layer tars carry (moby's ReadSecurityXattrToTarHeader).
+EXPORTED_XATTRS = ("security.capability",)
 
 
 def read_xattrs(path: bytes) -> dict[str, bytes]:
@@ -36,28 +40,15 @@ def read_xattrs(path: bytes) -> dict[str, bytes]:
     return out
 
 
-def sparse_map(fd: int, size: int) -> list[tuple[int, int]] | None:
-    """Data extents of a file with holes, or None when it has none worth recording."""
-    extents: list[tuple[int, int]] = []
-    pos = 0
-    try:
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, SEEK_DATA)
-            except OSError:  # ENXIO: only a hole remains
-                break
-            end = min(os.lseek(fd, start, SEEK_HOLE), size)
-            extents.append((start, end - start))
-            pos = end
-    except OSError:
-        return None
-    finally:
-        os.lseek(fd, 0, os.SEEK_SET)
-    if sum(n for _, n in extents) >= size:
-        return None
-    if not extents or extents[-1][0] + extents[-1][1] < size:
-        extents.append((size, 0))
-    return extents
+def export_xattrs(path: bytes) -> dict[str, bytes]:
+    """The xattrs a layer tar records for ``path``: ``security.capability`` only, as Docker's."""
+    out = {}
+    for n in EXPORTED_XATTRS:
+        try:
+            out[n] = os.getxattr(path, n, follow_symlinks=False)
+        except OSError:
+            continue
+    return out
 
 
 @functools.lru_cache(maxsize=256)
@@ -85,20 +76,18 @@ class TarWriter:
         self.links: dict[tuple[int, int], bytes] = {}
 
     def _header(self, name: bytes, typeflag: bytes, st: os.stat_result | None, *, size: int = 0,
-                linkname: bytes = b"", xattrs: dict[str, bytes] | None = None,
-                extra: list[tuple[str, bytes]] | None = None, ustar_name: bytes | None = None,
-                mode: int | None = None, mtime: int | None = None) -> bytes:
+                linkname: bytes = b"", xattrs: dict[str, bytes] | None = None, mode: int | None = None,
+                mtime: int | None = None) -> bytes:
         if mode is None:  # type bits kept, as Docker writes them: identical content, identical diffID
             mode = (stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode)) if st else 0
         uid, gid = (st.st_uid, st.st_gid) if st else (0, 0)
-        if mtime is None:
-            mtime = max(0, int(st.st_mtime)) if st else 0
+        if mtime is None:  # whole seconds, down (Go's Truncate); before 1970 a PAX record says it
+            mtime = st.st_mtime_ns // 10**9 if st else 0
         major = minor = 0
         if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
             major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        records = list(extra or [])
-        hname = name if ustar_name is None else ustar_name
-        if ustar_name is None and (len(name) > 100 or not name.isascii()):
+        records: list[tuple[str, bytes]] = []
+        if len(name) > 100 or not name.isascii():
             records.append(("path", name))
         if len(linkname) > 100 or not linkname.isascii():
             records.append(("linkpath", linkname))
@@ -108,10 +97,10 @@ class TarWriter:
         for key in sorted(xattrs or {}):
             records.append(("SCHILY.xattr." + key, (xattrs or {})[key]))
         out = b""
-        if records:
-            out = tf.pax_block(b"".join(tf.pax_record(k, v) for k, v in records), name)
+        if records:  # in key order, as Go's tar writer puts them
+            out = tf.pax_block(b"".join(tf.pax_record(k, v) for k, v in sorted(records)), name)
         names = (user_name(uid), group_name(gid)) if st else (b"", b"")
-        return out + tf.build_header(hname, typeflag, size=size, mode=mode, uid=uid, gid=gid, mtime=mtime,
+        return out + tf.build_header(name, typeflag, size=size, mode=mode, uid=uid, gid=gid, mtime=mtime,
                                      linkname=linkname, devmajor=major, devminor=minor,
                                      uname=names[0], gname=names[1])
 
@@ -132,7 +121,7 @@ class TarWriter:
         """The tar bytes of the file at ``path`` stored as ``name`` (sockets are skipped)."""
         mode = st.st_mode
         if stat.S_ISDIR(mode):
-            yield self._header(name.rstrip(b"/") + b"/", tf.DIR, st, xattrs=read_xattrs(path))
+            yield self._header(name.rstrip(b"/") + b"/", tf.DIR, st, xattrs=export_xattrs(path))
             return
         if stat.S_ISSOCK(mode):
             return
@@ -143,7 +132,7 @@ class TarWriter:
                 yield self._header(name, tf.LINK, st, linkname=first)
                 return
             self.links[key] = name
-        xattrs = read_xattrs(path)
+        xattrs = export_xattrs(path)
         if stat.S_ISLNK(mode):
             yield self._header(name, tf.SYMLINK, st, linkname=os.readlink(path), xattrs=xattrs)
         elif stat.S_ISCHR(mode):
@@ -159,23 +148,8 @@ class TarWriter:
         size = st.st_size
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            extents = sparse_map(fd, size) if size and st.st_blocks * 512 < size else None
-            if extents is None:
-                yield self._header(name, tf.REG, st, size=size, xattrs=xattrs)
-                yield from _copy(fd, 0, size)
-                return
-            text = b"%d\n" % len(extents) + b"".join(b"%d\n%d\n" % e for e in extents)
-            text += bytes(tf.padded(len(text)) - len(text))
-            stored = len(text) + sum(n for _, n in extents)
-            d, _, base = name.rpartition(b"/")
-            fake = (d + b"/" if d else b"") + b"GNUSparseFile.0/" + base
-            extra = [("GNU.sparse.major", b"1"), ("GNU.sparse.minor", b"0"), ("GNU.sparse.name", name),
-                     ("GNU.sparse.realsize", str(size).encode())]
-            yield self._header(name, tf.REG, st, size=stored, xattrs=xattrs, extra=extra, ustar_name=fake[:100])
-            yield text
-            for off, n in extents:
-                yield from _copy(fd, off, n, pad=False)
-            yield bytes(tf.padded(stored) - stored)
+            yield self._header(name, tf.REG, st, size=size, xattrs=xattrs)
+            yield from _copy(fd, 0, size)  # holes read as zeros
         finally:
             os.close(fd)
 
@@ -185,7 +159,7 @@ class TarWriter:
         return tf.ZERO_BLOCK * 2
 
 
-def _copy(fd: int, offset: int, n: int, *, pad: bool = True) -> Iterator[bytes]:
+def _copy(fd: int, offset: int, n: int) -> Iterator[bytes]:
     """``n`` bytes of the file from ``offset`` (zero-filled if it shrank), padded to a block."""
     left = n
     while left:
@@ -195,7 +169,7 @@ def _copy(fd: int, offset: int, n: int, *, pad: bool = True) -> Iterator[bytes]:
         yield chunk
         offset += len(chunk)
         left -= len(chunk)
-    if pad and n % tf.BLOCK:
+    if n % tf.BLOCK:
         yield bytes(tf.BLOCK - n % tf.BLOCK)
 
 

@@ -143,11 +143,12 @@ def each(names: Iterable[str], act: Callable[[str], None]) -> int:
 
 
 def emit(app: cli.Application, obj: Any, text: str | None = None) -> None:
-    """Print ``obj`` as JSON (``--json`` or no text form), else ``text`` (an empty one prints nothing, as
-    ``docker diff`` of an unchanged container)."""
-    if text == "" and not top(app).as_json:
-        return
-    say(json.dumps(obj, indent=2, sort_keys=False) if top(app).as_json or text is None else text)
+    """Print ``obj`` as JSON (``--json`` or no text form), else ``text``; an empty text form prints
+    nothing (an empty list of changes is no output, as ``docker diff``'s)."""
+    if top(app).as_json or text is None:
+        say(json.dumps(obj, indent=2, sort_keys=False))
+    elif text:
+        say(text)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -91,6 +92,8 @@ class LayerDiff(cli.Application):
         if self.output_path == "-" and sys.stdout.isatty():
             print("graphdriver: refusing to write a tar to a terminal (use -o FILE or a pipe)", file=sys.stderr)
             return 2
+        if self.output_path != "-" and os.path.isdir(self.output_path):  # refused before the diff is made
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.output_path)
         with d.diff(layer_id, self.parent_id) as stream:
             if self.output_path == "-":
                 with writing_stdout():
@@ -102,6 +105,12 @@ class LayerDiff(cli.Application):
         return 0
 
 
+def json_text(name: str) -> str:
+    """A file name for JSON: bytes that are not UTF-8 become U+FFFD, as Go's encoding/json writes them
+    (a lone surrogate escape is refused by strict parsers)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 class LayerChanges(cli.Application):
     """List layer ID's changes like ``docker diff``: ``A /added``, ``C /changed``, ``D /deleted``."""
 
@@ -110,7 +119,7 @@ class LayerChanges(cli.Application):
     def main(self, layer_id: str) -> int:
         d = top(self).driver()
         found = d.changes(layer_id, self.parent_id)
-        emit(self, [{"Path": p, "Kind": k} for p, k in found],
+        emit(self, [{"Path": json_text(p), "Kind": k} for p, k in found],
              "\n".join(f"{KIND_LETTER[k]} {p}" for p, k in found))
         return 0
 

@@ -7,6 +7,7 @@ import sys
 from plumbum import cli
 
 from .app import CommandGroup, each, emit, say, table, top
+from .archive_cmds import json_text
 from .image import container_store, stored_container_store
 
 _KINDS = {0: "C", 1: "A", 2: "D"}
@@ -88,7 +89,7 @@ class ContainerDiff(cli.Application):
 
     def main(self, name: str) -> int:
         changes = container_store(self).changes(name)
-        emit(self, [{"Path": p, "Kind": k} for p, k in changes],
+        emit(self, [{"Path": json_text(p), "Kind": k} for p, k in changes],
              "\n".join(f"{_KINDS.get(k, '?')} {p}" for p, k in changes))
         return 0
 

@@ -75,6 +75,8 @@ def replacing(path: str, mode: int = 0o644) -> Iterator[BinaryIO]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
+            if e.filename == tmp:  # the rename (over a directory, say): the temporary name means nothing
+                raise OSError(e.errno, e.strerror, path) from None
             raise naming(e, path) from None
         raise
 

@@ -131,3 +131,49 @@ def test_cleanup_during_an_apply_leaves_it_and_says_so(root, tmp_path):
     assert applier.stdout.read().decode().strip() == "200001"
     assert sorted(os.listdir(os.path.join(root, "overlay2", "app", "diff"))) == ["a", "b"]
     assert os.listdir(staging) == []
+
+
+def test_changes_of_an_unchanged_layer_print_nothing(root):
+    assert gd(root, "layer", "create", "base").returncode == 0
+    assert gd(root, "layer", "apply", "base", stdin=tar(file("a", b"a"))).returncode == 0
+    assert gd(root, "layer", "create", "top", "--parent", "base").returncode == 0
+    r = gd(root, "layer", "changes", "top")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    r = gd(root, "--json", "layer", "changes", "top")
+    assert json.loads(r.stdout) == []
+
+
+def test_diff_into_a_directory_is_refused_naming_it(root, tmp_path):
+    assert gd(root, "layer", "create", "base").returncode == 0
+    assert gd(root, "layer", "apply", "base", stdin=tar(file("a", b"a"))).returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    r = gd(root, "layer", "diff", "base", "-o", str(out))
+    assert r.returncode == 1
+    assert r.stderr.decode() == f"graphdriver: Is a directory ({out})\n"
+    assert os.listdir(out) == [] and os.listdir(tmp_path) == ["out"]
+
+
+def test_replacing_names_the_path_when_the_rename_fails(tmp_path):
+    from graphdriver.store.files import replacing
+
+    target = tmp_path / "d"
+    (target / "sub").mkdir(parents=True)
+    try:
+        with replacing(str(target)) as f:
+            f.write(b"x")
+    except OSError as e:
+        assert e.filename == str(target)
+    else:
+        raise AssertionError("replaced a directory")
+    assert sorted(os.listdir(tmp_path)) == ["d"]
+
+
+def test_json_changes_replace_bytes_that_are_not_utf8(root):
+    assert gd(root, "layer", "create", "base").returncode == 0
+    assert gd(root, "layer", "apply", "base", stdin=tar(file(b"caf\xe9", b"x"))).returncode == 0
+    r = gd(root, "--json", "layer", "changes", "base")
+    assert r.returncode == 0, r.stderr
+    text = r.stdout.decode("ascii")
+    assert "\\udc" not in text
+    assert json.loads(text) == [{"Path": "/caf\ufffd", "Kind": 1}]

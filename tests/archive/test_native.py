@@ -162,3 +162,27 @@ def test_aufs_format_read_side_without_a_kernel(tmp_path):
     merged = LayerView([str(upper), str(lower)], "aufs")
     assert merged.lookup(b"etc/group") is None and merged.lookup(b"etc/passwd") is not None
     assert sorted(merged.listdir(b"opq")) == [b"new"]
+
+
+def test_changes_report_every_copy_up_the_diff_exports(root):
+    """A copy-up is a change even with the same size and mtime, or none at all (Docker's OverlayChanges)."""
+    d = open_driver(root, "overlay2")
+    d.create("base")
+    d.apply_diff("base", None, io.BytesIO(tar(directory("bin"), file("bin/sh", b"shell"), directory("etc"),
+                                              file("etc/conf", b"aaaa"), directory("srv"), file("srv/x", b"x"))))
+    d.create("rw", "base", rw=True)
+    top = d.get("rw")
+    try:
+        os.link(os.path.join(top, "bin/sh"), os.path.join(top, "bin/sh2"))  # copies bin/sh up, unchanged
+        conf = os.path.join(top, "etc/conf")
+        st = os.stat(conf)
+        with open(conf, "r+b") as f:
+            f.write(b"bbbb")
+        os.utime(conf, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime
+    finally:
+        d.put("rw")
+    got = d.changes("rw", None)
+    assert sorted(got) == [("/bin", 0), ("/bin/sh", 0), ("/bin/sh2", 1), ("/etc/conf", 0)]
+    with d.diff("rw", None) as s, tarfile.open(fileobj=io.BytesIO(s.read())) as t:
+        exported = {"/" + m.name for m in t if not m.isdir()}
+    assert exported == {p for p, _ in got} - {"/bin"}
