@@ -6,6 +6,7 @@ PAX records, unknown entry types) is refused, because the extractor trusts the h
 
 from __future__ import annotations
 
+import posixpath
 import zlib
 
 BLOCK = 512
@@ -157,26 +158,64 @@ _MAGIC_SUM = sum(b"ustar\x0000")
 
 def build_header(name: bytes, typeflag: bytes, *, size: int = 0, mode: int = 0, uid: int = 0, gid: int = 0,
                  mtime: int = 0, linkname: bytes = b"", devmajor: int = 0, devminor: int = 0,
-                 uname: bytes = b"", gname: bytes = b"") -> bytes:
+                 uname: bytes = b"", gname: bytes = b"", prefix: bytes = b"") -> bytes:
     """One ustar header block. Fields that do not fit must go to PAX records first (see tarwriter).
 
-    ``mode`` may carry the file-type bits (``0o100644``), as Docker's layer tars do.
+    ``mode`` may carry the file-type bits (``0o100644``), as Docker's layer tars do. ``prefix``: the
+    ustar name prefix of a long name split as :func:`split_ustar` does.
     """
     if not (uid < 0o7777777 and gid < 0o7777777 and 0 <= size < 0o77777777777 and 0 <= mtime < 0o77777777777):
         uid, gid = (uid if fits_octal(uid, 8) else 0), (gid if fits_octal(gid, 8) else 0)
         size, mtime = (size if fits_octal(size, 12) else 0), (mtime if fits_octal(mtime, 12) else 0)
     dev = b"%07o\0%07o\0" % (devmajor, devminor) if (devmajor or devminor) and devmajor < 0o7777777 \
         and devminor < 0o7777777 else b"0000000\x000000000\0"
-    name, linkname = name[:100], linkname[:100]
+    name, linkname, prefix = name[:100], linkname[:100], prefix[:155]
     nums = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode & 0o7777777, uid, gid, size, mtime)
     names = uname[:32].ljust(32, b"\0") + gname[:32].ljust(32, b"\0")
     head = name.ljust(100, b"\0") + nums
-    tail = typeflag + linkname.ljust(100, b"\0") + b"ustar\x0000" + names + dev + bytes(167)
-    chk = sum(name) + sum(nums) + typeflag[0] + sum(linkname) + _MAGIC_SUM + sum(names) + sum(dev) + 8 * 32
+    tail = typeflag + linkname.ljust(100, b"\0") + b"ustar\x0000" + names + dev + prefix.ljust(167, b"\0")
+    chk = sum(name) + sum(nums) + typeflag[0] + sum(linkname) + _MAGIC_SUM + sum(names) + sum(dev) + sum(prefix) \
+        + 8 * 32
     return head + b"%06o\0 " % chk + tail
 
 
+def to_ascii(raw: bytes) -> bytes:
+    """``raw`` as Go's tar writer puts a string into a header field: every byte outside ASCII, and NUL,
+    dropped (the full name goes to a PAX record)."""
+    if raw.isascii() and b"\0" not in raw:
+        return raw
+    return bytes(c for c in raw if 0 < c < 0x80)
+
+
+def split_ustar(name: bytes) -> tuple[bytes, bytes] | None:
+    """(prefix, name) of a name longer than 100 bytes that ustar's prefix field can carry, split at a
+    slash as Go's tar writer splits it; None when it cannot (non-ASCII, or no slash that fits)."""
+    length = len(name)
+    if length <= 100 or not name.isascii():
+        return None
+    if length > 156:
+        length = 156
+    elif name[length - 1:length] == b"/":
+        length -= 1
+    i = name.rfind(b"/", 0, length)
+    if i <= 0 or len(name) - i - 1 > 100 or len(name) - i - 1 == 0 or i > 155:
+        return None
+    return name[:i], name[i + 1:]
+
+
+def pax_header_name(name: bytes) -> bytes:
+    """The name of the ``x`` header block before entry ``name``: ``<dir>/PaxHeaders.0/<base>``, in ASCII,
+    at most 100 bytes, no trailing slash (Go's writer; a directory ``d/`` gives ``d/PaxHeaders.0``)."""
+    head, _, base = name.rpartition(b"/")
+    joined = posixpath.normpath(b"/".join(p for p in (head, b"PaxHeaders.0", base) if p))
+    return to_ascii(joined)[:100].rstrip(b"/")
+
+
 def pax_block(records: bytes, name: bytes) -> bytes:
-    """An ``x`` header followed by its padded record data."""
-    hdr = build_header(b"PaxHeaders.0/" + name.rsplit(b"/", 1)[-1][:80], PAX_X, size=len(records), mode=0o644)
+    """An ``x`` header followed by its padded record data, as Go's tar writer makes it (a minimal header:
+    name, mode, owner and time zero, size; no device numbers), so that layer tars hash as Docker's."""
+    hname = pax_header_name(name)
+    nums = b"0000000\x000000000\x000000000\x00%011o\x0000000000000\x00" % len(records)
+    chk = sum(hname) + sum(nums) + PAX_X[0] + _MAGIC_SUM + 8 * 32
+    hdr = hname.ljust(100, b"\0") + nums + b"%06o\0 " % chk + PAX_X + bytes(100) + b"ustar\x0000" + bytes(247)
     return hdr + records + bytes(padded(len(records)) - len(records))

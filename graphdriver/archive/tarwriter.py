@@ -96,13 +96,21 @@ class TarWriter:
                 records.append((key, str(value).encode()))
         for key in sorted(xattrs or {}):
             records.append(("SCHILY.xattr." + key, (xattrs or {})[key]))
-        out = b""
-        if records:  # in key order, as Go's tar writer puts them
+        uname, gname = (user_name(uid), group_name(gid)) if st else (b"", b"")
+        for key, value in (("uname", uname), ("gname", gname)):
+            if len(value) > 32 or not value.isascii():
+                records.append((key, value))
+        out, prefix = b"", b""
+        split = tf.split_ustar(name) if len(records) == 1 and records[0][0] == "path" else None
+        if split is not None:  # a long name ustar's prefix field carries: no PAX block, as Go writes it
+            prefix, name = split
+        elif records:  # in key order, as Go's tar writer puts them; the header's own fields in ASCII
             out = tf.pax_block(b"".join(tf.pax_record(k, v) for k, v in sorted(records)), name)
-        names = (user_name(uid), group_name(gid)) if st else (b"", b"")
+            name, linkname = tf.to_ascii(name), tf.to_ascii(linkname)
+            uname, gname = tf.to_ascii(uname), tf.to_ascii(gname)
         return out + tf.build_header(name, typeflag, size=size, mode=mode, uid=uid, gid=gid, mtime=mtime,
                                      linkname=linkname, devmajor=major, devminor=minor,
-                                     uname=names[0], gname=names[1])
+                                     uname=uname, gname=gname, prefix=prefix)
 
     def whiteout(self, name: bytes, st: os.stat_result | None = None, *, opaque: bool = False) -> bytes:
         """An OCI whiteout (or opaque marker) entry: an empty regular file.
