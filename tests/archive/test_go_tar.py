@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Callable
@@ -83,6 +84,10 @@ CASES: dict[str, Callable[[str], object]] = {
     "an owner past octal": lambda t: os.chown(write_file(t, b"u"), 3_000_000, 5),
     "security.capability": lambda t: os.setxattr(write_file(t, b"bin/ping"), "security.capability",
                                                  b"\x01\x00\x00\x02" + bytes(16)),
+    "devices, fifos, hard links, setuid and sticky": lambda t: (
+        os.mknod(os.path.join(t, "null"), 0o20666, os.makedev(1, 3)), os.mkfifo(os.path.join(t, "fifo")),
+        os.link(write_file(t, b"one"), os.path.join(t, "two")), os.chmod(write_file(t, b"su"), 0o4755),
+        os.makedirs(os.path.join(t, "tmp")), os.chmod(os.path.join(t, "tmp"), 0o1777)),
 }
 
 
@@ -99,3 +104,25 @@ def test_layer_tars_are_byte_for_byte_what_gos_writer_makes(root: str, gotar: st
     first = next((i for i in range(0, max(len(go), len(ours)), 512) if go[i:i + 512] != ours[i:i + 512]), None)
     assert first is None, f"first difference in the block at {first}: Go {go[first:first + 160]!r}, " \
                           f"ours {ours[first:first + 160]!r}"
+
+
+def test_whiteouts_and_opaque_markers_of_an_overlay_layer_are_what_gos_writer_makes(root: str, gotar: str) -> None:
+    d = open_driver(root, "overlay2")
+    d.create("base")
+    top = d.get("base")
+    write_file(top, b"etc/motd")
+    write_file(top, b"opt/old/f")
+    d.put("base")
+    d.create("ctr", "base", rw=True)
+    top = d.get("ctr")
+    os.unlink(os.path.join(top, "etc", "motd"))
+    shutil.rmtree(os.path.join(top, "opt", "old"))
+    write_file(top, b"opt/old/new")  # a directory replaced: opaque
+    d.put("ctr")
+    with d.diff("ctr", "base") as stream:
+        ours = stream.read()
+    names = [m["Name"] for m in headers_of(ours)]
+    assert _b64("etc/.wh.motd") in names and _b64("opt/old/.wh..wh..opq") in names
+    go = subprocess.run([gotar], input=json.dumps(headers_of(ours)).encode(), capture_output=True, check=True,
+                        timeout=60).stdout
+    assert go == ours
