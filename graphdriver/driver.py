@@ -76,7 +76,7 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
     store_lease: Lease | None = None
 
     def __init__(self, root: str, options: dict[str, str] | None = None) -> None:
-        self.root = os.path.abspath(root)
+        self.root = os.path.realpath(root)  # one identity (and the kernel shows mounts by the real path)
         self.home = self.home_at(self.root)
         self.options = option_keys(options)
         self.check_options(self.options, self.root)  # before anything is made
@@ -349,7 +349,13 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
     @classmethod
     @abstractmethod
     def unsupported_reason(cls, root: str) -> str | None:
-        """None when this backend can run under ``root``, else why not (one line)."""
+        """None when this backend can run under ``root`` (an existing directory: the root, or where it
+        would be made), else why not (one line)."""
+
+    @classmethod
+    def path_reason(cls, root: str) -> str | None:
+        """Why the root's path itself (made yet or not) cannot serve this backend, or None."""
+        return None
 
     def setup(self) -> None:
         """Create the backend's own directories under ``home``."""

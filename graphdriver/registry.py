@@ -41,14 +41,15 @@ def _record_path(root: str) -> str:
     return os.path.join(root, "driver")
 
 
-def default_driver(root: str) -> str:
-    """The first backend in :data:`PRIORITY` that can run under ``root``."""
+def default_driver(where: str, root: str | None = None) -> str:
+    """The first backend in :data:`PRIORITY` that can run in directory ``where`` with root path ``root``
+    (default: ``where``; a root not made yet is judged where it would be made)."""
     reasons = []
     for name in PRIORITY:
         cls = backend(name)
         if cls is None:
             continue
-        why = cls.unsupported_reason(root)
+        why = cls.path_reason(root or where) or cls.unsupported_reason(where)
         if why is None:
             return name
         reasons.append(f"{name}: {why}")
@@ -58,7 +59,7 @@ def default_driver(root: str) -> str:
 def recorded_driver(root: str) -> str | None:
     """The driver recorded at ``root``; None while nothing has been stored there. :class:`BadRoot` when
     ``root``, or the nearest path above it that exists, is not a directory."""
-    root = os.path.abspath(root)
+    root = os.path.realpath(root)  # one identity however the root is spelled (symlinks, //)
     try:
         return read_text(_record_path(root)) or None
     except NotADirectoryError:
@@ -75,7 +76,7 @@ def chosen_driver(root: str, name: str | None = None) -> str:
     """The driver :func:`open_driver` would use at ``root``, creating nothing: ``name``, else the one
     recorded there, else the best that can run there. A root not made yet is judged by the nearest
     directory above it that exists (the filesystem it would be made on)."""
-    root = os.path.abspath(root)
+    root = os.path.realpath(root)  # one identity however the root is spelled (symlinks, //)
     return _choose(root, name, recorded_driver(root))
 
 
@@ -96,13 +97,13 @@ def _choose(root: str, name: str | None, recorded: str | None) -> str:
 def _choose_at(where: str, root: str, name: str | None, recorded: str | None) -> str:
     """:func:`_choose`, judging the filesystem at ``where``."""
     if name is None:
-        name = recorded or default_driver(where)
+        name = recorded or default_driver(where, root)
     cls = backend(name)
     if cls is None:
         raise DriverUnsupported(f"unknown driver {name!r} (known: {', '.join(sorted(backends()))})")
     if recorded and recorded != name:
         raise DriverMismatch(f"root {root} was created with driver {recorded}; it cannot be opened with {name}")
-    why = cls.unsupported_reason(where)
+    why = cls.path_reason(root) or cls.unsupported_reason(where)
     if why is not None:
         raise DriverUnsupported(f"driver {name} cannot run at {root}: {why}")
     return name
@@ -116,7 +117,7 @@ def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
     a root is left as it is and :class:`NoStore` raised."""
     if require_root and os.geteuid() != 0:
         raise NotRoot("graphdriver must run as root (it mounts filesystems and keeps owners)")
-    root = os.path.abspath(root)
+    root = os.path.realpath(root)  # one identity however the root is spelled (symlinks, //)
     if not create and not recorded_driver(root):
         raise NoStore(f"nothing is stored at {root} yet (no layer store there)")
     made = not os.path.isdir(root)

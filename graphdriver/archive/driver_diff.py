@@ -48,4 +48,8 @@ class DiffMixin:
         """Status pairs for ``info``: ("Native Overlay Diff", "true"/"false") on overlay2."""
         if getattr(self, "whiteout_format", "") != "overlay":
             return []
-        return [("Native Overlay Diff", "true" if self.native_diff_reason() is None else "false")]
+        try:
+            native = "true" if self.native_diff_reason() is None else "false"
+        except OSError as e:  # the probe needs room to write: a full or read-only root still has an info
+            native = f"unknown (cannot probe: {e.strerror})"
+        return [("Native Overlay Diff", native)]

@@ -30,8 +30,9 @@ def stores_if_any(app: cli.Application):  # noqa: ANN201  (a ContainerStore or N
 
 
 def stored_container_store(app: cli.Application):  # noqa: ANN201
-    """:func:`container_store`, or None while nothing is stored at the root."""
-    return container_store(app) if top(app).stored_driver() is not None else None
+    """:func:`container_store`, or None while no image has been stored at the root (nothing made: a full
+    or read-only root still lists, inspects and removes)."""
+    return stores_if_any(app) if top(app).stored_driver() is not None else None
 
 
 def human(n: float) -> str:

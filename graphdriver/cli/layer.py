@@ -30,7 +30,7 @@ class InfoCmd(cli.Application):
         app = top(self)
         d = app.stored_driver()
         if d is None:  # what would be used; nothing made
-            name, root = chosen_driver(app.root, app.driver_name), os.path.abspath(app.root)
+            name, root = chosen_driver(app.root, app.driver_name), os.path.realpath(app.root)
             info = {"Driver": name, "Root": root, "Kernel": probe.kernel_release(), "Stored": False,
                     "Status": [], "Layers": 0, "Mounted": 0}
             emit(self, info, f"Driver: {name} (recorded when something is first stored)\n"
@@ -101,7 +101,7 @@ class LayerCreate(cli.Application):
         if app.stored_driver() is None:  # a bad call on a new root is refused before the store is made
             if app.new_store_backend().check_create(layer_id, self.parent_id, storage_opt, nearest_dir(app.root))[0]:
                 raise LayerNotFound(f"parent layer {self.parent_id} not found (nothing is stored at "
-                                    f"{os.path.abspath(app.root)} yet)")
+                                    f"{os.path.realpath(app.root)} yet)")
         d = app.driver(create=True)
         d.create(layer_id, self.parent_id, rw=self.rw, storage_opt=storage_opt)
         emit(self, layer_inspect(d, layer_id), layer_id)

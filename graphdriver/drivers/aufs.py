@@ -66,12 +66,14 @@ class Aufs(Driver):
     sysfs_root: ClassVar[str] = DEFAULT_SYSFS
 
     @classmethod
+    def path_reason(cls, root: str) -> str | None:
+        bad = [c for c in FORBIDDEN if c in os.path.realpath(root)]
+        return f"the root path contains {bad[0]!r}, which aufs branch options cannot carry" if bad else None
+
+    @classmethod
     def unsupported_reason(cls, root: str) -> str | None:
         if not probe.has_filesystem("aufs"):
             return NO_AUFS
-        bad = [c for c in FORBIDDEN if c in os.path.realpath(root)]
-        if bad:
-            return f"the root path contains {bad[0]!r}, which aufs branch options cannot carry"
         fs = probe.backing_fs(root)
         if fs in ("aufs", "overlayfs"):
             return f"backing filesystem {fs} at {root} cannot hold aufs branches; use --driver vfs"

@@ -78,12 +78,14 @@ class Overlay2(Driver):
         return quota.parse_size(size) if size else None
 
     @classmethod
+    def path_reason(cls, root: str) -> str | None:
+        bad = [c for c in (",", ":", "\n", "\\") if c in root]
+        return f"the root path contains {bad[0]!r}, which overlay mount options cannot carry" if bad else None
+
+    @classmethod
     def unsupported_reason(cls, root: str) -> str | None:
         if not probe.has_filesystem("overlay"):
             return "the kernel has no overlay filesystem (not in /proc/filesystems)"
-        bad = [c for c in (",", ":", "\n", "\\") if c in root]
-        if bad:
-            return f"the root path contains {bad[0]!r}, which overlay mount options cannot carry"
         fs = probe.backing_fs(root)
         if fs in ("overlayfs", "aufs"):
             return f"backing filesystem {fs} at {root} cannot hold overlay upper dirs ({fs} on {fs}); use --driver vfs"

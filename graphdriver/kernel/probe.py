@@ -54,14 +54,20 @@ def backing_fs(path: str) -> str:
 
 
 def supports_d_type(path: str) -> bool:
-    """True when readdir on ``path``'s filesystem reports file types (overlay needs it)."""
+    """True when readdir on ``path``'s filesystem reports file types (overlay needs it). Judged by an
+    entry already in ``path`` when it has one (nothing written: a full or read-only store still opens),
+    else by a file made for the purpose."""
+    known = _dtype_known(path)
+    if known is not None:
+        return known
     with tempfile.TemporaryDirectory(dir=path, prefix=".dtype-") as d:
         open(os.path.join(d, "f"), "w").close()
-        return _dtype_known(d)
+        return bool(_dtype_known(d))
 
 
-def _dtype_known(d: str) -> bool:
-    """Read the directory with getdents64 and look at d_type (DT_UNKNOWN is 0)."""
+def _dtype_known(d: str) -> bool | None:
+    """Read the directory with getdents64 and look at the d_type of its first entry other than ``.`` and
+    ``..`` (DT_UNKNOWN is 0); None when the first read shows no such entry."""
     fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
     try:
         buf = ctypes.create_string_buffer(4096)
@@ -71,10 +77,10 @@ def _dtype_known(d: str) -> bool:
             reclen = int.from_bytes(buf.raw[pos + 16:pos + 18], "little")
             dtype = buf.raw[pos + 18]
             name = buf.raw[pos + 19:pos + reclen].split(b"\0", 1)[0]
-            if name == b"f":
+            if name not in (b".", b".."):
                 return dtype != 0
             pos += reclen
-        return False
+        return None
     finally:
         os.close(fd)
 

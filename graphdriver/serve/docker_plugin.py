@@ -130,7 +130,7 @@ class GraphDriverPlugin:
             raise PluginNotReady("GraphDriver.Init gave no Home and the plugin has no --root")
         options = option_keys({**parse_opts(opts), **self.config.options})
         cur = self._driver
-        if cur is not None and cur.root == os.path.abspath(root) and cur.options == options:
+        if cur is not None and cur.root == os.path.realpath(root) and cur.options == options:
             return cur
         return open_driver(root, self.config.driver, options)
 

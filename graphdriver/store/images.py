@@ -59,14 +59,14 @@ class LoadedImage:
 
 def images_dir(root: str) -> str:
     """Where the image store of ``root`` lives (present once an image command has stored there)."""
-    return os.path.join(os.path.abspath(root), "images")
+    return os.path.join(os.path.realpath(root), "images")
 
 
 class ImageStore:
     """Images over one driver. Library calls raise graphdriver errors; nothing prints."""
 
     def __init__(self, root: str, driver: Driver) -> None:
-        self.root = os.path.abspath(root)
+        self.root = os.path.realpath(root)  # one identity (and the kernel shows mounts by the real path)
         self.driver = driver
         self.dir = images_dir(self.root)
         self.configs = os.path.join(self.dir, "configs")

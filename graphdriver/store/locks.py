@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -15,7 +16,12 @@ class _Held:
     __slots__ = ("fd", "pid", "generation", "depth")
 
     def __init__(self, path: str, generation: int) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:  # a read-only root: its lock file is there, and flock needs no write access
+            if e.errno != errno.EROFS:
+                raise
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.pid = os.getpid()  # a forked child shares the open file description: see RootLock
         self.generation = generation
         self.depth = 0

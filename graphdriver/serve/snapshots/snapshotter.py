@@ -41,7 +41,7 @@ class Snapshotter:
         mode = DRIVERS.get(driver or "overlay")
         if mode is None:
             raise DriverUnsupported(f"snapshotter driver {driver!r} unknown (one of {', '.join(sorted(DRIVERS))})")
-        self.root = os.path.abspath(root)
+        self.root = os.path.realpath(root)  # one identity (and the kernel shows mounts by the real path)
         self.copy_mode = mode == "vfs"
         if not self.copy_mode and not probe.has_filesystem("overlay"):
             raise DriverUnsupported("overlay is not in /proc/filesystems: use --driver vfs")
