@@ -167,14 +167,25 @@ class ContainerStore:
             self.images.recover()
             for cid in self._creating.left():
                 if not os.path.exists(self._path(cid)):
-                    for layer in (cid, cid + "-init"):  # the rw layer (built on the init layer) first
-                        if self.driver.exists(layer):
-                            for _ in range(self.driver.mount_count(layer)):  # only the dead create held it
-                                self.driver.put(layer)
-                            self.driver.remove(layer)
+                    self._put_and_remove([cid, cid + "-init"])  # only the dead create held them
                     undone.append(cid)
                 self._creating.clear(cid)
+            for name in os.listdir(self.dir):  # removals a kill cut short: their records are set aside
+                if name.endswith(".removing"):
+                    cid = name[:-len(".removing")]
+                    self._put_and_remove([cid, cid + "-init"])
+                    self._forget(cid)
+                    undone.append(cid)
         return undone
+
+    def _put_and_remove(self, layers: list[str]) -> None:
+        """Unmount (every reference: only the dead process held them) and remove those of ``layers`` that
+        are still there, in order (a container's rw layer before the -init layer it is built on)."""
+        for layer in layers:
+            if self.driver.exists(layer):
+                for _ in range(self.driver.mount_count(layer)):
+                    self.driver.put(layer)
+                self.driver.remove(layer)
 
     def running_pid(self, c: Container) -> int | None:
         """The pid of the ``container run`` holding this container, or None."""
@@ -213,20 +224,34 @@ class ContainerStore:
                 except LayerNotMounted:
                     break
             layers = [layer for layer in (c.rw_layer, c.init_layer) if self.driver.exists(layer)]
+            # The record goes first (renamed aside, atomically): a kill from here on leaves no container
+            # listed without its layers; recover() finishes what is set aside.
+            os.rename(self._path(c.id), self._removing_path(c.id))
             try:
                 self.driver.remove_all(layers)  # both or neither
             except LayerBusy as e:  # a diff or changes of one of them under way
+                os.rename(self._removing_path(c.id), self._path(c.id))
                 kind = "read-write" if e.layer_id == c.rw_layer else "init"
                 raise LayerBusy(f"container {c.name} is being read (a diff or changes of its {kind} layer under "
                                 f"way{' in ' + ', '.join(e.holders) if e.holders else ''}); try again when it is "
                                 f"done", e.layer_id, e.holders) from None
-            os.unlink(self._path(c.id))
-            for p in (self.run_lock_path(c.id),):
-                try:
-                    os.unlink(p)
-                except FileNotFoundError:
-                    pass
+            except BaseException:
+                os.rename(self._removing_path(c.id), self._path(c.id))
+                raise
+            self._forget(c.id)
             return c
+
+    def _removing_path(self, cid: str) -> str:
+        """Where a container's record waits while its layers are removed."""
+        return os.path.join(self.dir, cid + ".removing")
+
+    def _forget(self, cid: str) -> None:
+        """Drop what is left of a removed container's files (its set-aside record, its run lock)."""
+        for p in (self._removing_path(cid), self.run_lock_path(cid)):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
 
     def _stop(self, c: Container, pid: int) -> None:
         try:
