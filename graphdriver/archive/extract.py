@@ -224,6 +224,7 @@ def no_room(path: str, tar_error: str) -> str | None:
     name = f"{where.mountpoint} ({where.fstype})" if where else f"the filesystem holding {path}"
     if "Disk quota exceeded" in tar_error:
         return f"disk quota exceeded on {name}"
-    if st.f_files and not st.f_ffree:
+    short_write = "Wrote only" in tar_error or "Cannot write" in tar_error  # data refused: blocks ran out
+    if st.f_files and not st.f_ffree and not short_write:  # (tar goes on making empty files meanwhile)
         return f"no inodes left on {name}"
     return f"no space left on {name}: {st.f_bfree * st.f_frsize} bytes free"  # as root: reserved blocks too
