@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import fcntl
-import json
 import os
 import re
 import secrets
@@ -29,15 +28,15 @@ from ..errors import (
 )
 from . import initlayer
 from .files import read_json, write_json
-from .freeze import paused
-from .images import ImageStore, normalize_ref
+from .images import ImageStore
 from .marks import WorkMarks
 
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})?")
 
 
-def _now() -> str:
+def now() -> str:
+    """A timestamp as docker writes them (UTC, microseconds)."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -132,7 +131,7 @@ class ContainerStore:
             if name and any(c.name == name for c in self.all()):
                 raise NameInUse(f"container name {name} is already in use")
             cid = secrets.token_hex(32)
-            c = Container(cid, name or f"c_{cid[:12]}", image_id, hostname or cid[:12], _now(),
+            c = Container(cid, name or f"c_{cid[:12]}", image_id, hostname or cid[:12], now(),
                           [list(e) for e in extra], list(dns), netns, addresses)
             entries = initlayer.plan(c.hostname, addresses, extra, c.dns, initlayer.read_host_resolv())
             top = self.images.top_layer(image_id)
@@ -354,48 +353,7 @@ class ContainerStore:
     # -- commit -----------------------------------------------------------------------------------
     def commit(self, ref: str, new_ref: str = "", message: str = "", author: str = "",
                pause: bool = False) -> str:
-        """A new image: the container's image plus one layer holding the rw layer's changes only.
+        """A new image from the container's rw layer (see commit.py); returns its id."""
+        from .commit import commit_container
 
-        A container in a running ``container run`` is refused, or with ``pause`` its processes are
-        stopped (SIGSTOP) while the layer is read, so the snapshot is consistent, then continued.
-        """
-        if new_ref:
-            normalize_ref(new_ref)
-        with self.lock.held():
-            c = self.get(ref)
-            pid = self.running_pid(c)
-            if pid is not None and not (pause and pid > 0):
-                raise ContainerRunning(f"container {c.name} is running (pid {pid}): its rw layer is changing; "
-                                       f"commit it after the run ends, or with --pause")
-            base_cfg = self.images.config(c.image)
-            chain = self.images.chain(c.image)
-            with paused(pid):
-                stream = self.driver.diff(c.rw_layer, c.init_layer)
-                try:
-                    new_chain, diff_id = self.images.add_layer(stream, chain[-1] if chain else None)
-                finally:
-                    close = getattr(stream, "close", None)
-                    if close:
-                        close()
-            cfg = dict(base_cfg)
-            created = _now()
-            cfg["created"] = created
-            cfg["container"] = c.id
-            if author:
-                cfg["author"] = author
-            cfg["rootfs"] = {"type": "layers", "diff_ids": [*base_cfg["rootfs"]["diff_ids"], diff_id]}
-            entry = {"created": created, "created_by": f"graphdriver container commit {c.name}"}
-            if message:
-                entry["comment"] = cfg["comment"] = message  # docker's config has it at the top too
-            else:
-                cfg.pop("comment", None)
-            if author:
-                entry["author"] = author
-            cfg["history"] = [*(base_cfg.get("history") or []), entry]
-            try:
-                return self.images.add_image(json.dumps(cfg, separators=(",", ":")).encode(),
-                                             [new_ref] if new_ref else [], parent=c.image)
-            except BaseException:
-                if not any(new_chain in self.images.chain(i) for i in self.images.ids()):
-                    self.images.drop_layer(new_chain.split(":", 1)[1])
-                raise
+        return commit_container(self, ref, new_ref, message, author, pause)

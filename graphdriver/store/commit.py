@@ -1,0 +1,65 @@
+"""``container commit``: a new image from a container's read-write layer (never its init layer's files),
+recorded with the image it was made from as its parent."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from ..errors import ContainerRunning
+from .freeze import paused
+from .reference import normalize_ref
+
+if TYPE_CHECKING:
+    from .containers import ContainerStore
+
+
+def commit_container(cs: ContainerStore, ref: str, new_ref: str = "", message: str = "", author: str = "",
+                     pause: bool = False) -> str:
+    """A new image: the container's image plus one layer holding the rw layer's changes only.
+
+    A container in a running ``container run`` is refused, or with ``pause`` its processes are
+    stopped (SIGSTOP) while the layer is read, so the snapshot is consistent, then continued.
+    """
+    from .containers import now
+
+    if new_ref:
+        normalize_ref(new_ref)
+    with cs.lock.held():
+        c = cs.get(ref)
+        pid = cs.running_pid(c)
+        if pid is not None and not (pause and pid > 0):
+            raise ContainerRunning(f"container {c.name} is running (pid {pid}): its rw layer is changing; "
+                                   f"commit it after the run ends, or with --pause")
+        base_cfg = cs.images.config(c.image)
+        chain = cs.images.chain(c.image)
+        with paused(pid):
+            stream = cs.driver.diff(c.rw_layer, c.init_layer)
+            try:
+                new_chain, diff_id = cs.images.add_layer(stream, chain[-1] if chain else None)
+            finally:
+                close = getattr(stream, "close", None)
+                if close:
+                    close()
+        cfg = dict(base_cfg)
+        created = now()
+        cfg["created"] = created
+        cfg["container"] = c.id
+        if author:
+            cfg["author"] = author
+        cfg["rootfs"] = {"type": "layers", "diff_ids": [*base_cfg["rootfs"]["diff_ids"], diff_id]}
+        entry = {"created": created, "created_by": f"graphdriver container commit {c.name}"}
+        if message:
+            entry["comment"] = cfg["comment"] = message  # docker's config has it at the top too
+        else:
+            cfg.pop("comment", None)
+        if author:
+            entry["author"] = author
+        cfg["history"] = [*(base_cfg.get("history") or []), entry]
+        try:
+            return cs.images.add_image(json.dumps(cfg, separators=(",", ":")).encode(),
+                                       [new_ref] if new_ref else [], parent=c.image)
+        except BaseException:
+            if not any(new_chain in cs.images.chain(i) for i in cs.images.ids()):
+                cs.images.drop_layer(new_chain.split(":", 1)[1])
+            raise
