@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 def commit_container(cs: ContainerStore, ref: str, new_ref: str = "", message: str = "", author: str = "",
                      pause: bool = False) -> str:
-    """A new image: the container's image plus one layer holding the rw layer's changes only.
+    """A new image: the container's image plus one layer holding the rw layer's changes only (none when
+    nothing changed: the image's layers are its parent's, as docker's).
 
     A container in a running ``container run`` is refused, or with ``pause`` its processes are
     stopped (SIGSTOP) while the layer is read, so the snapshot is consistent, then continued.
@@ -47,19 +48,24 @@ def commit_container(cs: ContainerStore, ref: str, new_ref: str = "", message: s
         cfg["container"] = c.id
         if author:
             cfg["author"] = author
-        cfg["rootfs"] = {"type": "layers", "diff_ids": [*base_cfg["rootfs"]["diff_ids"], diff_id]}
-        entry = {"created": created, "created_by": f"graphdriver container commit {c.name}"}
+        # As docker's NewChildImage: no changes, no layer (the empty tar's diffID is not appended); the
+        # history entry says so
+        cfg["rootfs"] = {"type": "layers", "diff_ids": [*base_cfg["rootfs"]["diff_ids"],
+                                                        *([diff_id] if new_chain else [])]}
+        entry: dict[str, object] = {"created": created, "created_by": f"graphdriver container commit {c.name}"}
         if message:
             entry["comment"] = cfg["comment"] = message  # docker's config has it at the top too
         else:
             cfg.pop("comment", None)
         if author:
             entry["author"] = author
+        if not new_chain:
+            entry["empty_layer"] = True
         cfg["history"] = [*(base_cfg.get("history") or []), entry]
         try:
             return cs.images.add_image(json.dumps(cfg, separators=(",", ":")).encode(),
                                        [new_ref] if new_ref else [], parent=c.image)
         except BaseException:
-            if not any(new_chain in cs.images.chain(i) for i in cs.images.ids()):
+            if new_chain and not any(new_chain in cs.images.chain(i) for i in cs.images.ids()):
                 cs.images.drop_layer(new_chain.split(":", 1)[1])
             raise

@@ -34,6 +34,8 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 _INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+#: The diffID of an empty tar (1024 zero bytes): docker's empty layer, which a commit does not add.
+EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 
 
 # -- digests ---------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ..driver import Driver
 from ..errors import CorruptRecord, GraphDriverError, ImageNotFound, InvalidImage
 from .files import read_json, write_atomic, write_json
 from .imageio import (
+    EMPTY_LAYER,
     chain_ids,
     check_digest,
     hex_of,
@@ -267,14 +268,17 @@ class ImageStore:
                 src.close()
 
     # -- new images (commit) ------------------------------------------------------------------------
-    def add_layer(self, stream: BinaryIO, parent_chain: str | None) -> tuple[str, str]:
-        """Spool a layer tar, then apply it on ``parent_chain`` (reused if present): (chainID, diffID)."""
+    def add_layer(self, stream: BinaryIO, parent_chain: str | None) -> tuple[str | None, str]:
+        """Spool a layer tar, then apply it on ``parent_chain`` (reused if present): (chainID, diffID).
+        An empty tar (docker's empty layer, :data:`EMPTY_LAYER`) is not applied: (None, its diffID)."""
         with self.lock.held(), tempfile.TemporaryFile(dir=self.tmp) as spool:
             h = hashlib.sha256()
             while chunk := stream.read(1 << 20):
                 h.update(chunk)
                 spool.write(chunk)
             diff_id = "sha256:" + h.hexdigest()
+            if diff_id == EMPTY_LAYER:
+                return None, diff_id
             chain = diff_id if parent_chain is None else sha256_digest(f"{parent_chain} {diff_id}".encode())
             if not self._layer_present(hex_of(chain)):
                 spool.seek(0)
