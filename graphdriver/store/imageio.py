@@ -331,8 +331,10 @@ def _descriptor(d: object, what: str) -> tuple[str, str, int]:
 
 def _oci_blob_json(src: Source, digest: str, size: int) -> dict:
     raw = src.read_bytes(blob_path(digest))
-    if len(raw) != size or sha256_digest(raw) != digest:
-        raise InvalidImage(f"digest mismatch for blob {digest} in {src.label}")
+    if len(raw) != size:
+        raise InvalidImage(f"size mismatch for blob {digest} in {src.label}: expected {size}, got {len(raw)}")
+    if sha256_digest(raw) != digest:
+        raise InvalidImage(f"digest mismatch for blob {digest} in {src.label}: got {sha256_digest(raw)}")
     try:
         obj = json.loads(raw)
     except ValueError as e:
