@@ -93,8 +93,15 @@ class ImageLoad(cli.Application):
             raise
         lines = []
         for img in loaded:
-            lines += [f"Loaded image: {t}" for t in img.tags] or [f"Loaded image ID: {img.image_id}"]
-        emit(self, [{"Id": i.image_id, "RepoTags": i.tags} for i in loaded], "\n".join(lines))
+            for t in img.tags:  # docker load's lines, on stdout too
+                if t in img.replaced:
+                    lines.append(f"The image {t} already exists, renaming the old one with ID {img.replaced[t]} "
+                                 f"to empty string")
+                lines.append(f"Loaded image: {t}")
+            if not img.tags:
+                lines.append(f"Loaded image ID: {img.image_id}")
+        emit(self, [{"Id": i.image_id, "RepoTags": i.tags, "Replaced": i.replaced} for i in loaded],
+             "\n".join(lines))
         return 0
 
 

@@ -23,7 +23,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..driver import Driver
@@ -52,10 +52,12 @@ Progress = Callable[[str, int, int, str, int, int], None]
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """What ``load`` made: the image id and the tags now pointing at it."""
+    """What ``load`` made: the image id, the tags now pointing at it, and of those the ones that named
+    another image before (tag -> that image's id; it loses the tag, as docker's "renaming the old one")."""
 
     image_id: str
     tags: list[str]
+    replaced: dict[str, str] = field(default_factory=dict)
 
 
 def images_dir(root: str) -> str:
@@ -250,8 +252,9 @@ class ImageStore:
                         write_atomic(self.config_path(spec.image_id), spec.config)
                         configs.append(self.config_path(spec.image_id))
                     tags = [normalize_ref(t) for t in spec.tags]
+                    replaced = {t: repos[t] for t in tags if repos.get(t, spec.image_id) != spec.image_id}
                     repos.update({t: spec.image_id for t in tags})
-                    out.append(LoadedImage(spec.image_id, tags))
+                    out.append(LoadedImage(spec.image_id, tags, replaced))
                 write_json(self.repos_path(), repos)
                 return out
             except BaseException:
