@@ -314,10 +314,13 @@ class ContainerStore:
             return self.driver.get(c.rw_layer)
 
     def umount(self, ref: str) -> None:
-        """Drop one mount reference."""
+        """Drop one mount reference (a container not mounted is named)."""
         with self.lock.held():
             c = self.get(ref)
-            self.driver.put(c.rw_layer)
+            try:
+                self.driver.put(c.rw_layer)
+            except LayerNotMounted:
+                raise LayerNotMounted(f"container {c.name} is not mounted") from None
 
     def changes(self, ref: str) -> list[tuple[str, int]]:
         """``docker diff``: the rw layer's changes against the init layer (read without the lock: a
