@@ -95,8 +95,10 @@ class ContainerStore:
         return sorted(out, key=lambda c: c.created)
 
     def get(self, ref: str) -> Container:
-        """A container by name, full id, or unique id prefix."""
+        """A container by name (``/name`` too, as docker's), full id, or unique id prefix."""
         cs = self.all()
+        if ref.startswith("/") and len(ref) > 1:
+            ref = ref[1:]
         for c in cs:
             if ref in (c.name, c.id):
                 return c
@@ -120,8 +122,9 @@ class ContainerStore:
         """Make the init and rw layers on the image; nothing remains when any step fails."""
         extra = [initlayer.parse_add_host(h) for h in add_hosts]
         dns = [initlayer.check_dns(d) for d in dns]
-        if name and not _NAME_RE.fullmatch(name):
-            raise GraphDriverError(f"invalid container name {name!r}: want [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+        given, name = name, name[1:] if name.startswith("/") else name  # docker's names are /name: --name /web
+        if given and not _NAME_RE.fullmatch(name):
+            raise GraphDriverError(f"invalid container name {given!r}: want [a-zA-Z0-9][a-zA-Z0-9_.-]*")
         if hostname and not _HOSTNAME_RE.fullmatch(hostname):
             raise GraphDriverError(f"invalid hostname {hostname!r}")
         addresses = initlayer.netns_addresses(netns) if netns else []
