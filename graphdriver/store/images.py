@@ -34,8 +34,6 @@ from .imageio import (
     chain_ids,
     check_digest,
     hex_of,
-    open_source,
-    read_images,
     sha256_digest,
 )
 from .layerstream import LayerStream
@@ -209,66 +207,10 @@ class ImageStore:
     # -- load -------------------------------------------------------------------------------------
     def load(self, path: str, progress: Progress | None = None, stdin: BinaryIO | None = None) -> list[LoadedImage]:
         """Load every image of a docker-save archive or OCI layout (file, compressed file, directory, or
-        ``-``: ``stdin``)."""
-        with self.lock.held():
-            for stale in os.listdir(self.tmp):  # a crashed load's decompressed copy (loads hold the lock)
-                os.unlink(os.path.join(self.tmp, stale))
-            self.recover()  # and a crashed load's half-applied layer
-            src = open_source(path, self.tmp, stdin)
-            created: list[str] = []  # the layers and the configs this load makes: undone if it fails
-            configs: list[str] = []
-            try:
-                specs = read_images(src)
-                for spec in specs:
-                    chains = chain_ids(spec.diff_ids)
-                    for i, layer in enumerate(spec.layers):
-                        layer_id = hex_of(chains[i])
-                        parent = hex_of(chains[i - 1]) if i else None
-                        if self._layer_present(layer_id):
-                            if progress:
-                                progress("exists", i + 1, len(spec.layers), chains[i], 0, 0)
-                            continue
-                        raw, size = src.open(layer.path)
-                        if layer.size is not None and size != layer.size:
-                            raise InvalidImage(f"size mismatch for layer blob {layer.digest}: "
-                                               f"expected {layer.size}, got {size}")
-                        report = None
-                        if progress:
-                            def report(done: int, i: int = i, c: str = chains[i], n: int = len(spec.layers),
-                                       total: int = size) -> None:
-                                progress("progress", i + 1, n, c, done, total)
-                        try:
-                            self._apply(layer_id, parent, raw, spec.diff_ids[i], layer.digest, report)
-                        except GraphDriverError as e:
-                            raise type(e)(f"{src.label}: layer {i + 1}/{len(spec.layers)} ({layer.path}): {e}") \
-                                from None
-                        created.append(layer_id)
-                        if progress:
-                            progress("loaded", i + 1, len(spec.layers), chains[i], size, size)
-                out = []
-                repos = self.repos()
-                for spec in specs:
-                    if not os.path.exists(self.config_path(spec.image_id)):
-                        write_atomic(self.config_path(spec.image_id), spec.config)
-                        configs.append(self.config_path(spec.image_id))
-                    tags = [normalize_ref(t) for t in spec.tags]
-                    replaced = {t: repos[t] for t in tags if repos.get(t, spec.image_id) != spec.image_id}
-                    repos.update({t: spec.image_id for t in tags})
-                    out.append(LoadedImage(spec.image_id, tags, replaced))
-                write_json(self.repos_path(), repos)
-                return out
-            except BaseException:
-                for config in configs:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(config)
-                for layer_id in reversed(created):
-                    try:
-                        self.drop_layer(layer_id)
-                    except GraphDriverError:
-                        pass
-                raise
-            finally:
-                src.close()
+        ``-``: ``stdin``); see imageload.py."""
+        from .imageload import load_images
+
+        return load_images(self, path, progress, stdin)
 
     # -- new images (commit) ------------------------------------------------------------------------
     def add_layer(self, stream: BinaryIO, parent_chain: str | None) -> tuple[str | None, str]:
