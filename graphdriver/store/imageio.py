@@ -268,6 +268,7 @@ class ImageSpec:
     diff_ids: list[str]
     layers: list[LayerSpec]
     tags: list[str] = field(default_factory=list)
+    parent: str = ""  # manifest.json's Parent: the id of the image this one was committed from
 
 
 def _config(src: Source, path: str, digest: str | None, size: int | None) -> tuple[bytes, dict]:
@@ -301,6 +302,7 @@ def _docker_images(src: Source) -> list[ImageSpec]:
     for entry in manifest:
         try:
             cfg_path, layers, tags = entry["Config"], entry["Layers"], entry.get("RepoTags") or []
+            parent = entry.get("Parent") or ""
         except (KeyError, TypeError, AttributeError) as e:
             raise InvalidImage(f"manifest.json in {src.label}: bad entry ({e})") from None
         if not (isinstance(cfg_path, str) and isinstance(layers, list) and isinstance(tags, list)
@@ -316,7 +318,8 @@ def _docker_images(src: Source) -> list[ImageSpec]:
         if len(specs) != len(cfg["rootfs"]["diff_ids"]):
             raise InvalidImage(f"{cfg_path}: config lists {len(cfg['rootfs']['diff_ids'])} layers, "
                                f"manifest.json {len(specs)}")
-        out.append(ImageSpec(raw, sha256_digest(raw), cfg["rootfs"]["diff_ids"], specs, tags))
+        out.append(ImageSpec(raw, sha256_digest(raw), cfg["rootfs"]["diff_ids"], specs, tags,
+                             check_digest(parent, "Parent in manifest.json") if parent else ""))
     return out
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..errors import GraphDriverError, InvalidImage
 from .files import write_atomic, write_json
 from .imageio import ImageSpec, Source, chain_ids, hex_of, open_source, read_images
+from .lineage import archive_parents
 from .reference import normalize_ref
 
 if TYPE_CHECKING:
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 def load_images(store: ImageStore, path: str, progress: Progress | None = None,
                 stdin: BinaryIO | None = None) -> list[LoadedImage]:
     """Load every image of ``path`` (file, compressed file, directory, or ``-``: ``stdin``): layers,
-    configs and tags."""
+    configs, tags, and the parent links of a docker-save manifest (images whose parent is in the archive
+    too, as docker's)."""
     from .images import LoadedImage
 
     with store.lock.held():
@@ -29,8 +31,10 @@ def load_images(store: ImageStore, path: str, progress: Progress | None = None,
         src = open_source(path, store.tmp, stdin)
         created: list[str] = []  # the layers and the configs this load makes: undone if it fails
         configs: list[str] = []
+        parents_before = None
         try:
             specs = read_images(src)
+            parents = archive_parents(specs)  # checked before anything is made
             for spec in specs:
                 _apply_layers(store, src, spec, progress, created)
             out = []
@@ -43,9 +47,14 @@ def load_images(store: ImageStore, path: str, progress: Progress | None = None,
                 replaced = {t: repos[t] for t in tags if repos.get(t, spec.image_id) != spec.image_id}
                 repos.update({t: spec.image_id for t in tags})
                 out.append(LoadedImage(spec.image_id, tags, replaced))
+            if parents:
+                parents_before = store.lineage.links()
+                store.lineage.update(parents)
             write_json(store.repos_path(), repos)
             return out
         except BaseException:
+            if parents_before is not None:
+                store.lineage.replace(parents_before)
             for config in configs:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(config)

@@ -32,6 +32,7 @@ class SaveImage:
     config: bytes
     tags: list[str]
     layers: list[tuple[str, int, Callable[[], Iterable[bytes]]]]
+    parent: str = ""  # the id of its parent image, when that is written too (docker's manifest.json Parent)
 
 
 def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -135,7 +136,8 @@ def write_image_tar(out: BinaryIO, images: list[SaveImage], name: str = "") -> N
                 _add_bytes(tf, blob_path(mdigest), mdoc)
                 written.add(blob_path(mdigest))
             manifest.append({"Config": blob_path(cfg_digest), "RepoTags": img.tags or None,
-                             "Layers": [blob_path(d["digest"]) for d in layer_descs]})
+                             "Layers": [blob_path(d["digest"]) for d in layer_descs],
+                             **({"Parent": img.parent} if img.parent else {})})
             for tag in img.tags or [None]:
                 ann = {"io.containerd.image.name": qualified_ref(tag),
                        "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[1]} if tag else {}
@@ -157,7 +159,8 @@ def write_image_tar(out: BinaryIO, images: list[SaveImage], name: str = "") -> N
 
 def save_images(store: ImageStore, refs: list[str], out_path: str) -> list[dict]:
     """Write ``store``'s images named by ``refs`` to ``out_path`` (``-``: stdout), under the store's lock,
-    as docker does: one entry per image, its RepoTags the tags given (none for an image named by id).
+    as docker does: one entry per image, its RepoTags the tags given (none for an image named by id), its
+    Parent the image it was committed from when that is written too.
     A file is written whole or not at all (a temporary renamed over it). Returns what was written:
     ``[{"Id": ..., "RepoTags": [...]}]``."""
     with store.lock.held():
@@ -167,8 +170,9 @@ def save_images(store: ImageStore, refs: list[str], out_path: str) -> list[dict]
             tag = store.tag_named(ref)
             if tag is not None and tag not in tags:
                 tags.append(tag)
-        images = [SaveImage(store.config_bytes(i), tags, [_layer_chunks(store, c) for c in store.chain(i)])
-                  for i, tags in named.items()]
+        parents = {i: p for i in named if (p := store.lineage.parent(i)) in named and p != i}  # as docker's
+        images = [SaveImage(store.config_bytes(i), tags, [_layer_chunks(store, c) for c in store.chain(i)],
+                            parents.get(i, "")) for i, tags in named.items()]
         if out_path == "-":
             import sys
 

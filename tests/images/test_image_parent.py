@@ -1,10 +1,18 @@
-"""Committed images record their parent, as docker's: shown by inspect, and protecting the parent."""
+"""Committed images record their parent, as docker's: shown by inspect, protecting the parent, and carried
+through save and load."""
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 
+import pytest
 from imgkit import docker_archive, layer_tar
+
+from graphdriver import open_driver
+from graphdriver.errors import InvalidImage
+from graphdriver.store.images import ImageStore
 
 
 def _base_and_child(tmp_path, store) -> tuple[str, str]:
@@ -51,3 +59,43 @@ def test_prune_all_takes_a_child_then_its_parent(tmp_path, store, gd):
     p = gd("image", "prune", "-a", check=True)
     assert p.stdout.index(f"deleted: {child}") < p.stdout.index(f"deleted: {base}")
     assert store.images.ids() == [] and store.driver.layers() == []
+
+
+def _manifest(path: str) -> list[dict]:
+    with tarfile.open(path) as tf:
+        return json.load(tf.extractfile("manifest.json"))
+
+
+def test_save_and_load_carry_the_parent_when_both_are_in_the_archive(tmp_path, store, gd, other_root):
+    base, child = _base_and_child(tmp_path, store)
+    both, alone = str(tmp_path / "both.tar"), str(tmp_path / "alone.tar")
+    gd("image", "save", "child:1", "base:1", "-o", both, check=True)
+    gd("image", "save", "child:1", "-o", alone, check=True)
+    assert [(e["RepoTags"], e.get("Parent")) for e in _manifest(both)] == [(["child:1"], base), (["base:1"], None)]
+    assert [e.get("Parent") for e in _manifest(alone)] == [None]  # as docker's: only a parent saved too
+    other = ImageStore(other_root, open_driver(other_root))
+    other.load(alone)
+    assert other.inspect("child:1")["Parent"] == ""
+    other.load(both)
+    assert other.inspect("child:1")["Parent"] == base and other.inspect("base:1")["Parent"] == ""
+    assert other.children(base) == [child]
+
+
+def test_a_parent_whose_history_does_not_lead_to_the_child_is_refused(tmp_path, store, gd, other_root):
+    base, child = _base_and_child(tmp_path, store)
+    saved, bad = str(tmp_path / "both.tar"), str(tmp_path / "bad.tar")
+    gd("image", "save", "child:1", "base:1", "-o", saved, check=True)
+    with tarfile.open(saved) as src, tarfile.open(bad, "w") as dst:
+        for m in src:
+            data = src.extractfile(m).read() if m.isfile() else None
+            if m.name == "manifest.json":
+                entries = json.loads(data)
+                entries[0].pop("Parent", None)
+                entries[1]["Parent"] = child  # the base made from its own child
+                data = json.dumps(entries).encode()
+                m.size = len(data)
+            dst.addfile(m, io.BytesIO(data) if data is not None else None)
+    other = ImageStore(other_root, open_driver(other_root))
+    with pytest.raises(InvalidImage, match=f"image {child} is not a valid parent for {base}"):
+        other.load(bad)
+    assert other.ids() == [] and other.driver.layers() == [] and other.lineage.links() == {}
