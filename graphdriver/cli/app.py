@@ -151,6 +151,12 @@ def emit(app: cli.Application, obj: Any, text: str | None = None) -> None:
         say(text)
 
 
+def shown_path(path: str, most: int = 300) -> str:
+    """A path for a one-line message: past ``most`` characters its middle is cut to '…' (a root near
+    PATH_MAX made every error line 4 KB long)."""
+    return path if len(path) <= most else f"{path[:most // 2]}\u2026{path[-(most // 2 - 1):]}"
+
+
 def main() -> None:
     """Entry point of the console script: one clear line and a non-zero exit for any failure."""
     from . import commands  # noqa: F401  (attaches every subcommand)
@@ -165,7 +171,7 @@ def main() -> None:
         print(f"graphdriver: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except OSError as e:
-        where = f" ({e.filename})" if e.filename else ""
+        where = f" ({shown_path(os.fsdecode(e.filename))})" if e.filename else ""
         print(f"graphdriver: {e.strerror or e}{where}", file=sys.stderr)
         if e.filename == STDOUT:  # what could not be written is dropped: nothing more to report at exit
             devnull = os.open(os.devnull, os.O_WRONLY)

@@ -8,7 +8,7 @@ from plumbum import cli
 
 from ..errors import LayerNotFound
 from ..kernel import probe
-from ..registry import chosen_driver
+from ..registry import chosen_driver, unmake_store
 from ..store.files import nearest_dir
 from .app import CommandGroup, GraphDriverApp, emit, key_values, table, top
 from .image import container_store, stores_if_any
@@ -102,8 +102,15 @@ class LayerCreate(cli.Application):
             if app.new_store_backend().check_create(layer_id, self.parent_id, storage_opt, nearest_dir(app.root))[0]:
                 raise LayerNotFound(f"parent layer {self.parent_id} not found (nothing is stored at "
                                     f"{os.path.realpath(app.root)} yet)")
+        first = app.stored_driver() is None  # this create makes the store: a failure unmakes it
+        root_made = not os.path.isdir(app.root)
         d = app.driver(create=True)
-        d.create(layer_id, self.parent_id, rw=self.rw, storage_opt=storage_opt)
+        try:
+            d.create(layer_id, self.parent_id, rw=self.rw, storage_opt=storage_opt)
+        except BaseException:
+            if first:  # (a root too deep for the layer's own paths, say): no driver recorded, nothing left
+                unmake_store(d, (), root_made)
+            raise
         emit(self, layer_inspect(d, layer_id), layer_id)
         return 0
 

@@ -377,3 +377,17 @@ def test_output_that_cannot_be_written_is_one_line_naming_standard_output(root: 
     r = gd(root, "layer", "diff", "base", "-o", missing)
     assert one_line_error(r) == f"graphdriver: No such file or directory ({missing})"
     assert not os.path.exists(os.path.dirname(missing))
+
+
+def test_a_first_layer_create_that_fails_leaves_the_root_as_it_was(tmp_path) -> None:
+    """A root so deep the layer's own paths pass PATH_MAX: the create fails in one readable line (the
+    path's middle cut; it was 4 KB) and leaves no driver record or store behind (image load already
+    unmade what it had made; layer create left both)."""
+    deep = str(tmp_path)
+    while len(deep) < 4000:
+        deep = os.path.join(deep, "d" * 50)
+    os.makedirs(deep)
+    r = gd(os.path.join(deep, "gd"), "layer", "create", "base")
+    assert r.returncode == 1 and r.stderr.startswith("graphdriver: File name too long (")
+    assert len(r.stderr.splitlines()) == 1 and len(r.stderr) < 400 and "\u2026" in r.stderr
+    assert os.listdir(deep) == []
