@@ -4,9 +4,9 @@ Rules (an entry breaking one is refused with one line naming it):
 
 - names are relative after leading ``/`` are stripped; no ``..`` component, no NUL, not empty; a trailing
   ``/`` only on directories;
-- no entry goes through a symlink made earlier by the same archive, nor through a symlink of the layers
-  below that points outside (absolute, or ``..`` climbing above the root); a non-directory made by the
-  archive cannot be a parent;
+- no entry goes through a symlink made earlier by the same archive, nor (vfs, whose layer directory holds
+  the layers below) through a symlink already there that points outside (absolute, or ``..`` climbing
+  above the root); a non-directory made by the archive cannot be a parent;
 - a later entry replaces an earlier one of the same name (a directory over a directory is kept, as Docker
   does); where GNU tar would not replace it as Docker does (a directory, a symlink it creates late, a
   symlink a directory would go through), the old path is listed in ``clear`` for the caller to remove
@@ -76,7 +76,7 @@ class PathGuard:
     """Validates entries for one apply and remembers what they made."""
 
     whiteout_format: str                 # "overlay", "aufs" or "applied"
-    lower_symlink: LowerSymlink | None = None  # target of a symlink at that path in the layers below
+    lower_symlink: LowerSymlink | None = None  # target of a symlink at that path in the layer directory
     kinds: dict[bytes, str] = field(default_factory=dict)
     symlinks: dict[bytes, bytes] = field(default_factory=dict)
     explicit_dirs: set[bytes] = field(default_factory=set)
