@@ -38,6 +38,10 @@ class LayerChanged(GraphDriverError):
     """A layer's files changed (a container writing, a hand at a shell) under a read of it in place."""
 
 
+class LayerReadFailed(GraphDriverError):
+    """The system refused a read of a layer's files (a path past PATH_MAX, an I/O error, ...)."""
+
+
 class LayerNotMounted(GraphDriverError):
     """``put``/``umount`` of a layer that holds no mount reference."""
 

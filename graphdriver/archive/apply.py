@@ -20,7 +20,7 @@ from .compress import open_stream, readinto_of, splice_of
 from .extract import Extraction
 from .inplace import hold, removed, take_over
 from .merge import publish
-from .safety import PathGuard
+from .safety import LowerSymlink, PathGuard
 from .scan import FORWARD, Entry, TarScanner
 from .view import LayerView
 from .whiteouts import translate_overlay, xattr_prefix
@@ -37,12 +37,13 @@ def check_parent(driver: Driver, layer_id: str, parent: str | None) -> str | Non
     return real
 
 
-def lower_view(driver: Driver, layer_id: str) -> LayerView:
-    """What the layer already shows: its own content over its parents' (vfs: its own directory)."""
-    own = driver.diff_path(layer_id)
-    if driver.whiteout_format == "applied":
-        return LayerView([own], "applied")
-    return LayerView([own] + [driver.diff_path(a) for a in driver.ancestors(layer_id)], driver.whiteout_format)
+def lower_symlinks(driver: Driver, layer_id: str) -> LowerSymlink | None:
+    """Where the tar's writes could meet a symlink of the layers below: only on vfs, whose layer directory
+    is a full copy of its parent. overlay2 and aufs extract into the layer's own diff directory, where a
+    directory the tar makes hides a lower symlink of that name in the union, as Docker's do (no check)."""
+    if driver.whiteout_format != "applied":
+        return None
+    return LayerView([driver.diff_path(layer_id)], "applied").symlink_target
 
 
 def overlay_xattr_prefix(driver: Driver) -> str:
@@ -99,8 +100,7 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
                 st = os.lstat(target)
                 os.chown(stage, st.st_uid, st.st_gid)
                 os.chmod(stage, stat.S_IMODE(st.st_mode))
-                view = lower_view(driver, layer_id)
-                guard = PathGuard(fmt, lower_symlink=view.symlink_target)
+                guard = PathGuard(fmt, lower_symlink=lower_symlinks(driver, layer_id))
                 read, _kind = open_stream(stream)
                 tar = Extraction(stage, f"layer {layer_id}")
                 try:

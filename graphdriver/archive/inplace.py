@@ -9,17 +9,20 @@ result passed off as the layer's.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
-from ..errors import GraphDriverError, LayerBusy, LayerChanged, LayerNotFound
+from ..errors import GraphDriverError, LayerBusy, LayerChanged, LayerNotFound, LayerReadFailed
 from ..store.leases import Lease, holders
+from .names import shown
 
 if TYPE_CHECKING:
     from ..driver import Driver
 
 T = TypeVar("T")
+PATH_MAX = 4096  # Linux's, with the terminating NUL
 
 #: How often a lease is taken again when the directory was replaced while it was waited for (an apply
 #: publishing into an empty layer renames a new directory into place).
@@ -102,6 +105,8 @@ class LayerRead:
                 result = work()
             except FileNotFoundError as e:
                 raise (self.problem(_name(e)) or e) from None
+            except OSError as e:
+                raise (self.problem() or self.failed(e)) from None
             self._check()
             return result
         finally:
@@ -115,7 +120,19 @@ class LayerRead:
             yield from chunks
         except FileNotFoundError as e:
             raise (self.problem(_name(e)) or e) from None
+        except OSError as e:
+            raise (self.problem() or self.failed(e)) from None
         self._check()
+
+    def failed(self, err: OSError) -> LayerReadFailed:
+        """One line for a read the system refused: the layer, what failed, the path (its middle cut)."""
+        what = err.strerror or str(err)
+        if err.filename:
+            path = os.fsencode(err.filename)
+            what += f" at {shown(path)}"
+            if err.errno == errno.ENAMETOOLONG and len(path) >= PATH_MAX:
+                what += f" (a path of {len(path)} bytes: the system takes {PATH_MAX - 1} at most)"
+        return LayerReadFailed(f"reading layer {self.layer_id} failed: {what}")
 
     def _check(self) -> None:
         problem = self.problem()
@@ -124,5 +141,5 @@ class LayerRead:
 
 
 def _name(err: OSError) -> str:
-    """The file a missing-file error names, as text."""
-    return os.fsdecode(err.filename) if err.filename else "a file"
+    """The file a missing-file error names, as text (its middle cut when long)."""
+    return shown(os.fsencode(err.filename))[1:-1] if err.filename else "a file"

@@ -2,16 +2,17 @@
 
 Rules (an entry breaking one is refused with one line naming it):
 
-- names are relative after leading ``/`` are stripped; no ``..`` component, no NUL, not empty; a trailing
-  ``/`` only on directories;
-- no entry goes through a symlink made earlier by the same archive, nor through a symlink of the layers
-  below that points outside (absolute, or ``..`` climbing above the root); a non-directory made by the
-  archive cannot be a parent;
+- names are relative after leading ``/`` are stripped, and cleaned as Docker cleans them (``./x/./y/../z``
+  is ``x/z``, which is what is extracted: the visitor sets :attr:`Entry.new_name`); a ``..`` that climbs
+  above the root, a NUL or an empty name is refused; a trailing ``/`` only on directories;
+- no entry goes through a symlink made earlier by the same archive, nor (vfs, whose layer directory holds
+  the layers below) through a symlink already there that points outside (absolute, or ``..`` climbing
+  above the root); a non-directory made by the archive cannot be a parent;
 - a later entry replaces an earlier one of the same name (a directory over a directory is kept, as Docker
   does); where GNU tar would not replace it as Docker does (a directory, a symlink it creates late, a
   symlink a directory would go through), the old path is listed in ``clear`` for the caller to remove
   before the entry is extracted;
-- hard links name an earlier non-directory entry of the same archive;
+- hard links name an earlier non-directory entry of the same archive (the target cleaned the same way);
 - whiteouts (``.wh.<name>``) are not directories, do not name ``.``/``..``, and no entry lives inside one;
   aufs's own ``.wh..wh.*`` entries (all but the opaque marker) and what lies inside them are dropped;
 - no ``trusted.overlay.*``/``user.overlay.*`` xattrs (they would forge whiteouts or redirects).
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UnsafeArchive
 from . import tarformat as tf
+from .names import clean_name, has_dotdot
 from .scan import DROP, FORWARD, Entry
 
 WH = b".wh."
@@ -36,18 +38,6 @@ OPAQUE = b".wh..wh..opq"
 DIR, SYMLINK, OTHER = "d", "l", "f"
 
 LowerSymlink = Callable[[bytes], "bytes | None"]
-
-
-def split_name(raw: bytes) -> tuple[bytes, ...]:
-    """The components of a member name; raises ValueError with the reason when it is unsafe."""
-    if not raw:
-        raise ValueError("empty name")
-    if b"\0" in raw:
-        raise ValueError("NUL in name")
-    parts = tuple(p for p in raw.split(b"/") if p and p != b".")
-    if b".." in parts:
-        raise ValueError("'..' in path")
-    return parts
 
 
 def escapes(link_dir: tuple[bytes, ...], target: bytes) -> bool:
@@ -76,7 +66,7 @@ class PathGuard:
     """Validates entries for one apply and remembers what they made."""
 
     whiteout_format: str                 # "overlay", "aufs" or "applied"
-    lower_symlink: LowerSymlink | None = None  # target of a symlink at that path in the layers below
+    lower_symlink: LowerSymlink | None = None  # target of a symlink at that path in the layer directory
     kinds: dict[bytes, str] = field(default_factory=dict)
     symlinks: dict[bytes, bytes] = field(default_factory=dict)
     explicit_dirs: set[bytes] = field(default_factory=set)
@@ -104,7 +94,9 @@ class PathGuard:
         else:
             parts = self._slow_checks(e, is_dir)
             if parts is None:
-                return FORWARD if is_dir and not e.name.strip(b"/.") else DROP
+                return DROP
+            if not parts:
+                return FORWARD  # the layer root's own entry
             path = b"/".join(parts)
             parent = path.rpartition(b"/")[0]
             self._check_parents(e, parts, parent)
@@ -133,14 +125,19 @@ class PathGuard:
 
     # -- rules ----------------------------------------------------------------------------------
     def _slow_checks(self, e: Entry, is_dir: bool) -> tuple[bytes, ...] | None:
-        """Name rules for anything unusual; the components, or None for the root / aufs metadata (DROP)."""
+        """Name rules for anything unusual; the cleaned components (``()``: the root), or None for aufs
+        metadata (DROP)."""
         try:
-            parts = split_name(e.name)
+            parts = clean_name(e.name)
             for other in e.other_names:
-                if b".." in other.split(b"/"):
-                    raise ValueError("'..' in an overridden name field")
+                try:
+                    clean_name(other)
+                except ValueError as err:
+                    raise ValueError(f"{err} (in an overridden name field)") from None
         except ValueError as err:
             raise self.refuse(e, str(err)) from None
+        if any(has_dotdot(n) for n in e.other_names):  # GNU tar would refuse it: give it the clean name
+            e.new_name = b"/".join(parts) if parts else b"./"
         if e.name.endswith(b"/") and not is_dir:
             raise self.refuse(e, "trailing '/' on a non-directory")
         for key in e.xattrs:
@@ -151,7 +148,7 @@ class PathGuard:
                 raise self.refuse(e, "names the layer root but is not a directory")
             self.explicit_dirs.add(b"")
             self.dir_entries.append(b"")
-            return None
+            return parts
         for i, comp in enumerate(parts[:-1]):
             if comp.startswith(WH):
                 if comp.startswith(WH_META):
@@ -181,12 +178,14 @@ class PathGuard:
 
     def _hardlink(self, e: Entry, path: bytes) -> None:
         try:
-            tparts = split_name(e.linkname)
+            tparts = clean_name(e.linkname)
         except ValueError as err:
             raise self.refuse(e, f"hard link target: {err}") from None
         if not tparts:
             raise self.refuse(e, "hard link to the layer root")
         target = b"/".join(tparts)
+        if has_dotdot(e.linkname):
+            e.new_link = target
         self._check_parents(e, tparts, target.rpartition(b"/")[0])
         kind = self.kinds.get(target)
         if kind is None:

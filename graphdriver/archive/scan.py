@@ -7,12 +7,13 @@ passed on in large chunks without being parsed; only headers are looked at.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import UnsafeArchive
 from . import tarformat as tf
+from .names import shown
+from .rename import Piece, renamed_group
 
 CHUNK = 1 << 18
 FORWARD, DROP = 1, 2
@@ -34,6 +35,8 @@ class Entry:
     realsize: int = 0         # logical size (sparse files)
     xattrs: dict[str, bytes] = field(default_factory=dict)
     other_names: tuple[bytes, ...] = ()  # overridden name candidates (checked too, defence in depth)
+    new_name: bytes | None = None  # set by the visitor: the name tar must see instead (cleaned)
+    new_link: bytes | None = None  # the same for a hard link's target
 
     @property
     def display(self) -> str:
@@ -64,6 +67,7 @@ class TarScanner:
         self.fwd = 0    # first byte not yet forwarded or dropped
         self.hold: int | None = None  # first byte not yet approved (None: all before pos approved)
         self.entries = 0
+        self._pieces: list[Piece] = []  # the headers of the entry being read (see :mod:`.rename`)
 
     # -- buffer ---------------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -162,6 +166,8 @@ class TarScanner:
                 break
             action = self._visit(entry)
             if action == FORWARD:
+                if entry.new_name is not None or entry.new_link is not None:
+                    self._rename(start, entry)
                 self.hold = None
                 self._skip(tf.padded(entry.size), True, entry)
             else:
@@ -177,11 +183,20 @@ class TarScanner:
             pass
         return self.entries
 
+    def _rename(self, start: int, entry: Entry) -> None:
+        """Pass on the entry's headers (from ``start``, all buffered) with the visitor's names in them."""
+        self._flush()  # everything before the entry
+        group = bytes(memoryview(self.buf)[start - self.base:self.pos - self.base])
+        self._write(memoryview(renamed_group(group, self._pieces, entry.new_name, entry.new_link)))
+        self.fwd = self.pos
+
     def _read_group(self) -> Entry | None:
         """Read extended headers and the header of one member; None at the end-of-archive block."""
+        self._pieces = []
         hdr = self._take(tf.BLOCK, "a header")
         t = hdr[156:157]
         if t in _SIMPLE_TYPES and tf.checksum_ok(hdr):  # the common case: one plain header
+            self._pieces.append((t, 0, 0))
             try:
                 return self._simple_entry(hdr, tf.header_format(hdr), t)
             except tf.FormatError as e:
@@ -195,6 +210,7 @@ class TarScanner:
         long_link: bytes | None = None
         seen: set[bytes] = set()
         hdr = first
+        off = 0  # of hdr in the group
         while True:
             if hdr == tf.ZERO_BLOCK:
                 if seen:
@@ -214,6 +230,7 @@ class TarScanner:
                     limit = tf.MAX_LONGNAME if t in (tf.GNU_LONGNAME, tf.GNU_LONGLINK) else tf.MAX_META
                     if size > limit:
                         raise tf.FormatError(f"extended header of {size} bytes (limit {limit})")
+                    self._pieces.append((t, off, size))
                     data = self._take(tf.padded(size), "an extended header")[:size]
                     if t == tf.PAX_X:
                         pax = tf.parse_pax(data)
@@ -229,8 +246,10 @@ class TarScanner:
                             long_name = value
                         else:
                             long_link = value
+                    off += tf.BLOCK + tf.padded(size)
                     hdr = self._take(tf.BLOCK, "a header")
                     continue
+                self._pieces.append((t, off, 0))
                 if not seen and t in _SIMPLE_TYPES:
                     return self._simple_entry(hdr, fmt, t)
                 return self._entry(hdr, fmt, t, pax, long_name, long_link)
@@ -352,27 +371,6 @@ def _old_sparse_regions(area: bytes, count: int) -> int:
         tf.parse_number(rec[:12], "sparse offset")
         total += tf.padded(tf.parse_number(rec[12:], "sparse length"))
     return total
-
-
-NAME_SHOWN = 100  # characters of a name a message quotes
-
-
-def shown(raw: bytes) -> str:
-    """A name for a message: quoted, escapes whole; past about 100 characters its middle is cut to '…'
-    (the start and the end of a name say most)."""
-    text = os.fsdecode(raw)
-    if len(repr(text)) <= NAME_SHOWN + 2:
-        return repr(text)
-    esc = [repr(c)[1:-1] for c in text]
-    i = used = 0
-    while used + len(esc[i]) <= NAME_SHOWN * 3 // 5:
-        used += len(esc[i])
-        i += 1
-    j = len(esc)
-    while j - 1 > i and used + len(esc[j - 1]) <= NAME_SHOWN:
-        used += len(esc[j - 1])
-        j -= 1
-    return "'" + "".join(esc[:i]) + "\u2026" + "".join(esc[j:]) + "'"
 
 
 def _hint(hdr: bytes) -> str:

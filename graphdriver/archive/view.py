@@ -1,7 +1,7 @@
 """The merged view of a stack of layer directories, read without mounting (union rules in Python).
 
 Used only where the kernel's own rules are known to match (no redirect_dir, no metacopy): to look up what
-the layers below hold at a path (native changes, the lower-symlink check of apply). Naive comparisons go
+the layers below hold at a path (native changes; vfs's symlink check of apply). Naive comparisons go
 through real mounts instead.
 """
 

@@ -13,6 +13,8 @@ import time
 
 import zstandard
 
+from graphdriver import open_driver
+
 from .tarbuild import directory, file, tar
 
 
@@ -177,3 +179,31 @@ def test_json_changes_replace_bytes_that_are_not_utf8(root):
     text = r.stdout.decode("ascii")
     assert "\\udc" not in text
     assert json.loads(text) == [{"Path": "/caf\ufffd", "Kind": 1}]
+
+
+def _deep_tree(top: str, levels: int = 25) -> None:
+    """Directories nested past PATH_MAX under ``top`` (made through directory descriptors), a file at the end."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir("d" * 200, dir_fd=fd)
+            sub = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        os.close(os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+def test_a_path_past_path_max_fails_in_one_readable_line(root):
+    assert gd(root, "layer", "create", "base").returncode == 0
+    assert gd(root, "layer", "create", "ctr", "--parent", "base", "--rw").returncode == 0
+    _deep_tree(open_driver(root).diff_path("ctr"))
+    for args in (["--json", "layer", "changes", "ctr"], ["layer", "changes", "ctr"], ["layer", "diff", "ctr"]):
+        r = gd(root, *args)
+        err = r.stderr.decode()
+        assert r.returncode == 1, (args, err)
+        assert err.count("\n") == 1 and len(err) < 400, (args, err)
+        assert err.startswith("graphdriver: reading layer ctr failed: File name too long at '"), (args, err)
+        assert f"{root}/" in err and "/dddd" in err and "\u2026" in err and "b'" not in err, (args, err)
+        assert "bytes: the system takes 4095 at most)" in err, (args, err)

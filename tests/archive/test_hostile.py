@@ -5,29 +5,21 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import tempfile
 
 import pytest
 
 from graphdriver import open_driver
 from graphdriver.errors import ApplyFailed, UnsafeArchive
 
-from .hostile import corpus, lower_layer
+from .hostile import corpus, lower_layer, lower_symlink_cases
 from .tarbuild import snapshot
 
 BACKENDS = ["overlay2", "vfs"]
 
 
-@pytest.fixture
-def sentinel():
-    d = tempfile.mkdtemp(prefix="gd-sentinel-")
-    s = os.path.join(d, "s")
-    os.makedirs(os.path.join(s, "sub"))
-    with open(os.path.join(s, "file"), "w") as f:
-        f.write("precious")
-    yield s
-    shutil.rmtree(d, ignore_errors=True)
+def cases(sentinel: str, backend: str) -> list[tuple[str, bytes, str | None]]:
+    """The corpus for ``backend`` (vfs's layer directory holds the lower layer's symlinks too)."""
+    return corpus(sentinel) + (lower_symlink_cases(sentinel) if backend == "vfs" else [])
 
 
 def _state(driver, sentinel: str) -> tuple:
@@ -49,7 +41,7 @@ def test_hostile_corpus(root, sentinel, backend):
     d.create("target", "lower")
     before = _state(d, sentinel)
     failures = []
-    for case_id, blob, must_name in corpus(sentinel):
+    for case_id, blob, must_name in cases(sentinel, backend):
         try:
             d.apply_diff("target", None, io.BytesIO(blob))
         except (UnsafeArchive, ApplyFailed) as e:
@@ -79,7 +71,7 @@ def test_hostile_errors_are_unsafe_archive(root, sentinel, backend):
     d.apply_diff("lower", None, io.BytesIO(lower_layer(sentinel)))
     d.create("target", "lower")
     late = []
-    for case_id, blob, _ in corpus(sentinel):
+    for case_id, blob, _ in cases(sentinel, backend):
         try:
             d.apply_diff("target", None, io.BytesIO(blob))
         except UnsafeArchive:
