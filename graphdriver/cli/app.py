@@ -44,6 +44,11 @@ class GraphDriverApp(cli.Application):
 
     _driver: Driver | None = None
 
+    @property
+    def root_given(self) -> bool:
+        """True when the root was chosen (``--root`` or GRAPHDRIVER_ROOT), not the default."""
+        return os.path.abspath(self.root) != DEFAULT_ROOT
+
     def driver(self, *, create: bool = False) -> Driver:
         """The Driver for ``--root``/``--driver`` (opened once per run). Only commands that store
         something ``create`` the store: any other on a root where nothing is stored yet gets

@@ -53,7 +53,7 @@ def _input(path: str) -> tuple[BinaryIO, int | None]:
 
 
 class LayerApply(cli.Application):
-    """Extract a layer tar (plain, gzip or zstd) into layer ID; prints the bytes of content written."""
+    """Extract a layer tar (plain, gzip, zstd, xz or bzip2) into layer ID; prints the bytes of content written."""
 
     parent_id = cli.SwitchAttr(["--parent"], str, default=None, help="the layer's parent (checked)")
     input_path = cli.SwitchAttr(["-i", "--input"], str, default="-", help="tar file, or - for stdin")

@@ -11,6 +11,8 @@ import sys
 
 from plumbum import cli
 
+from ..driver import option_keys
+from ..errors import StorageOptUnsupported
 from .app import CommandGroup, key_values, top
 
 
@@ -27,6 +29,19 @@ def setup_logging(debug: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def check_plugin_options(options: dict[str, str], driver: str | None) -> None:
+    """Refuse at start a driver option that no backend the plugin may open takes (``driver``'s, when
+    named; the values are checked at Init, on the root dockerd gives)."""
+    from ..registry import backend, backends
+
+    classes = [backend(driver)] if driver else list(backends().values())
+    known = {key for cls in classes if cls is not None for key in cls.driver_options}
+    for key in options:
+        if key not in known:
+            raise StorageOptUnsupported(f"unknown driver option {key!r} (the plugin's backends take: "
+                                        f"{', '.join(sorted(known)) or 'none'})")
+
+
 @ServeApp.subcommand("docker-plugin")
 class DockerPluginCmd(cli.Application):
     """Serve Docker's graphdriver plugin protocol on a unix socket (dockerd --experimental --storage-driver=NAME)."""
@@ -35,7 +50,8 @@ class DockerPluginCmd(cli.Application):
     socket_path = cli.SwitchAttr(["--socket"], str, default=None,
                                  help="socket path (default /run/docker/plugins/NAME.sock)")
     plugin_root = cli.SwitchAttr(["--root"], str, default=None,
-                                 help="state root (default: the Home dockerd gives in Init)")
+                                 help="state root (default: the global --root when given, else the Home "
+                                      "dockerd gives in Init)")
     plugin_driver = cli.SwitchAttr(["--driver"], str, default=None, help="backend: overlay2, aufs or vfs")
     debug = cli.Flag(["--debug"], help="log request and reply bodies")
 
@@ -45,9 +61,11 @@ class DockerPluginCmd(cli.Application):
 
         setup_logging(self.debug)
         app = top(self)
-        options = key_values(app.storage_opts, "--storage-opt")
-        config = pc.PluginConfig(root=self.plugin_root, driver=self.plugin_driver or app.driver_name, options=options,
-                                 state_file=pc.state_file_for(self.name))
+        options = option_keys(key_values(app.storage_opts, "--storage-opt"))
+        driver = self.plugin_driver or app.driver_name
+        check_plugin_options(options, driver)  # at start, not at dockerd's Init
+        config = pc.PluginConfig(root=self.plugin_root or (app.root if app.root_given else None), driver=driver,
+                                 options=options, state_file=pc.state_file_for(self.name))
         path = self.socket_path or pc.default_socket(self.name)
         server = dp.PluginServer(path, dp.GraphDriverPlugin(config))
         log = logging.getLogger("graphdriver.serve.docker_plugin")

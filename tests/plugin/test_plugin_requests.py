@@ -7,11 +7,16 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 from support.plugin_client import PluginClient
+
+from graphdriver.serve.plugin_config import state_file_for
 
 
 def exchange(path: str, request: bytes) -> tuple[int, dict, bytes]:
@@ -136,3 +141,36 @@ def test_option_keys_in_any_case_as_dockerd_takes_them(plugin) -> None:
     assert "storage option 'size' needs project quota" in err
     err = c.call("GraphDriver.CreateReadWrite", {"ID": "odd", "Parent": "base", "StorageOpt": {"Sise": "1G"}})["Err"]
     assert "unknown storage option 'Sise'" in err
+
+
+def test_the_servers_take_the_global_root_and_refuse_options_they_would_ignore(tmp_path) -> None:
+    """``graphdriver --root R serve ...`` served elsewhere (the global root was ignored); an unknown
+    driver option was only refused at dockerd's Init; the snapshotter ignored --storage-opt."""
+    gd = [sys.executable, "-m", "graphdriver"]
+    r = subprocess.run([*gd, "--storage-opt", "foo=bar", "serve", "docker-plugin", "--name", "gdtest-bad",
+                        "--socket", str(tmp_path / "p.sock")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("graphdriver: unknown driver option 'foo'")
+    assert not (tmp_path / "p.sock").exists()
+    r = subprocess.run([*gd, "--storage-opt", "overlay2.size=1G", "serve", "containerd-snapshotter", "--socket",
+                        str(tmp_path / "s.sock"), "--root", str(tmp_path / "snap")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1 and "serve containerd-snapshotter takes no --storage-opt" in r.stderr
+    root, sock, name = str(tmp_path / "global"), str(tmp_path / "g.sock"), f"gdtest-root-{os.getpid()}"
+    proc = subprocess.Popen([*gd, "--root", root, "serve", "docker-plugin", "--name", name, "--socket", sock,
+                             "--driver", "vfs"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock):
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        c = PluginClient(sock)
+        assert c.call("GraphDriver.Init", {"Home": str(tmp_path / "dockerd-home")})["Err"] == ""
+        assert c.call("GraphDriver.Create", {"ID": "base"})["Err"] == ""
+        assert os.path.isdir(os.path.join(root, "vfs", "dir", "base"))
+        assert not os.path.exists(tmp_path / "dockerd-home")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        proc.stderr.close()
+        if os.path.exists(state_file_for(name)):
+            os.unlink(state_file_for(name))
