@@ -21,7 +21,7 @@ from functools import cached_property
 from typing import ClassVar
 
 from ..driver import Driver, register
-from ..errors import MountFailed, StorageOptUnsupported
+from ..errors import MountFailed, StorageOptUnsupported, TooManyLayers
 from ..ids import short_link_id
 from ..kernel import mountinfo, probe, quota, statcalls, syscalls
 from ..kernel.overlay import LayerView, mount_overlay
@@ -137,6 +137,21 @@ class Overlay2(Driver):
         lower = read_text(f"{self.home}/{layer_id}/lower", "")
         return lower.split(":") if lower else []
 
+    def _committed(self, layer_id: str) -> bool:
+        """The layer has (had) a child: it is mounted read-only from then on, as Docker's overlay2 does."""
+        return os.path.exists(f"{self.home}/{layer_id}/committed")
+
+    def _mount_links(self, layer_id: str) -> list[str]:
+        """The ``l/`` links a mount of the layer stacks, nearest first: its parents' and, once it is
+        committed, its own diff on top of them (no upper dir: read-only)."""
+        links = self._lower_links(layer_id)
+        if self._committed(layer_id):
+            own = read_text(f"{self.home}/{layer_id}/link")
+            if not own:
+                raise MountFailed(f"layer {layer_id} has no link file")
+            links = [f"l/{own}", *links]
+        return links
+
     def needs_mount(self, layer_id: str) -> bool:
         return os.path.exists(f"{self.home}/{layer_id}/lower")
 
@@ -182,6 +197,9 @@ class Overlay2(Driver):
             if not parent_link:
                 raise MountFailed(f"parent layer {parent} has no link file")
             lowers = [f"l/{parent_link}", *self._lower_links(parent)]
+            if len(lowers) > OVL_MAX_STACK:  # as Docker's "max depth exceeded": refused before it exists
+                raise TooManyLayers(f"layer {layer_id} would have {len(lowers)} lower layers: the kernel's "
+                                    f"overlayfs takes at most {OVL_MAX_STACK}")
             write_atomic(os.path.join(stage, "lower"), ":".join(lowers), 0o644)
         link = short_link_id()
         write_atomic(os.path.join(stage, "link"), link, 0o644)
@@ -195,6 +213,21 @@ class Overlay2(Driver):
         path = os.path.join(self._dir(parent), "committed")
         if not os.path.exists(path):
             touch(path)
+            self._restamp(parent)
+
+    def _restamp(self, layer_id: str) -> None:
+        """Stamp the layer's ``merged/`` directory anew (the key of every process's cached plan: see
+        :meth:`build_layer`), so each plans its next mount afresh — now read-only. Through the detached
+        view when there is one: a mount on ``merged/`` is not in it, so the directory itself is stamped."""
+        now = time.time_ns()
+        try:
+            if self._view is not None:
+                os.utime(f"{layer_id}/merged", ns=(now, now), dir_fd=self._view.fd(), follow_symlinks=False)
+            elif statcalls.unmounted_key(f"{self.home}/{layer_id}/merged") is not None:
+                os.utime(f"{self.home}/{layer_id}/merged", ns=(now, now), follow_symlinks=False)
+        except OSError:  # gone, or no view to be had: the plan cached by this object is dropped all the same
+            pass
+        self._plans.pop(layer_id, None)
 
     def unpublish_layer(self, layer_id: str, trash: str) -> None:
         link = read_text(os.path.join(self._dir(layer_id), "link"))
@@ -230,9 +263,10 @@ class Overlay2(Driver):
         extra += [o for o in mountopt.split(",") if o]
         return tuple(extra)
 
-    def _resolve_lowers(self, layer_id: str) -> tuple[list[str], list[str]]:
-        """(absolute diff dirs, ``l/`` short links) of the layer's parents, nearest first."""
-        links = self._lower_links(layer_id)
+    def _resolve_lowers(self, layer_id: str, *, mounted: bool = True) -> tuple[list[str], list[str]]:
+        """(absolute diff dirs, ``l/`` short links) of what the layer's mount stacks (:meth:`_mount_links`;
+        not ``mounted``: its parents only), nearest first."""
+        links = self._mount_links(layer_id) if mounted else self._lower_links(layer_id)
         known = self._link_dirs
         dirs = []
         for link in links:
@@ -243,11 +277,14 @@ class Overlay2(Driver):
             dirs.append(path)
         return dirs, links
 
-    def plan(self, layer_id: str) -> OverlayPlan:
-        """The overlay mount ``get`` would make for this layer (reads the layout, mounts nothing)."""
-        dirs, links = self._resolve_lowers(layer_id)
+    def plan(self, layer_id: str, *, writable: bool | None = None) -> OverlayPlan:
+        """The overlay mount ``get`` would make for this layer (reads the layout, mounts nothing): its diff
+        the upper dir while it has no child, else read-only on top of its parents (``writable`` chooses)."""
+        dirs, links = self._resolve_lowers(layer_id, mounted=not writable)
         d = self._dir(layer_id)
-        return plan_overlay(self.mount_point(layer_id), dirs, f"{d}/diff", f"{d}/work", api=self.mount_api,
+        writable = len(links) == len(self._lower_links(layer_id))  # not committed: its diff is the upper dir
+        upper, work = (f"{d}/diff", f"{d}/work") if writable else (None, None)
+        return plan_overlay(self.mount_point(layer_id), dirs, upper, work, api=self.mount_api,
                             short_lowers=links, cwd=self.home, page_size=probe.page_size(),
                             extra=self._extra_options, relative=self.layer_view_in_use, index=f"{layer_id}/lowers")
 
@@ -257,7 +294,7 @@ class Overlay2(Driver):
         not at all (``cleanup`` removes a stage a crash left); one found different (edited or damaged:
         the kernel shows its names, not where they lead) is replaced the same way. Read here, on the
         general path — once per driver object and layer; a quick mount trusts what this confirmed."""
-        want = index_links(self._lower_links(layer_id), index)
+        want = index_links(self._mount_links(layer_id), index)
         where = os.path.join(self.home, index)
         try:
             with os.scandir(where) as it:
@@ -317,7 +354,10 @@ class Overlay2(Driver):
         return unmount(self.mount_point(layer_id))
 
     def check_mount(self, layer_id: str, entry: mountinfo.MountEntry | None) -> list[str]:
-        return check_overlay(self.plan(layer_id), entry)
+        problems = check_overlay(self.plan(layer_id), entry)
+        if problems and self._committed(layer_id) and not check_overlay(self.plan(layer_id, writable=True), entry):
+            return []  # mounted before it had a child, writable then: as planned at the time
+        return problems
 
     # -- reporting ------------------------------------------------------------------------------
     def metadata(self, layer_id: str) -> dict[str, str]:
@@ -325,7 +365,7 @@ class Overlay2(Driver):
         d = self._dir(layer_id)
         meta = {"MergedDir": os.path.join(d, "merged"), "UpperDir": os.path.join(d, "diff"),
                 "WorkDir": os.path.join(d, "work")}
-        dirs, _ = self._resolve_lowers(layer_id)
+        dirs, _ = self._resolve_lowers(layer_id, mounted=False)  # as docker inspect shows it: the parents
         if dirs:
             meta["LowerDir"] = ":".join(dirs)
         return meta

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
@@ -110,7 +111,7 @@ def test_500_lowers_mount_through_the_lower_index_and_501_is_refused_before_moun
                                                                                      view: str) -> None:
     # mount: kernels without lowerdir+ too; view false: entered by path (chdir into the index)
     d = open_driver(root, "overlay2", {"overlay2.mount_api": api, "overlay2.layer_view": view})
-    ids = chain(d, 502, prefix=f"{0:060x}")
+    ids = chain(d, 501, prefix=f"{0:060x}")
     with open(os.path.join(d.diff_path(ids[0]), "deep"), "w") as f:
         f.write("bottom")
     index = os.path.join(d.layer_path(ids[500]), "lowers")
@@ -131,9 +132,10 @@ def test_500_lowers_mount_through_the_lower_index_and_501_is_refused_before_moun
     assert d.get(ids[500]) == path  # the index is made once and kept
     d.put(ids[500])
     before = len(mountinfo.read_mountinfo())
-    with pytest.raises(TooManyLayers, match="at most 500"):
-        d.get(ids[501])
-    assert len(mountinfo.read_mountinfo()) == before
+    with pytest.raises(TooManyLayers, match="at most 500"):  # refused when made, as Docker's max depth
+        d.create(f"{501:064x}", ids[500])
+    assert len(mountinfo.read_mountinfo()) == before and not d.exists(f"{501:064x}")
+    assert not os.path.exists(os.path.join(d.layer_path(ids[500]), "committed"))  # ids[500] stays writable
 
 
 @pytest.mark.skipif(not probe.overlay_lowerdir_plus(), reason="kernel has no fsconfig lowerdir+ (needs 6.8+)")
@@ -227,7 +229,8 @@ def test_without_the_view_mount_is_absolute_while_it_fits_then_short_links(root:
     few, many = d.plan(ids[3]), d.plan(ids[128])
     assert (few.api, few.cwd) == ("mount", None)
     assert many.api == "mount" and many.cwd == d.home  # 128 short links still fit one page
-    for lid, want in ((ids[3], [d.diff_path(x) for x in reversed(ids[:3])]), (ids[128], None)):
+    # ids[3] has a child: mounted read-only, its own diff on top of its parents' (as Docker's overlay2)
+    for lid, want in ((ids[3], [d.diff_path(x) for x in reversed(ids[:4])]), (ids[128], None)):
         path = d.get(lid)
         shown = mountinfo.mount_at(path).option_values("lowerdir")[0].split(":")
         if want is None:
@@ -303,7 +306,8 @@ def test_a_layer_is_stamped_at_creation_to_the_nanosecond(root: str) -> None:
     d.create("b", "a")
     after = time.time_ns()
     stamps = [os.stat(os.path.join(d.home, x, "merged")).st_mtime_ns for x in ("a", "b")]
-    assert before <= stamps[0] < stamps[1] <= after
+    # a is stamped again when b makes it a parent (every process then plans a's next mount afresh: read-only)
+    assert before <= stamps[1] < stamps[0] <= after
     assert [statcalls.unmounted_key(os.path.join(d.home, x, "merged"))[2] for x in ("a", "b")] == stamps
 
 
@@ -524,3 +528,30 @@ def test_a_lower_index_edited_behind_the_driver_is_made_right_before_it_is_mount
         assert [n for n in os.listdir(d._staging) if ".lowers." in n] == []
     finally:
         d.put(top)
+
+
+def test_a_layer_with_a_child_mounts_read_only_in_every_process(root: str) -> None:
+    """Docker's overlay2 mounts a layer that has a child (its ``committed`` marker) read-only, its diff on
+    top of its parents'; a get of such a layer mounted it writable, so a write changed what its child is
+    built on. A driver object that mounted the layer before it had a child plans afresh too."""
+    first, other = open_driver(root, "overlay2"), open_driver(root, "overlay2")
+    first.create("base")
+    first.create("app", "base")
+    path = first.get("app")
+    with open(os.path.join(path, "before"), "w") as f:  # no child yet: writable, as Docker's
+        f.write("x")
+    first.put("app")
+    path = first.get("app")  # the quick path now knows this mount
+    first.put("app")
+    other.create("ctr", "app", rw=True)  # another object (process) makes app a parent
+    path = first.get("app")
+    with pytest.raises(OSError) as err:
+        open(os.path.join(path, "after"), "w").close()
+    assert err.value.errno == errno.EROFS
+    entry = mountinfo.mount_at(path)
+    assert entry.read_only and not entry.option_values("upperdir")
+    assert first.verify() == [] and first.metadata("app")["LowerDir"] == first.diff_path("base")
+    first.put("app")
+    assert sorted(os.listdir(other.get("ctr"))) == ["before"]
+    other.put("ctr")
+
