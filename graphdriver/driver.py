@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar
 
@@ -28,6 +28,7 @@ from .errors import (
     LayerExists,
     LayerInUse,
     LayerNotFound,
+    MountBusy,
     StorageOptUnsupported,
 )
 from .ids import check_id
@@ -186,10 +187,12 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
         """Remove a layer that is neither mounted, nor being read or applied into, nor a parent."""
         self.remove_all([layer_id])
 
-    def remove_all(self, layer_ids: Sequence[str]) -> None:
+    def remove_all(self, layer_ids: Iterable[str]) -> None:
         """Remove these layers, children before parents, all or none: every one is checked — neither
         mounted, nor being read or applied into, nor the parent of a layer that stays — and held (an
-        exclusive lease) before the first goes. A container's layer and its ``-init`` layer go so."""
+        exclusive lease) before the first goes. A container's layer and its ``-init`` layer go so. A
+        string is one id; an id named twice counts once."""
+        layer_ids = list(dict.fromkeys([layer_ids] if isinstance(layer_ids, str) else layer_ids))
         for layer_id in layer_ids:
             check_id(layer_id)
         with self.lock.held():
@@ -293,11 +296,16 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
             staged = [os.path.join(self._staging, name) for name in sorted(os.listdir(self._staging))]
             live = [path for path in staged if in_use(path)]
             inside_live = tuple(path + "/" for path in live)
+            busy: list[MountBusy] = []
             for entry in reversed(mountinfo.mounts_under(self.home)):
                 if not entry.mount_point.startswith(inside_live):
-                    unmount(entry.mount_point)
-            self.refs.remove()
-            prune_runtime()
+                    try:
+                        unmount(entry.mount_point)
+                    except MountBusy as e:  # the others are unmounted and the rest tidied all the same
+                        busy.append(e)
+            if not busy:  # with a mount left, its count stays
+                self.refs.remove()
+                prune_runtime()
             for path in staged:
                 if path not in live:
                     self.discard(path)
@@ -309,6 +317,8 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
                 if ".tmp-" in name or not self.exists(child) or not self.exists(parent):
                     self._unlink(os.path.join(self._children_dir, name))
             self.cleanup_backend()
+        if busy:
+            raise MountBusy("; ".join(str(e) for e in busy))
         return [f"{path} (in use by {', '.join(holders(path)) or 'a process that just finished'})" for path in live]
 
     # -- helpers ------------------------------------------------------------------------------

@@ -41,6 +41,14 @@ def _record_path(root: str) -> str:
     return os.path.join(root, "driver")
 
 
+def root_path(root: str) -> str:
+    """The root's one identity, however it is spelled (symlinks, ``//``): its real path. An empty root is
+    refused (it would be the current directory)."""
+    if not root:
+        raise BadRoot("the root is empty: give a directory (--root, GRAPHDRIVER_ROOT)")
+    return os.path.realpath(root)
+
+
 def default_driver(where: str, root: str | None = None) -> str:
     """The first backend in :data:`PRIORITY` that can run in directory ``where`` with root path ``root``
     (default: ``where``; a root not made yet is judged where it would be made)."""
@@ -59,7 +67,7 @@ def default_driver(where: str, root: str | None = None) -> str:
 def recorded_driver(root: str) -> str | None:
     """The driver recorded at ``root``; None while nothing has been stored there. :class:`BadRoot` when
     ``root``, or the nearest path above it that exists, is not a directory."""
-    root = os.path.realpath(root)  # one identity however the root is spelled (symlinks, //)
+    root = root_path(root)
     try:
         return read_text(_record_path(root)) or None
     except NotADirectoryError:
@@ -76,7 +84,7 @@ def chosen_driver(root: str, name: str | None = None) -> str:
     """The driver :func:`open_driver` would use at ``root``, creating nothing: ``name``, else the one
     recorded there, else the best that can run there. A root not made yet is judged by the nearest
     directory above it that exists (the filesystem it would be made on)."""
-    root = os.path.realpath(root)  # one identity however the root is spelled (symlinks, //)
+    root = root_path(root)
     return _choose(root, name, recorded_driver(root))
 
 
@@ -117,7 +125,7 @@ def open_driver(root: str = DEFAULT_ROOT, name: str | None = None,
     a root is left as it is and :class:`NoStore` raised."""
     if require_root and os.geteuid() != 0:
         raise NotRoot("graphdriver must run as root (it mounts filesystems and keeps owners)")
-    root = os.path.realpath(root)  # one identity however the root is spelled (symlinks, //)
+    root = root_path(root)
     if not create and not recorded_driver(root):
         raise NoStore(f"nothing is stored at {root} yet (no layer store there)")
     made = not os.path.isdir(root)
