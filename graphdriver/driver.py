@@ -37,7 +37,7 @@ from .kernel.unmount import unmount
 from .limits import SizeLimits
 from .mounts import Drift, MountRefs, MountState
 from .store.files import read_json, touch, write_json
-from .store.leases import Lease, holders, in_use
+from .store.leases import Lease, holders, in_use, in_use_by_someone
 from .store.locks import RootLock
 from .store.refs import RefStore, prune_runtime, runtime_dir
 
@@ -294,7 +294,7 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
         returned, each with the processes at work (``<path> (in use by name[pid])``)."""
         with self.lock.held():
             staged = [os.path.join(self._staging, name) for name in sorted(os.listdir(self._staging))]
-            live = [path for path in staged if in_use(path)]
+            live = [path for path in staged if in_use_by_someone(path)]
             inside_live = tuple(path + "/" for path in live)
             busy: list[MountBusy] = []
             for entry in reversed(mountinfo.mounts_under(self.home)):

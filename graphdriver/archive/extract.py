@@ -9,6 +9,7 @@ the extraction is cut there (:class:`Extraction`): tar ends, the old path is rem
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -53,6 +54,15 @@ def gnu_tar() -> str:
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def dies_with_us() -> tuple[str, ...]:
+    """The command prefix that makes tar die with the process that started it (util-linux ``setpriv
+    --pdeathsig``; nothing when it is missing): a driver killed mid-apply leaves no tar writing on into
+    the staging directory while ``cleanup`` removes it."""
+    setpriv = shutil.which("setpriv")
+    return (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
+
+
 class TarExtractor:
     """A running ``tar -x`` into ``dest``; ``write`` feeds it, ``finish`` waits and checks its status."""
 
@@ -61,7 +71,7 @@ class TarExtractor:
         self.label = label or dest
         self._err = tempfile.TemporaryFile()
         env = dict(os.environ, LC_ALL="C.UTF-8")
-        self.proc = subprocess.Popen([gnu_tar(), *TAR_FLAGS, "-C", dest], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([*dies_with_us(), gnu_tar(), *TAR_FLAGS, "-C", dest], stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=self._err, env=env, close_fds=True)
         assert self.proc.stdin is not None
         self._fd = self.proc.stdin.fileno()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 
@@ -83,6 +84,18 @@ def in_use(path: str) -> bool:
     if lease is None:
         return True
     lease.release()
+    return False
+
+
+def in_use_by_someone(path: str, patience: float = 0.5) -> bool:
+    """:func:`in_use`, judged again while the lease is held by no process the kernel's lock table names:
+    one on its way out (a killed process, or the fork it was making, closing its descriptors) lets go
+    within moments; what still holds it after ``patience`` seconds is taken as at work."""
+    deadline = time.monotonic() + patience
+    while in_use(path):
+        if holders(path) or time.monotonic() > deadline:
+            return True
+        time.sleep(0.02)
     return False
 
 
