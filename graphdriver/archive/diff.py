@@ -155,8 +155,7 @@ def native_changes(upper: bytes, lower: LayerView, fmt: str) -> list[Change]:
                 sub = walk(p, path, sub_opaque, low_dir)
                 if low is None:
                     out.append(Change(p, ADDED, path, st))
-                elif not same_dir(st, low[1]) or any(c.kind != MODIFIED and c.path.rpartition(b"/")[0] == p
-                                                     for c in sub):
+                elif sub or not same_dir(st, low[1]):  # as dockerd's (naive) changes: a change below counts
                     out.append(Change(p, MODIFIED, path, st))
                 out += sub
             else:
