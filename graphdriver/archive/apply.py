@@ -10,6 +10,7 @@ Verify: tar's exit status, and the layer is untouched unless everything succeede
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -74,6 +75,12 @@ def _require_same(driver: Driver, layer_id: str, lease: Lease) -> None:
 def _visit(entry: Entry, guard: PathGuard, tar: Extraction, scanner: TarScanner) -> int:
     """The guard's verdict; when an earlier entry must go first, tar is cut before this one."""
     action = guard.visit(entry)
+    if action == FORWARD:  # the last entry of a name decides its time
+        key = posixpath.normpath((entry.new_name or entry.name).lstrip(b"/") or b".")
+        if entry.time_out_of_range and entry.typeflag != tf.SYMLINK:
+            guard.epoch_times.add(key)
+        else:
+            guard.epoch_times.discard(key)
     if guard.clear:
         scanner.flush()
         dirs = guard.dir_entries[tar.dirs_done:]
@@ -82,6 +89,19 @@ def _visit(entry: Entry, guard: PathGuard, tar: Extraction, scanner: TarScanner)
         tar.cut(dirs, guard.clear)
         guard.clear = []
     return action
+
+
+def epoch_times(stage: bytes | str, names: set[bytes]) -> None:
+    """Give the extracted ``names`` (not symlinks) the epoch as their times, as Docker's unpack does for a
+    time before 1970 or past 2262 (its Chtimes): the layer then holds, and exports, what dockerd's does."""
+    top = os.fsencode(stage)
+    for name in sorted(names):
+        path = top + b"/" + name
+        try:
+            if not stat.S_ISLNK(os.lstat(path).st_mode):
+                os.utime(path, ns=(0, 0), follow_symlinks=False)
+        except FileNotFoundError:  # replaced by a whiteout's device, or never made: nothing to set
+            continue
 
 
 def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: BinaryIO) -> int:
@@ -115,6 +135,7 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
                 if fmt == "overlay":
                     translate_overlay(stage, guard.whiteouts, guard.opaques, overlay_xattr_prefix(driver))
                 tar.restore_dir_times()
+                epoch_times(stage, guard.epoch_times)
             except (FileNotFoundError, LayerNotFound):
                 with driver.lock.held():  # the layer went (by hand): say which layer
                     _require_same(driver, layer_id, lease)

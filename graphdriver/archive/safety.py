@@ -73,6 +73,7 @@ class PathGuard:
     whiteouts: list[tuple[bytes, bytes]] = field(default_factory=list)  # (dir, name)
     opaques: list[bytes] = field(default_factory=list)
     dir_entries: list[bytes] = field(default_factory=list)  # directory entries in archive order
+    epoch_times: set[bytes] = field(default_factory=set)  # entries whose time unpacks as the epoch (apply)
     clear: list[bytes] = field(default_factory=list)  # to remove before the entry just visited is extracted
     size: int = 0
     _checked: set[bytes] = field(default_factory=lambda: {b""})

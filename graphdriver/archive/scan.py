@@ -37,6 +37,8 @@ class Entry:
     other_names: tuple[bytes, ...] = ()  # overridden name candidates (checked too, defence in depth)
     new_name: bytes | None = None  # set by the visitor: the name tar must see instead (cleaned)
     new_link: bytes | None = None  # the same for a hard link's target
+    #: Its mtime is before 1970 or past 2262: Docker's unpack sets such a time to the epoch (not on symlinks)
+    time_out_of_range: bool = False
 
     @property
     def display(self) -> str:
@@ -291,7 +293,8 @@ class TarScanner:
         if size and t in tf.HEADER_ONLY_TYPES:
             raise tf.FormatError(f"type {t.decode()!r} entry with {size} bytes of data")
         linkname = tf.cstring(hdr[157:257]) if t in (tf.LINK, tf.SYMLINK) else b""
-        return Entry(name=name, typeflag=t, linkname=linkname, size=size, realsize=size, other_names=(name,))
+        return Entry(name=name, typeflag=t, linkname=linkname, size=size, realsize=size, other_names=(name,),
+                     time_out_of_range=bool(hdr[136] & 0x80) and _time_out_of_range(hdr, {}))
 
     def _entry(self, hdr: bytes, fmt: str, t: bytes, pax: dict[str, bytes], long_name: bytes | None,
                long_link: bytes | None) -> Entry:
@@ -353,12 +356,31 @@ class TarScanner:
         # Owners, modes, times and device numbers are tar's business: they cannot move an entry or the
         # stream, so they are not parsed here.
         e = Entry(name=name, typeflag=t, linkname=linkname, size=size, realsize=realsize,
-                  other_names=tuple(candidates))
+                  other_names=tuple(candidates), time_out_of_range=_time_out_of_range(hdr, pax))
         if pax:
             for key, value in pax.items():
                 if key.startswith("SCHILY.xattr."):
                     e.xattrs[key[len("SCHILY.xattr."):]] = value
         return e
+
+
+#: The last second Docker's unpack keeps as given (Go's time.Unix(0, 0) + (1<<63 - 1) ns, in 2262).
+MAX_TIME = 9223372036
+
+
+def _time_out_of_range(hdr: bytes, pax: dict[str, bytes]) -> bool:
+    """The member's mtime (a PAX ``mtime`` record, else the header's field) is before 1970 or past
+    :data:`MAX_TIME` (only a record or a base-256 field can say so; tar judges a malformed one)."""
+    if "mtime" in pax:
+        try:
+            value = float(pax["mtime"])
+        except ValueError:
+            return False
+        return value < 0 or value > MAX_TIME
+    field = hdr[136:148]
+    if field[0] & 0x80 and field[0] != 0xFF:
+        return tf.parse_number(field, "mtime") > MAX_TIME
+    return False
 
 
 def _old_sparse_regions(area: bytes, count: int) -> int:
