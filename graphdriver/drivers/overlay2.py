@@ -141,11 +141,11 @@ class Overlay2(Driver):
         """The layer has (had) a child: it is mounted read-only from then on, as Docker's overlay2 does."""
         return os.path.exists(f"{self.home}/{layer_id}/committed")
 
-    def _mount_links(self, layer_id: str) -> list[str]:
-        """The ``l/`` links a mount of the layer stacks, nearest first: its parents' and, once it is
-        committed, its own diff on top of them (no upper dir: read-only)."""
+    def _mount_links(self, layer_id: str, own: bool | None = None) -> list[str]:
+        """The ``l/`` links a mount of the layer stacks, nearest first: its parents' and, with ``own``
+        (default: once it is committed), its own diff on top of them (no upper dir: read-only)."""
         links = self._lower_links(layer_id)
-        if self._committed(layer_id):
+        if self._committed(layer_id) if own is None else own:
             own = read_text(f"{self.home}/{layer_id}/link")
             if not own:
                 raise MountFailed(f"layer {layer_id} has no link file")
@@ -263,10 +263,10 @@ class Overlay2(Driver):
         extra += [o for o in mountopt.split(",") if o]
         return tuple(extra)
 
-    def _resolve_lowers(self, layer_id: str, *, mounted: bool = True) -> tuple[list[str], list[str]]:
-        """(absolute diff dirs, ``l/`` short links) of what the layer's mount stacks (:meth:`_mount_links`;
-        not ``mounted``: its parents only), nearest first."""
-        links = self._mount_links(layer_id) if mounted else self._lower_links(layer_id)
+    def _resolve_lowers(self, layer_id: str, *, own: bool | None = None) -> tuple[list[str], list[str]]:
+        """(absolute diff dirs, ``l/`` short links) of what the layer's mount stacks (:meth:`_mount_links`),
+        nearest first."""
+        links = self._mount_links(layer_id, own)
         known = self._link_dirs
         dirs = []
         for link in links:
@@ -280,9 +280,10 @@ class Overlay2(Driver):
     def plan(self, layer_id: str, *, writable: bool | None = None) -> OverlayPlan:
         """The overlay mount ``get`` would make for this layer (reads the layout, mounts nothing): its diff
         the upper dir while it has no child, else read-only on top of its parents (``writable`` chooses)."""
-        dirs, links = self._resolve_lowers(layer_id, mounted=not writable)
+        if writable is None:
+            writable = not self._committed(layer_id)  # no child yet: its diff is the upper dir
+        dirs, links = self._resolve_lowers(layer_id, own=not writable)
         d = self._dir(layer_id)
-        writable = len(links) == len(self._lower_links(layer_id))  # not committed: its diff is the upper dir
         upper, work = (f"{d}/diff", f"{d}/work") if writable else (None, None)
         return plan_overlay(self.mount_point(layer_id), dirs, upper, work, api=self.mount_api,
                             short_lowers=links, cwd=self.home, page_size=probe.page_size(),
@@ -365,7 +366,7 @@ class Overlay2(Driver):
         d = self._dir(layer_id)
         meta = {"MergedDir": os.path.join(d, "merged"), "UpperDir": os.path.join(d, "diff"),
                 "WorkDir": os.path.join(d, "work")}
-        dirs, _ = self._resolve_lowers(layer_id, mounted=False)  # as docker inspect shows it: the parents
+        dirs, _ = self._resolve_lowers(layer_id, own=False)  # as docker inspect shows it: the parents
         if dirs:
             meta["LowerDir"] = ":".join(dirs)
         return meta

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from support.plugin_client import PluginClient
+from support.plugin_client import PluginClient, wait_for_socket
 
 from graphdriver.kernel import mountinfo
 from graphdriver.serve.docker_plugin import GraphDriverPlugin, PluginServer
@@ -245,10 +245,7 @@ def test_cli_serves_logs_and_stops_cleanly_on_sigterm(root: str, sockdir: str) -
                              "--socket", path, "--root", root, "--driver", "overlay2", "--debug"],
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(path):
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
+        wait_for_socket(proc, path, 20)
         c = PluginClient(path)
         init(c, "/ignored-because-of-root")
         assert c.call("GraphDriver.Create", {"ID": "base"})["Err"] == ""

@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from support.plugin_client import PluginClient
+from support.plugin_client import PluginClient, wait_for_socket
 
 from graphdriver.serve.plugin_config import state_file_for
 
@@ -159,10 +159,7 @@ def test_the_servers_take_the_global_root_and_refuse_options_they_would_ignore(t
     proc = subprocess.Popen([*gd, "--root", root, "serve", "docker-plugin", "--name", name, "--socket", sock,
                              "--driver", "vfs"], stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock):
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
+        wait_for_socket(proc, sock, 30)
         c = PluginClient(sock)
         assert c.call("GraphDriver.Init", {"Home": str(tmp_path / "dockerd-home")})["Err"] == ""
         assert c.call("GraphDriver.Create", {"ID": "base"})["Err"] == ""

@@ -62,3 +62,14 @@ class PluginClient:
         status, _, data = self.raw("GraphDriver.Diff", json.dumps({"ID": layer_id, "Parent": parent}).encode(),
                                    {"Content-Type": CONTENT_TYPE})
         return status, data
+
+
+def wait_for_socket(proc, path: str, timeout: float = 30) -> None:  # noqa: ANN001  (a subprocess.Popen)
+    """Wait until the server process ``proc`` has made its socket at ``path`` (it must not exit first)."""
+    import os
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
