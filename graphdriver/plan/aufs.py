@@ -3,7 +3,12 @@
 aufs takes its branches as ``br:<dir>=<perm>:<dir>=<perm>...`` in the mount(2) data, which the kernel
 copies one page at most (aufs silently clips the rest). A plan therefore holds the data of the first
 mount (the options and as many branches as fit) and the data of the ``MS_REMOUNT`` calls that add the
-remaining branches, in order, with ``append:<dir>=<perm>``.
+remaining branches, in order, with ``append:<dir>=<perm>`` (Docker's aufs driver splits the same way).
+At mount time aufs reads simple flags, then branches, then ``xino``, whatever their order in the data.
+
+The kernel's branch list is read from sysfs ``si_<id>/br<N>``; with the module parameter ``brs=0`` (or
+no sysfs) aufs lists no ``br<N>`` and prints the branches as a last ``br:`` option in /proc/mounts
+instead, which the check then reads.
 """
 
 from __future__ import annotations
@@ -141,25 +146,48 @@ def plan_aufs(target: str, branches: list[Branch], options: AufsOptions, *, read
 
 
 def planned_branches(data_items: list[str]) -> list[Branch]:
-    """The branches a sequence of mount data strings adds, in order (the inverse of :func:`plan_aufs`)."""
+    """The branches a sequence of mount data strings adds, in order (the inverse of :func:`plan_aufs`).
+
+    Reads ``br:``/``br=`` and ``append:``/``append=`` (the module takes either separator)."""
     out: list[Branch] = []
     for data in data_items:
         for item in data.split(","):
-            if item.startswith("br:"):
-                out += [parse_branch(s) for s in item[3:].split(":") if s]
-            elif item.startswith("append:"):
-                out.append(parse_branch(item[len("append:"):]))
+            key, value = _option(item)
+            if key == "br":
+                out += parse_branch_list(value, first=not out)
+            elif key == "append":
+                out.append(parse_branch(value, first=not out))
     return out
 
 
-def parse_branch(text: str) -> Branch:
+def _option(item: str) -> tuple[str, str]:
+    """``br:x``/``br=x`` -> ("br", "x"), the same for ``append``; ("", "") for any other option."""
+    for name in ("br", "append"):
+        if item.startswith(name) and item[len(name):len(name) + 1] in (":", "="):
+            return name, item[len(name) + 1:]
+    return "", ""
+
+
+def parse_branch_list(text: str, *, first: bool = True) -> list[Branch]:
+    """``<dir>=<perm>:<dir>=<perm>...`` (a ``br:`` value) -> branches, top first. As aufs does, the list
+    ends at the first empty item (a trailing ``:`` is harmless); ``first``: the list starts at branch 0."""
+    out: list[Branch] = []
+    for item in text.split(":"):
+        if not item:
+            break
+        out.append(parse_branch(item, first=first and not out))
+    return out
+
+
+def parse_branch(text: str, *, first: bool = False) -> Branch:
     """``<path>=<perm>`` (as in mount data, sysfs ``br<N>`` and the ``br:`` option) -> :class:`Branch`.
 
-    A branch without ``=`` is read-only, as aufs treats it.
+    A branch given without ``=`` gets aufs's default: ``rw`` for the first branch (``first``), ``ro``
+    for every other.
     """
     path, sep, perm = text.rpartition("=")
     if not sep:
-        return Branch(text, "ro")
+        return Branch(text, PERM_RW if first else "ro")
     return Branch(path, perm)
 
 
@@ -187,26 +215,23 @@ def check_aufs(plan: AufsPlan, entry: MountEntry | None, info: SiInfo | None) ->
         return [f"{plan.target} is {article} {entry.fs_type} mount, not aufs"]
     problems: list[str] = []
     si = si_of(entry.options)
+    got: list[Branch] | None = None
     if info is not None:
         if si is not None and info.si != si:
             problems.append(f"sysfs record si_{info.si} is not the mount's si={si}")
-        if info.gaps():
-            problems.append("sysfs skips branch " + ", ".join(f"br{i}" for i in info.gaps()))
-        got = [Branch(b.path, b.perm) for b in info.branches]
-        missing_id = [b.index for b in info.branches if b.brid is None]
-        if missing_id:
-            problems.append("sysfs has no brid for branch " + ", ".join(str(i) for i in missing_id))
-        ids = [b.brid for b in info.branches if b.brid is not None]
-        if len(set(ids)) != len(ids):
-            problems.append(f"sysfs shows duplicate branch ids {sorted(ids)}")
+        if info.branches:
+            got = [Branch(b.path, b.perm) for b in info.branches]
+            problems += _sysfs_branch_problems(info)
         if plan.options.xino and info.xi_path != plan.options.xino:
             problems.append(f"xino is {info.xi_path or 'off'} (planned {plan.options.xino})")
-    else:
+    if got is None:  # no sysfs, or the module loaded with brs=0: the branches are a br: option
         shown = br_option(entry.options)
         if shown is None:
             where = f"si_{si}" if si else "the mount (no si= option)"
-            return [f"sysfs has no record of {where}; the branch list cannot be checked"]
-        got = [parse_branch(s) for s in shown.split(":") if s]
+            said = (f"sysfs has no record of {where}" if info is None else
+                    f"sysfs lists no br<N> under {where} (module parameter brs=0?) and the mount shows no br:")
+            return [*problems, f"{said}; the branch list cannot be checked"]
+        got = parse_branch_list(shown)
     problems += compare_branches(list(plan.branches), got)
     for opt in plan.options.shown():
         if opt not in entry.options:
@@ -216,6 +241,20 @@ def check_aufs(plan: AufsPlan, entry: MountEntry | None, info: SiInfo | None) ->
     if entry.read_only != plan.read_only:
         problems.append(f"mounted {'read-only' if entry.read_only else 'read-write'} "
                         f"(planned {'read-only' if plan.read_only else 'read-write'})")
+    return problems
+
+
+def _sysfs_branch_problems(info: SiInfo) -> list[str]:
+    """What is wrong with sysfs's own record: a missing ``br<N>``, a missing or repeated ``brid<N>``."""
+    problems = []
+    if info.gaps():
+        problems.append("sysfs skips branch " + ", ".join(f"br{i}" for i in info.gaps()))
+    missing_id = [b.index for b in info.branches if b.brid is None]
+    if missing_id:
+        problems.append("sysfs has no brid for branch " + ", ".join(str(i) for i in missing_id))
+    ids = [b.brid for b in info.branches if b.brid is not None]
+    if len(set(ids)) != len(ids):
+        problems.append(f"sysfs shows duplicate branch ids {sorted(ids)}")
     return problems
 
 

@@ -29,11 +29,15 @@ SysfsWriter = Callable[..., AufsSysfs]
 
 @pytest.fixture
 def sysfs_tree(tmp_path) -> SysfsWriter:
-    """Write ``<tmp>/sysfs/si_<si>/{br<N>,brid<N>,xi_path}`` (and ``config``); returns a reader on it."""
+    """Write ``<tmp>/sysfs/si_<si>/{br<N>,brid<N>,xi_path}`` (and ``config``); returns a reader on it.
+
+    As the module does: ``br<N>`` holds ``<path>=<perm>\\n``, ``brid<N>`` ``<id>\\n``, and ``xi_path`` is
+    always there (the xino path and a newline; empty with ``noxino``). ``branches=[]`` is a module loaded
+    with ``brs=0``, which lists no ``br<N>``/``brid<N>`` (the ``br:`` mount option carries them then)."""
     top = tmp_path / "sysfs"
     top.mkdir()
 
-    def write(si: str, branches: list[str], *, brids: list[int] | None = None, xi_path: str | None = "",
+    def write(si: str, branches: list[str], *, brids: list[int] | None = None, xi_path: str = "",
               config: str | None = None) -> AufsSysfs:
         d = top / f"si_{si}"
         d.mkdir(exist_ok=True)
@@ -44,8 +48,7 @@ def sysfs_tree(tmp_path) -> SysfsWriter:
             (d / f"br{i}").write_text(br + "\n")
         for i, brid in enumerate(ids):
             (d / f"brid{i}").write_text(f"{brid}\n")
-        if xi_path is not None:
-            (d / "xi_path").write_text(xi_path + "\n" if xi_path else "")
+        (d / "xi_path").write_text(xi_path + "\n" if xi_path else "")
         if config is not None:
             (top / "config").write_text(config)
         return AufsSysfs(str(top), retries=0)

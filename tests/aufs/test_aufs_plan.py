@@ -13,6 +13,7 @@ from graphdriver.plan.aufs import (
     Branch,
     layer_branches,
     parse_branch,
+    parse_branch_list,
     plan_aufs,
     planned_branches,
 )
@@ -119,7 +120,19 @@ def test_a_path_longer_than_a_page_is_refused():
 def test_parse_branch():
     assert parse_branch("/a/b=ro+wh") == Branch("/a/b", "ro+wh")
     assert parse_branch("/a/b=rw") == Branch("/a/b", "rw")
-    assert parse_branch("/a/b") == Branch("/a/b", "ro")  # aufs takes a bare branch as read-only
+    # a bare branch: aufs makes the first one rw and every other ro (aufs(5), Branch Syntax)
+    assert parse_branch("/a/b") == Branch("/a/b", "ro")
+    assert parse_branch("/a/b", first=True) == Branch("/a/b", "rw")
+    assert planned_branches(["br:/a:/b", "append:/c"]) == [Branch("/a", "rw"), Branch("/b", "ro"),
+                                                           Branch("/c", "ro")]
+
+
+def test_planned_branches_reads_both_separators_and_stops_at_an_empty_item():
+    # the module takes br:/br= and append:/append=; its br parser stops at the first empty item
+    assert planned_branches(["dio,br=/a=rw:/b=ro+wh:", "append=/c=ro+wh,append:/d=ro+wh"]) == [
+        Branch("/a", "rw"), Branch("/b", "ro+wh"), Branch("/c", "ro+wh"), Branch("/d", "ro+wh")]
+    assert parse_branch_list("/a=rw::/b=ro+wh") == [Branch("/a", "rw")]
+    assert planned_branches(["brx:/a=rw", "xino=/dev/shm/x"]) == []
 
 
 @settings(max_examples=150, deadline=None)

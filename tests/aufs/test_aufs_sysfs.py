@@ -120,3 +120,31 @@ def test_check_without_sysfs_uses_the_br_option_or_says_it_cannot_check():
     assert check_aufs(plan_c(), entry(shown), None) == ["branch 0 (/r/aufs/diff/c) is ro+wh (planned rw)"]
     problems = check_aufs(plan_c(), entry(SHOWN), None)
     assert problems == ["sysfs has no record of si_1f2e3d4c5b6a7980; the branch list cannot be checked"]
+
+
+def test_module_with_brs_0_lists_the_branches_in_the_br_option(sysfs_tree):
+    # aufs loaded with brs=0: si_<id>/ holds xi_path only, and /proc/mounts ends with br:<dir>=<perm>:...
+    si = "1f2e3d4c5b6a7980"
+    info = sysfs_tree(si, [], xi_path=XINO).read(si)
+    assert info.branches == () and info.xi_path == XINO
+    assert check_aufs(plan_c(), entry((*SHOWN, "br:" + ":".join(GOOD))), info) == []
+    swapped = "br:" + ":".join([GOOD[0], GOOD[2], GOOD[1]])
+    assert check_aufs(plan_c(), entry((*SHOWN, swapped)), info) == [
+        "branch 1 is /r/aufs/diff/a (planned /r/aufs/diff/b)"]
+    assert check_aufs(plan_c(), entry(SHOWN), info) == [
+        f"sysfs lists no br<N> under si_{si} (module parameter brs=0?) and the mount shows no br:; "
+        "the branch list cannot be checked"]
+    # xi_path is there whatever brs is, and still checked
+    other = sysfs_tree(si, [], xi_path="/tmp/.aufs.xino").read(si)
+    assert check_aufs(plan_c(), entry((*SHOWN, "br:" + ":".join(GOOD))), other) == [
+        f"xino is /tmp/.aufs.xino (planned {XINO})"]
+
+
+def test_br_option_paths_are_unescaped_like_the_module_escapes_them():
+    # aufs prints branch paths with seq_path escapes (\040 for a space) in sysfs and in /proc/mounts
+    line = ("812 30 0:77 / /r/mnt/c rw,relatime - aufs none "
+            r"rw,si=1f2e,br:/r/with\040space/c=rw:/r/b=ro+wh" "\n")
+    e = parse_mountinfo_line(line)
+    plan = plan_aufs("/r/mnt/c", layer_branches("/r/with space/c", ["/r/b"], read_only=False), AufsOptions(),
+                     read_only=False)
+    assert check_aufs(plan, e, None) == []
