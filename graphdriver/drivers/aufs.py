@@ -43,6 +43,7 @@ from ..plan.aufs import (
     check_branch_path,
     layer_branches,
     plan_aufs,
+    probe_data,
 )
 from ..store.files import read_json, read_text, write_atomic, write_json
 from ..store.refs import boot_id
@@ -74,10 +75,8 @@ class Aufs(Driver):
     def unsupported_reason(cls, root: str) -> str | None:
         if not probe.has_filesystem("aufs"):
             return NO_AUFS
-        fs = probe.backing_fs(root)
-        if fs in ("aufs", "overlayfs"):
-            return f"backing filesystem {fs} at {root} cannot hold aufs branches; use --driver vfs"
-        return None
+        why = backing_fs_reason(probe.backing_fs(root), AufsSysfs(cls.sysfs_root).config())
+        return f"{why} (at {root}); use --driver vfs" if why else None
 
     def setup(self) -> None:
         for d in (self._diff_root, self._layers_root, self._mnt_root):
@@ -215,17 +214,17 @@ class Aufs(Driver):
         os.mkdir(base)
         os.mkdir(target)
 
-        def accepts(extra: list[str]) -> bool:
+        def accepts(data: str) -> bool:
             try:
-                syscalls.mount("none", target, "aufs", 0, ",".join([*extra, f"br:{base}=rw"]))
+                syscalls.mount("none", target, "aufs", 0, data)
             except OSError:
                 return False
             unmount(target)
             return True
 
         try:
-            return {"dio": accepts(["dio"]), "dirperm1": accepts(["dirperm1"]),
-                    "xino": xino if xino and accepts([f"xino={xino}"]) else None}
+            found = {name: accepts(data) for name, data in probe_data(base, xino).items()}
+            return {"dio": found["dio"], "dirperm1": found["dirperm1"], "xino": xino if found.get("xino") else None}
         finally:
             if os.path.ismount(target):
                 syscalls.umount2(target, syscalls.MNT_DETACH)
@@ -290,19 +289,43 @@ class Aufs(Driver):
 
     # -- reporting ------------------------------------------------------------------------------
     def metadata(self, layer_id: str) -> dict[str, str]:
+        """Docker's aufs GetMetadata returns nil: no GraphDriver data (the branches are :meth:`plan`'s)."""
         self._require(layer_id)
-        return {"Branches": ":".join(str(b) for b in self.branches(layer_id)),
-                "DiffDir": self.diff_path(layer_id), "LayersFile": self.layers_file(layer_id),
-                "MountPoint": self.mount_point(layer_id)}
+        return {}
+
+    def status(self) -> list[tuple[str, str]]:
+        """Docker's aufs order first: Root Dir, Backing Filesystem, Dirs, Dirperm1 Supported; then ours."""
+        pairs = super().status()
+        return [p for p in pairs if p[0] == "Root Dir"] + [p for p in pairs if p[0] != "Root Dir"]
+
+    def layer_files(self) -> int:
+        """How many files ``layers/`` holds: what Docker's aufs Status reports as Dirs."""
+        with os.scandir(self._layers_root) as it:
+            return sum(1 for e in it if not e.is_dir(follow_symlinks=False))
 
     def backend_status(self) -> list[tuple[str, str]]:
         opts = self.mount_options
-        return [("Root Dir", self.home), ("Dirs", str(len(os.listdir(self._diff_root)))),
+        return [("Root Dir", self.home), ("Dirs", str(self.layer_files())),
                 ("Dirperm1 Supported", str(opts.dirperm1).lower()),
                 ("Mount Options", ",".join(opts.render()) or "(module defaults)"),
                 ("Branch Limit", str(self.branch_max)),
                 ("Verified with", f"{self.sysfs.root}/si_<id>/br*, brid*, xi_path"),
                 ("auplink", shutil.which("auplink") or "not installed (aufs-tools)")]
+
+
+def backing_fs_reason(fs: str, config: dict[str, str]) -> str | None:
+    """Why aufs cannot keep its branches on filesystem ``fs`` (Docker's name), or None.
+
+    Docker's aufs driver refuses aufs, btrfs and ecryptfs; the module itself refuses ecryptfs and aufs
+    branches, and ramfs ones unless built with CONFIG_AUFS_BR_RAMFS (``config``: its sysfs ``config``).
+    overlayfs is refused here too: a union of a union."""
+    if fs in ("aufs", "overlayfs"):
+        return f"backing filesystem {fs} cannot hold aufs branches"
+    if fs in ("btrfs", "ecryptfs"):
+        return f"aufs is not supported over {fs} (Docker's aufs driver refuses it)"
+    if fs == "ramfs" and config.get("CONFIG_AUFS_BR_RAMFS") != "y":
+        return "the aufs module takes no ramfs branch (it was not built with CONFIG_AUFS_BR_RAMFS)"
+    return None
 
 
 def _tmpfs_xino(home: str) -> str | None:

@@ -1,10 +1,12 @@
 """The aufs module's own view of its mounts, read from sysfs (default ``/sys/fs/aufs``).
 
-Per aufs mount there is ``si_<id>/`` (``<id>`` is the ``si=`` value in /proc/mounts) holding
-``br<N>`` (``<path>=<perm>``, N from 0 = top), ``brid<N>`` (the branch's id) and ``xi_path`` (the
-external inode number file, empty with ``noxino``). A module build also has ``config`` (its
-``CONFIG_AUFS_*`` settings, the branch limit among them). The sysfs root is a parameter so the reader
-works on a fixture tree as well.
+Per aufs mount there is ``si_<id>/`` (``<id>`` is the ``si=`` value in /proc/mounts, both printed
+``%lx``) holding ``br<N>`` (``<path>=<perm>``, N from 0 = top), ``brid<N>`` (the branch's id) and
+``xi_path`` (the external inode number file, empty with ``noxino``). Paths are escaped as seq_path does
+(``\\040`` for a space). With the module parameter ``brs=0`` there are no ``br<N>``/``brid<N>``; the
+branches are then a ``br:`` option in /proc/mounts. A module build also has ``config`` (its
+``CONFIG_AUFS_*`` settings, one ``KEY=value`` a line, the branch limit among them). The sysfs root is a
+parameter so the reader works on a fixture tree as well.
 """
 
 from __future__ import annotations

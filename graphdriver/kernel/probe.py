@@ -25,6 +25,7 @@ FS_MAGIC = {
     0xE0F5E1E2: "erofs",
     0x73717368: "squashfs",
     0x858458F6: "ramfs",
+    0xF15F: "ecryptfs",
 }
 
 

@@ -87,6 +87,19 @@ class AufsPlan:
         return [(False, self.data), *((True, a) for a in self.appends)]
 
 
+def probe_data(base: str, xino: str | None) -> dict[str, str]:
+    """The mount data that probes each option on a one-branch aufs of ``base``.
+
+    ``dio`` and ``dirperm1`` are tried with ``noxino``: without an ``xino=`` the module opens its default
+    xino (``<branch>/.aufs.xino``, or ``/tmp/.aufs.xino`` when the branch filesystem cannot hold one, e.g.
+    xfs or btrfs) O_EXCL and refuses an unfit filesystem, and that failure would read as the option's.
+    ``xino`` is tried alone (Docker's probe gives ``xino=/dev/shm/aufs.xino`` for the same reason)."""
+    out = {"dio": f"dio,noxino,br:{base}=rw", "dirperm1": f"dirperm1,noxino,br:{base}=rw"}
+    if xino:
+        out["xino"] = f"xino={xino},br:{base}=rw"
+    return out
+
+
 def check_branch_path(path: str) -> None:
     """Refuse a branch path aufs cannot take: relative, or holding ``:``, ``=``, ``,`` or a newline."""
     if not os.path.isabs(path):

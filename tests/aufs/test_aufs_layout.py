@@ -13,18 +13,19 @@ import sys
 import pytest
 
 from graphdriver import open_driver
-from graphdriver.drivers.aufs import NO_AUFS, Aufs
+from graphdriver.drivers.aufs import NO_AUFS, Aufs, backing_fs_reason
 from graphdriver.errors import (
     BadBranchPath,
     DriverUnsupported,
     LayerInUse,
+    LayerNotFound,
     MountFailed,
     StorageOptUnsupported,
     TooManyLayers,
 )
 from graphdriver.kernel import mountinfo, probe, syscalls
 from graphdriver.kernel.mountinfo import MountEntry
-from graphdriver.plan.aufs import AufsOptions
+from graphdriver.plan.aufs import AufsOptions, Branch, planned_branches, probe_data
 
 HAVE_AUFS = probe.has_filesystem("aufs")
 XINO = "/dev/shm/aufs.xino"
@@ -53,22 +54,62 @@ def test_three_places_per_layer(aufs):
     assert aufs.whiteout_format == "aufs"
 
 
-def test_metadata_lists_branch_paths_in_order(aufs):
+def branch_list(drv: Aufs, layer_id: str) -> str:
+    return ":".join(str(b) for b in drv.branches(layer_id))
+
+
+def test_branch_paths_in_order_and_no_graphdriver_data(aufs):
     chain(aufs)
     d = os.path.realpath(os.path.join(aufs.home, "diff"))
-    meta = aufs.metadata("ctr")
-    assert meta["Branches"] == f"{d}/ctr=rw:{d}/mid=ro+wh:{d}/base=ro+wh"
-    assert meta["DiffDir"] == aufs.diff_path("ctr")
-    assert meta["MountPoint"] == aufs.mount_point("ctr")
-    assert meta["LayersFile"] == os.path.join(aufs.home, "layers", "ctr")
+    assert branch_list(aufs, "ctr") == f"{d}/ctr=rw:{d}/mid=ro+wh:{d}/base=ro+wh"
     # an image layer others stack on is read-only: every branch ro+wh
     assert aufs.read_only("mid") and not aufs.read_only("ctr")
-    assert aufs.metadata("mid")["Branches"] == f"{d}/mid=ro+wh:{d}/base=ro+wh"
+    assert branch_list(aufs, "mid") == f"{d}/mid=ro+wh:{d}/base=ro+wh"
     # a fresh image layer is filled through its mount, like Docker's aufs: its own branch is rw
     aufs.create("fresh", "mid")
     assert not aufs.read_only("fresh")
-    assert aufs.metadata("fresh")["Branches"] == f"{d}/fresh=rw:{d}/mid=ro+wh:{d}/base=ro+wh"
-    assert [str(b) for b in aufs.plan("ctr").branches] == meta["Branches"].split(":")
+    assert branch_list(aufs, "fresh") == f"{d}/fresh=rw:{d}/mid=ro+wh:{d}/base=ro+wh"
+    assert [str(b) for b in aufs.plan("ctr").branches] == branch_list(aufs, "ctr").split(":")
+    # Docker's aufs GetMetadata returns nil: docker inspect shows no GraphDriver data for aufs
+    assert aufs.metadata("ctr") == {} and aufs.metadata("base") == {}
+    with pytest.raises(LayerNotFound):
+        aufs.metadata("absent")
+
+
+def test_status_is_dockers_aufs_status_first(aufs):
+    chain(aufs)
+    aufs.mount_options = AufsOptions(dirperm1=True)  # as the probe would find it (no mount here)
+    status = aufs.status()
+    assert [k for k, _ in status[:4]] == ["Root Dir", "Backing Filesystem", "Dirs", "Dirperm1 Supported"]
+    values = dict(status)
+    assert values["Root Dir"] == aufs.home and values["Dirperm1 Supported"] == "true"
+    assert values["Backing Filesystem"] == probe.backing_fs(aufs.home)
+    # Dirs counts the files in layers/, as Docker's aufs does (loadIds), not the diff dirs
+    open(os.path.join(aufs.home, "layers", "half"), "w").close()
+    assert dict(aufs.status())["Dirs"] == "4"
+
+
+@pytest.mark.parametrize(("fs", "config", "refused"), [
+    ("extfs", {}, None), ("xfs", {}, None), ("tmpfs", {}, None),
+    ("btrfs", {}, "aufs is not supported over btrfs (Docker's aufs driver refuses it)"),
+    ("ecryptfs", {}, "aufs is not supported over ecryptfs (Docker's aufs driver refuses it)"),
+    ("aufs", {}, "backing filesystem aufs cannot hold aufs branches"),
+    ("overlayfs", {}, "backing filesystem overlayfs cannot hold aufs branches"),
+    ("ramfs", {}, "the aufs module takes no ramfs branch (it was not built with CONFIG_AUFS_BR_RAMFS)"),
+    ("ramfs", {"CONFIG_AUFS_BR_RAMFS": "y"}, None),
+])
+def test_backing_filesystems_aufs_refuses(fs, config, refused):
+    assert backing_fs_reason(fs, config) == refused
+
+
+def test_option_probe_isolates_each_option():
+    # dio and dirperm1 are probed with noxino: the module's default xino (/tmp/.aufs.xino on an xfs or
+    # btrfs branch, opened O_EXCL) must not make them look unsupported; xino is probed alone
+    assert probe_data("/s/base", "/dev/shm/aufs.x.xino") == {
+        "dio": "dio,noxino,br:/s/base=rw", "dirperm1": "dirperm1,noxino,br:/s/base=rw",
+        "xino": "xino=/dev/shm/aufs.x.xino,br:/s/base=rw"}
+    assert set(probe_data("/s/base", None)) == {"dio", "dirperm1"}
+    assert planned_branches(list(probe_data("/s/base", None).values())[:1]) == [Branch("/s/base", "rw")]
 
 
 def test_which_layers_mount(aufs):
@@ -224,9 +265,9 @@ def test_layers_file_is_the_branch_source(aufs):
     # Docker's layers file decides the branch order; a hand-edited one shows in the plan
     with open(os.path.join(aufs.home, "layers", "ctr"), "w") as f:
         f.write("base\nmid\n")
-    assert aufs.metadata("ctr")["Branches"] == f"{d}/ctr=rw:{d}/base=ro+wh:{d}/mid=ro+wh"
+    assert branch_list(aufs, "ctr") == f"{d}/ctr=rw:{d}/base=ro+wh:{d}/mid=ro+wh"
     os.unlink(os.path.join(aufs.home, "layers", "ctr"))  # gone: the parent chain stands in
-    assert aufs.metadata("ctr")["Branches"] == f"{d}/ctr=rw:{d}/mid=ro+wh:{d}/base=ro+wh"
+    assert branch_list(aufs, "ctr") == f"{d}/ctr=rw:{d}/mid=ro+wh:{d}/base=ro+wh"
 
 
 def test_udba_option(root):

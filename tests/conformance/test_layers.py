@@ -251,17 +251,14 @@ def test_metadata_keys(driver: Driver) -> None:
     driver.create("mid", "base")
     driver.create("top", "mid", rw=True)
     meta = driver.metadata("top")
-    if driver.name == "vfs":
-        assert meta == {} and driver.metadata("base") == {}  # Docker's vfs has no GraphDriver data
+    if driver.name in ("vfs", "aufs"):
+        assert meta == {} and driver.metadata("base") == {}  # Docker's vfs and aufs have no GraphDriver data
     elif driver.name == "overlay2":
         assert set(meta) == {"LowerDir", "UpperDir", "WorkDir", "MergedDir"}
         assert meta["UpperDir"] == driver.diff_path("top") and meta["MergedDir"] == driver.mount_point("top")
         assert meta["LowerDir"].split(":") == [driver.diff_path("mid"), driver.diff_path("base")]
         assert all(os.path.isdir(meta[k]) for k in ("UpperDir", "WorkDir", "MergedDir"))
         assert set(driver.metadata("base")) == {"UpperDir", "WorkDir", "MergedDir"}
-    elif driver.name == "aufs":
-        assert set(meta) >= {"Branches", "DiffDir", "MountPoint"}
-        assert meta["DiffDir"] == driver.diff_path("top")
     else:
         pytest.fail(f"no metadata expectation for backend {driver.name}")
     with pytest.raises(LayerNotFound):
