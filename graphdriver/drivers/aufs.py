@@ -6,8 +6,8 @@ Layout under ``<root>/aufs``::
     layers/<id>     the layer's ancestors, nearest first, one id a line (empty for a base layer)
     mnt/<id>/       the union mount point
 
-A layer with a parent, and every container (rw) layer, is union-mounted on ``get``; an image base layer
-is its diff dir (nothing to unite), as Docker's aufs driver came to do. The layer's own branch is on top,
+A layer with ancestors is union-mounted on ``get``; a layer without any, image or container layer, is its
+diff dir (nothing to unite), as Docker's aufs ``Get`` does. The layer's own branch is on top,
 ``br:<diff/id>=rw:<diff/parent>=ro+wh:...``, so a fresh layer can be filled through its mount (Docker's
 aufs always mounted its top ``=rw``). A read-only layer -- an image layer that others already stack on,
 whose content must no longer change under them -- mounts every branch ``ro+wh`` and ``MS_RDONLY``.
@@ -113,8 +113,9 @@ class Aufs(Driver):
         return self.mount_point(layer_id) if self.needs_mount(layer_id) else self.diff_path(layer_id)
 
     def needs_mount(self, layer_id: str) -> bool:
-        meta = read_json(self._meta_path(layer_id), {})
-        return bool(meta.get("parent")) or bool(meta.get("rw"))
+        """True when ``layers/<id>`` names ancestors: as Docker's aufs Get, a layer without any (a
+        container's on ``scratch`` too) is its diff dir, with nothing to unite."""
+        return bool(self.layer_chain(layer_id))
 
     def read_only(self, layer_id: str) -> bool:
         """True for an image layer with children: its branch is ``ro+wh`` even on top, and it mounts read-only."""

@@ -117,7 +117,12 @@ def test_which_layers_mount(aufs):
     aufs.create("lonely-rw", rw=True)
     assert not aufs.needs_mount("base")  # a read-only base layer is its own diff dir
     assert aufs.rootfs_path("base") == aufs.diff_path("base")
-    assert aufs.needs_mount("mid") and aufs.needs_mount("ctr") and aufs.needs_mount("lonely-rw")
+    assert aufs.needs_mount("mid") and aufs.needs_mount("ctr")
+    # a container layer without a parent is its diff dir too: Docker's aufs Get mounts only with parents
+    assert not aufs.needs_mount("lonely-rw")
+    assert aufs.get("lonely-rw") == aufs.diff_path("lonely-rw")
+    assert mountinfo.current_mount_id(aufs.mount_point("lonely-rw")) is None
+    aufs.put("lonely-rw")
     assert aufs.rootfs_path("ctr") == aufs.mount_point("ctr")
     assert aufs.get("base") == aufs.diff_path("base")
     assert aufs.mount_count("base") == 1
