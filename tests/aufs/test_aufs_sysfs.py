@@ -109,8 +109,8 @@ def test_check_reports_mount_level_drift(sysfs_tree):
     assert check_aufs(plan_c(), overlay, info) == ["/r/aufs/mnt/c is an overlay mount, not aufs"]
     assert check_aufs(plan_c(), entry((f"si={si}", "dio")), info) == ["option dirperm1 is missing from the mount"]
     assert check_aufs(plan_c(), entry(SHOWN, read_only=True), info) == ["mounted read-only (planned read-write)"]
-    other = sysfs_tree("0000", GOOD, xi_path=XINO).read("0000")
-    assert check_aufs(plan_c(), entry(SHOWN), other) == [f"sysfs record si_0000 is not the mount's si={si}"]
+    other = sysfs_tree("3c0ffee1d", GOOD, xi_path=XINO).read("3c0ffee1d")  # si ids are %lx, never padded
+    assert check_aufs(plan_c(), entry(SHOWN), other) == [f"sysfs record si_3c0ffee1d is not the mount's si={si}"]
 
 
 def test_check_without_sysfs_uses_the_br_option_or_says_it_cannot_check():
