@@ -6,7 +6,8 @@ Run as root from the project directory (about a minute on a quiet machine, under
     .venv/bin/python bench/bench_mount.py --rounds 31 --lowers 1,10 --containers 0
 
 Part 1 — for 1, 10, 128 and 500 lower layers: the Python API (``open_driver(root, "overlay2")``, a chain
-of N+1 layers, ``get``+``put`` of the top one) against ``mount_baseline.c`` (compiled with gcc into a
+of N layers and a layer on it with no child — a writable mount, as a container's — ``get``+``put`` of that
+one) against ``mount_baseline.c`` (compiled with gcc into a
 temporary directory) doing the same overlay mount and ``umount2`` with nothing around it: the driver's
 own plan, raw — one mount(2) with a page of options: Docker's short ``l/`` links and relative upper
 and work dirs from the overlay2 directory's detached view (absolute paths with ``--layer-view false``
@@ -73,6 +74,11 @@ TARGET_SCALING = 1.3
 def layer_id(n: int) -> str:
     """A 64-hex id, as Docker's layer ids are."""
     return hashlib.sha256(f"bench-layer-{n}".encode()).hexdigest()
+
+
+def top_id(lowers: int) -> str:
+    """The layer benchmarked at ``lowers`` lowers: on the chain's first ``lowers`` layers, with no child."""
+    return hashlib.sha256(f"bench-top-{lowers}".encode()).hexdigest()
 
 
 def compile_baseline(tmp: str) -> str:
@@ -190,16 +196,17 @@ def bench_lowers(root: str, exe: str, tmp: str, rounds: int, lowers: tuple[int, 
                  options: dict[str, str] | None = None, pinned_rounds: int = 0) -> list[dict]:
     """Part 1. Returns one row per lower count."""
     driver = open_driver(root, "overlay2", options)
-    top_n = max(lowers)
     t0 = time.perf_counter()
-    for i in range(top_n + 1):
+    for i in range(max(lowers)):
         driver.create(layer_id(i), layer_id(i - 1) if i else None)
-    print(f"# created a chain of {top_n + 1} layers in {time.perf_counter() - t0:.1f}s "
+    for n in lowers:  # a top layer on N of the chain, with no child: a writable mount (a committed one is read-only)
+        driver.create(top_id(n), layer_id(n - 1))
+    print(f"# created a chain of {max(lowers)} layers and {len(lowers)} tops in {time.perf_counter() - t0:.1f}s "
           f"(driver mount API: {driver.mount_api})", flush=True)
     rows = []
     try:
         for n in lowers:
-            top = layer_id(n)
+            top = top_id(n)
             base = Baseline(exe, driver, top, tmp)
             assert base.lowers == n, (base.lowers, n)
             driver.get(top)  # warm-up: caches, dentries, the first mount
@@ -349,7 +356,8 @@ def report(rows: list[dict], cont: dict | None, namespace: str) -> str:
     lines = [f"Measured {stamp}, kernel {platform.release()}, {os.cpu_count()} CPUs, Python "
              f"{platform.python_version()}, load average at the end {load}; {namespace}.", ""]
     if rows:
-        lines += [f"get+put of the top of a chain of N+1 layers against the same raw mount+umount2 in C, "
+        lines += ["get+put of a layer on N layers of a chain (no child: a writable mount) against the same raw "
+                  f"mount+umount2 in C, "
                   f"{rows[0]['rounds']} interleaved rounds. Times: median of the per-round means. Ratio: median "
                   "of the per-round Python/C ratios (each round runs both back to back); min-based: the fastest "
                   "Python round over the fastest C round. Both on one CPU (for contrast, not the target): the "
