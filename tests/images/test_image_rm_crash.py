@@ -14,8 +14,10 @@ import sys
 import pytest
 from imgkit import docker_archive, layer_tar
 
+from graphdriver import open_driver
 from graphdriver.kernel import mountinfo
 from graphdriver.store.containers import ContainerStore
+from graphdriver.store.images import ImageStore
 
 #: Where the child dies: as the child image's config leaves ``configs/``, right after the first layer a
 #: deletion removes, and just before the tags or parent links are rewritten.
@@ -142,3 +144,21 @@ def test_a_void_tag_or_link_is_never_shown_nor_revived(tmp_path, store, gd) -> N
     doc = json.loads(gd("image", "inspect", child, check=True).stdout)[0]
     assert (doc["RepoTags"], doc["Parent"]) == ([], "")
     _consistent(store)
+
+
+def test_cleanup_finishes_a_deletion_on_a_root_with_images_only(tmp_path, gd, root: str) -> None:
+    """A root whose images were handled through the library alone has no containers directory: cleanup
+    still finishes a deletion a kill cut short there."""
+    images = ImageStore(root, open_driver(root))
+    built = docker_archive(str(tmp_path / "a.tar"), [layer_tar({"a": "1"})], ["a:1"])
+    images.load(built.path)
+    script = _CHILD.replace("ContainerStore(ImageStore(sys.argv[1], open_driver(sys.argv[1])))",
+                            "ImageStore(sys.argv[1], open_driver(sys.argv[1]))")
+    script = script.format(hook=KILL_POINTS["as the config goes"], command="s.remove('a:1')")
+    r = subprocess.run([sys.executable, "-c", script, root, built.image_id.split(":")[1]], capture_output=True,
+                       text=True)
+    assert r.returncode == 9, r.stderr
+    assert not os.path.exists(os.path.join(root, "containers"))
+    assert images.ids() == [] and os.listdir(images.configs) != []  # gone, its config set aside
+    gd("cleanup", check=True)
+    assert os.listdir(images.configs) == [] and images.driver.layers() == [] and _record(images.repos_path()) == {}
