@@ -76,6 +76,10 @@ class CleanupCmd(cli.Application):
             return 0
         if os.path.isdir(os.path.join(d.root, "containers")):  # containers a kill cut short: their layers go
             container_store(self).recover()
+        elif os.path.isdir(os.path.join(d.root, "images")):  # image work a kill cut short (no containers yet)
+            from ..store.images import ImageStore
+
+            ImageStore(d.root, d).recover()
         left = d.cleanup()
         emit(self, {"Cleaned": d.root, "LeftInUse": left},
              "\n".join([f"cleaned {d.root}", *(f"left alone: {x}" for x in left)]))

@@ -4,6 +4,7 @@ Layout (every file written atomically; every change under one lock shared with t
 
     images/repositories.json          {"name:tag": "sha256:<image id>"}
     images/configs/<hex>.json         each image config, byte for byte (its sha256 is the image id)
+    images/configs/<hex>.removing     the config of an image being deleted, set aside (see imagedelete.py)
     images/parents.json               {"<committed image id>": "<the image it was made from>"}
     images/layerdb/<chain hex>.json   {"diff_id", "parent", "size", "tar_size"} per image layer
     images/layerdb/<chain hex>.tarsplit   what reproduces the layer tar byte for byte (``image save``)
@@ -11,11 +12,16 @@ Layout (every file written atomically; every change under one lock shared with t
 
 The driver's layer id of an image layer is its chainID's hex, so a layer whose chainID is already there
 is reused, never applied twice. A load either completes or removes every layer it created.
+
+An image exists while its config does: a tag or parent link naming an image without a config (one deleted
+by a process killed before it rewrote those files, or on a disk too full to) is void, skipped by readers
+and dropped by :meth:`ImageStore.recover` and before any config is made.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -77,7 +83,7 @@ class ImageStore:
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.lock = RootLock(os.path.join(self.dir, ".lock"))
         self._applying = WorkMarks(self.layerdb, ".applying")  # from a layer's create to its record
-        self.lineage = Lineage(os.path.join(self.dir, "parents.json"))
+        self.lineage = Lineage(os.path.join(self.dir, "parents.json"), self.has_image)
 
     # -- references -------------------------------------------------------------------------------
     def repos_path(self) -> str:
@@ -86,9 +92,12 @@ class ImageStore:
 
     def repos(self) -> dict[str, str]:
         """Every tag and the image id it names (a tag recorded before names were normalized reads as
-        docker's short form)."""
+        docker's short form); a void tag (its image has no config) is left out."""
         out = {}
+        present = set(self.ids())
         for tag, image_id in read_json(self.repos_path(), {}).items():
+            if image_id not in present:
+                continue
             try:
                 out[normalize_ref(tag)] = image_id
             except GraphDriverError:
@@ -98,6 +107,14 @@ class ImageStore:
     def config_path(self, image_id: str) -> str:
         """Where the config of ``image_id`` is kept."""
         return os.path.join(self.configs, hex_of(image_id) + ".json")
+
+    def has_image(self, image_id: str) -> bool:
+        """Whether ``image_id`` has a config here."""
+        return image_id.startswith("sha256:") and os.path.exists(self.config_path(image_id))
+
+    def removing_path(self, image_id: str) -> str:
+        """Where the config of ``image_id`` waits while the image is deleted."""
+        return os.path.join(self.configs, hex_of(image_id) + ".removing")
 
     def ids(self) -> list[str]:
         """Every image id, sorted."""
@@ -162,13 +179,34 @@ class ImageStore:
         return False
 
     def recover(self) -> None:
-        """Remove the layers whose apply a kill cut short (marked, no record yet); the lock is held by the
+        """Undo or finish what kills cut short: layers whose apply was (marked, no record yet) are removed,
+        deletions whose config was set aside are finished, void tags and parent links dropped (left for
+        the next time on a disk with no room for the rewrite: readers skip them). The lock is held by the
         caller or taken here."""
+        from .imagedelete import finish_removals
+
         with self.lock.held():
             for layer_id in self._applying.left():
                 if not os.path.exists(os.path.join(self.layerdb, layer_id + ".json")):
                     self.drop_layer(layer_id)
                 self._applying.clear(layer_id)
+            finish_removals(self)
+            self.prune_records(strict=False)
+
+    def prune_records(self, strict: bool = True) -> None:
+        """Rewrite the tags and parent links without the void ones (naming an image without a config), when
+        there are any. Done before a config is made (``strict``: an error is raised), so an image deleted
+        and made again never gets back a name or a parent it had; else an error for lack of room leaves
+        them for next time (as does a read-only root). The lock is held."""
+        try:
+            stored = read_json(self.repos_path(), {})
+            present = set(self.ids())
+            if any(i not in present for i in stored.values()):
+                write_json(self.repos_path(), {t: i for t, i in stored.items() if i in present})
+            self.lineage.prune()
+        except OSError as e:
+            if strict or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise
 
     def drop_layer(self, layer_id: str) -> None:
         """Remove an image layer and its records (the lock is held)."""
@@ -241,18 +279,20 @@ class ImageStore:
                     raise InvalidImage(f"layer {c} of the new image is missing")
             path = self.config_path(image_id)
             new = not os.path.exists(path)
+            if new:
+                self.prune_records()  # a deleted image's void names and parent are not its own
             write_atomic(path, config)
-            repos = self.repos()
-            repos.update({normalize_ref(t): image_id for t in tags})
             try:
+                if parent:  # before its names: a kill after them leaves no named image without its parent
+                    self.lineage.set(image_id, parent)
+                repos = self.repos()
+                repos.update({normalize_ref(t): image_id for t in tags})
                 write_json(self.repos_path(), repos)
             except BaseException:
                 if new:  # not recorded without its names: the commit fails whole
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                 raise
-            if parent:
-                self.lineage.set(image_id, parent)
             return image_id
 
     def children(self, image_id: str) -> list[str]:
@@ -307,9 +347,10 @@ class ImageStore:
             top = self.top_layer(image_id)
             tags, size, chain = self.tags_of(image_id), self.size(image_id), self.chain(image_id)
             data = self.driver.metadata(top) if top else {}
+            parent = self.lineage.parent(image_id)
         return {
             "Id": image_id, "RepoTags": tags, "RepoDigests": [],
-            "Parent": self.lineage.parent(image_id), "Comment": cfg.get("comment", ""),
+            "Parent": parent, "Comment": cfg.get("comment", ""),
             "Created": cfg.get("created", ""), "Container": cfg.get("container", ""),
             "Author": cfg.get("author", ""), "Architecture": cfg.get("architecture", ""),
             "Os": cfg.get("os", ""), "Config": cfg.get("config") or {}, "Size": size,

@@ -1,11 +1,16 @@
 """Which image a committed image was made from, as dockerd's image store keeps it (besides the config):
 ``images/parents.json`` ``{"<child id>": "<parent id>"}``, changed under the store's lock; carried through
-``image save`` and ``image load`` as docker's manifest.json ``Parent``."""
+``image save`` and ``image load`` as docker's manifest.json ``Parent``.
+
+An image's config is the truth of whether it exists: a link whose child or parent has no config (an image
+deleted by a process killed before it rewrote this file) is void. Readers skip it, and :meth:`prune`
+(run by the store's recovery, and before a config is made, so a deleted image loaded again never shows
+its old parent) drops it."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidImage
@@ -18,19 +23,21 @@ if TYPE_CHECKING:
 class Lineage:
     """Parents of images: read and changed by the image store, under its lock."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, present: Callable[[str], bool]) -> None:
         self.path = path
+        self._present = present  # whether an image id has a config
 
     def _all(self) -> dict[str, str]:
         return dict(read_json(self.path, {}))
 
     def links(self) -> dict[str, str]:
-        """Every record, child id -> parent id."""
+        """Every record as stored, child id -> parent id (void ones too: what :meth:`replace` puts back)."""
         return self._all()
 
     def parent(self, image_id: str) -> str:
-        """The image ``image_id`` was committed from ("" for none)."""
-        return self._all().get(image_id, "")
+        """The image ``image_id`` was committed from ("" for none, and for a void link)."""
+        parent = self._all().get(image_id, "")
+        return parent if parent and self._present(parent) and self._present(image_id) else ""
 
     def children(self, image_id: str, present: Collection[str]) -> list[str]:
         """The images of ``present`` made from ``image_id``, sorted."""
@@ -42,11 +49,14 @@ class Lineage:
         if parents.get(image_id) != parent:
             write_json(self.path, {**parents, image_id: parent})
 
-    def forget(self, image_id: str) -> None:
-        """Drop the record of a deleted image (its children keep theirs, as dockerd's do)."""
+    def prune(self) -> bool:
+        """Drop the void links (child or parent without a config); whether the file was rewritten."""
         parents = self._all()
-        if parents.pop(image_id, None) is not None:
-            write_json(self.path, parents)
+        kept = {c: p for c, p in parents.items() if self._present(c) and self._present(p)}
+        if kept == parents:
+            return False
+        write_json(self.path, kept)
+        return True
 
     def update(self, links: Mapping[str, str]) -> None:
         """Record several child -> parent links at once."""

@@ -4,7 +4,10 @@ as they were (no half-made container, layer, record or temporary file)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -131,3 +134,81 @@ def test_save_to_a_full_disk_and_a_compressed_load_on_one_say_where_and_leave_no
         images.load(built.path)
     assert err.value.errno == errno.ENOSPC and err.value.filename == images.tmp
     assert os.listdir(images.tmp) == [] and images.ids() == [] and images.driver.layers() == []
+
+
+def _cli(store_root: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "graphdriver", "--root", store_root, *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def _stored_tags(images: ImageStore) -> dict[str, str]:
+    with open(images.repos_path()) as f:
+        return json.load(f)
+
+
+def test_image_rm_and_prune_all_free_a_full_disk(root: str, disk: str) -> None:
+    """Removing images frees before it writes: on a disk with no room at all, ``image rm`` of an image's
+    last name and ``image prune -a`` succeed (they needed room for a new repositories.json first)."""
+    store_root = os.path.join(disk, "store")
+    images = ImageStore(store_root, open_driver(store_root))
+    built = {n: docker_archive(os.path.join(root, f"{n}.tar"), [layer_tar({n: n * 300_000})], [f"{n}:1"])
+             for n in ("a", "b")}
+    for b in built.values():
+        images.load(b.path)
+    fill(disk)
+    free = os.statvfs(disk).f_bfree
+    r = _cli(store_root, "image", "rm", "a:1")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout.splitlines() == ["Untagged: a:1", f"Deleted: {built['a'].image_id}",
+                                     f"Deleted: {built['a'].chain_ids[0]}"]
+    assert os.statvfs(disk).f_bfree > free and images.ids() == [built["b"].image_id]
+    assert _stored_tags(images) == {"b:1": built["b"].image_id}  # rewritten in the room just freed
+    fill(disk)
+    r = _cli(store_root, "image", "prune", "-a")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout.splitlines()[:3] == ["Deleted Images:", "untagged: b:1", f"deleted: {built['b'].image_id}"]
+    assert images.ids() == [] and images.driver.layers() == [] and _stored_tags(images) == {}
+    assert os.listdir(images.configs) == [] and temporaries(store_root) == []
+    for leave in range(0, 48 << 10, 4096):  # however little room there is, the last name's rm succeeds
+        os.unlink(os.path.join(disk, "filler"))
+        images.load(built["a"].path)
+        fill(disk, leave)
+        assert images.remove("a:1")[:2] == ["Untagged: a:1", f"Deleted: {built['a'].image_id}"], leave
+        assert images.ids() == [] and images.driver.layers() == [] and images.repos() == {}, leave
+        assert os.listdir(images.configs) == [] and temporaries(store_root) == [], leave
+
+
+def test_on_a_full_disk_an_untag_says_so_and_a_delete_freeing_too_little_still_deletes(root: str, disk: str) -> None:
+    """An untag frees nothing: on a full disk it fails in one line naming repositories.json, changing
+    nothing. A deletion that frees too little for the new repositories.json (an image sharing every layer)
+    still deletes: its tags and parent link stay in the files, void (no reader shows them), until a
+    ``cleanup`` with room drops them."""
+    store_root = os.path.join(disk, "store")
+    cs = ContainerStore(ImageStore(store_root, open_driver(store_root)))
+    built = docker_archive(os.path.join(root, "x.tar"), [layer_tar({"x": "x"})], ["x:1"])
+    cs.images.load(built.path)
+    for i in range(100):  # a repositories.json of several pages
+        cs.images.tag("x:1", f"registry.example:5000/some/long/repository/name-{i:03}:tag-{i:03}")
+    cs.create("x:1", name="c")
+    y = cs.commit("c", "y:1")  # no changes: x's layers, a config of its own, x as its parent
+    cs.remove("c")
+    fill(disk)
+    with open(cs.images.repos_path(), "rb") as f:
+        before = f.read()
+    r = _cli(store_root, "image", "rm", "x:1")
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"graphdriver: No space left on device ({cs.images.repos_path()})"]
+    with open(cs.images.repos_path(), "rb") as f:
+        assert f.read() == before
+    r = _cli(store_root, "image", "rm", "y:1")
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"Untagged: y:1\nDeleted: {y}\n", "")
+    assert _stored_tags(cs.images)["y:1"] == y  # no room to rewrite it: void
+    r = _cli(store_root, "image", "inspect", "y:1")
+    assert (r.returncode, r.stderr) == (1, "graphdriver: no such image: y:1\n")
+    assert cs.images.ids() == [built.image_id] and cs.images.children(built.image_id) == []
+    assert len(cs.images.tags_of(built.image_id)) == 101 and temporaries(store_root) == []
+    os.unlink(os.path.join(disk, "filler"))
+    assert _cli(store_root, "cleanup").returncode == 0
+    assert y not in _stored_tags(cs.images).values() and len(_stored_tags(cs.images)) == 101
+    with open(os.path.join(cs.images.dir, "parents.json")) as f:
+        assert json.load(f) == {}
