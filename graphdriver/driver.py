@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar
 
 from .archive.driver_diff import DiffMixin
-from .archive.inplace import take_over
+from .archive.inplace import refuse_applying, take_over
 from .checks import check_driver_options, check_parent, id_list, option_keys
 from .errors import (
     CorruptRecord,
@@ -146,8 +146,10 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
         with self.lock.held():
             if self.exists(layer_id):
                 raise LayerExists(f"layer {layer_id} already exists")
-            if parent is not None and not self.exists(parent):
-                raise LayerNotFound(f"parent layer {parent} not found")
+            if parent is not None:
+                if not self.exists(parent):
+                    raise LayerNotFound(f"parent layer {parent} not found")
+                refuse_applying(self._staging, parent, layer_id)
             stage = os.path.join(self._staging, f"{layer_id}.{uuid.uuid4().hex[:8]}.create")
             os.mkdir(stage, 0o700)
             try:
