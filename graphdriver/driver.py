@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar
 
 from .archive.driver_diff import DiffMixin
-from .archive.inplace import take_over
+from .archive.inplace import refuse_applying, take_over
+from .checks import check_driver_options, check_parent, id_list, option_keys
 from .errors import (
     CorruptRecord,
     GraphDriverError,
@@ -29,7 +30,6 @@ from .errors import (
     LayerInUse,
     LayerNotFound,
     MountBusy,
-    StorageOptUnsupported,
 )
 from .ids import check_id
 from .kernel import mountinfo, probe
@@ -47,12 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["Drift", "Driver", "MountState", "register"]
 
 _REGISTRY: dict[str, type[Driver]] = {}
-
-
-def option_keys(options: dict[str, str] | None) -> dict[str, str]:
-    """Driver or storage options with their keys as the backends know them: dockerd takes
-    ``Overlay2.Size`` and ``SIZE`` as ``overlay2.size`` and ``size`` (keys are case-insensitive)."""
-    return {key.strip().lower(): value for key, value in (options or {}).items()}
 
 
 def register(cls: type[Driver]) -> type[Driver]:
@@ -129,17 +123,10 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
         """Refuse a driver option this backend does not take, or a value it cannot use, before the store
         is touched: a misspelled option is an error (as dockerd's ``overlay2: unknown option``), never
         silently ignored. Backends check their free-form values (None in :attr:`driver_options`) on top."""
-        for key, value in options.items():
-            if key not in cls.driver_options:
-                known = ", ".join(sorted(cls.driver_options)) or "none"
-                raise StorageOptUnsupported(f"{cls.name}: unknown driver option {key!r} (it takes: {known})")
-            allowed = cls.driver_options[key]
-            if allowed is not None and value not in allowed:
-                raise StorageOptUnsupported(f"{cls.name}: driver option {key} must be one of "
-                                            f"{', '.join(allowed)}, not {value!r}")
+        check_driver_options(cls.name, cls.driver_options, options)
 
     @classmethod
-    def check_create(cls, layer_id: str, parent: str | None, storage_opt: dict[str, str],
+    def check_create(cls, layer_id: str, parent: str | None, storage_opt: dict[str, str] | None,
                      where: str) -> tuple[str | None, int | None]:
         """What :meth:`create` checks before it touches the store, for layers under ``where`` (a store not
         made yet: the directory it would be made in): the id (valid, not one the backend's own layout
@@ -148,21 +135,21 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
         check_id(layer_id)
         if layer_id in cls.reserved_ids:
             raise InvalidID(f"invalid layer id {layer_id!r}: reserved by the {cls.name} layout")
-        if parent:
-            check_id(parent, "parent id")
-        return parent or None, cls.storage_opt_size(where, storage_opt)
+        return check_parent(parent), cls.storage_opt_size(where, option_keys(storage_opt, "storage_opt"))
 
     def create(self, layer_id: str, parent: str | None = None, *, rw: bool = False,
                storage_opt: dict[str, str] | None = None, mount_label: str = "") -> None:
         """Make layer ``layer_id`` on ``parent`` (None: a base layer). ``rw``: a container's layer."""
-        parent, size = self.check_create(layer_id, parent, storage_opt or {}, self.home)
+        parent, size = self.check_create(layer_id, parent, storage_opt, self.home)
         if size is None and rw:
             size = self.default_rw_size()
         with self.lock.held():
             if self.exists(layer_id):
                 raise LayerExists(f"layer {layer_id} already exists")
-            if parent is not None and not self.exists(parent):
-                raise LayerNotFound(f"parent layer {parent} not found")
+            if parent is not None:
+                if not self.exists(parent):
+                    raise LayerNotFound(f"parent layer {parent} not found")
+                refuse_applying(self._staging, parent, layer_id)
             stage = os.path.join(self._staging, f"{layer_id}.{uuid.uuid4().hex[:8]}.create")
             os.mkdir(stage, 0o700)
             try:
@@ -192,9 +179,7 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
         mounted, nor being read or applied into, nor the parent of a layer that stays — and held (an
         exclusive lease) before the first goes. A container's layer and its ``-init`` layer go so. A
         string is one id; an id named twice counts once."""
-        layer_ids = list(dict.fromkeys([layer_ids] if isinstance(layer_ids, str) else layer_ids))
-        for layer_id in layer_ids:
-            check_id(layer_id)
+        layer_ids = id_list(layer_ids)
         with self.lock.held():
             going = set(layer_ids)
             for layer_id in layer_ids:
@@ -255,7 +240,7 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
 
     def is_rw(self, layer_id: str) -> bool:
         """True for a container's read-write layer."""
-        return bool(read_json(self._meta_path(layer_id), {}).get("rw"))
+        return bool(read_json(self._meta_path(check_id(layer_id)), {}).get("rw"))
 
     def ancestors(self, layer_id: str) -> list[str]:
         """The layer's parents, nearest first."""
@@ -278,7 +263,7 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
 
     def children(self, layer_id: str) -> list[str]:
         """Ids of the layers whose parent is ``layer_id`` (from ``.children/<parent>@<child>`` markers)."""
-        prefix = layer_id + "@"
+        prefix = check_id(layer_id) + "@"
         with os.scandir(self._children_dir) as it:
             kids = [e.name[len(prefix):] for e in it if e.name.startswith(prefix) and ".tmp-" not in e.name]
         return sorted(k for k in kids if self.exists(k))

@@ -9,8 +9,12 @@ class GraphDriverError(Exception):
     exit_code = 1
 
 
-class InvalidID(GraphDriverError):
-    """An id that is not ``[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`` or contains ``..``."""
+class InvalidArgument(GraphDriverError):
+    """An argument of the Python API of the wrong type or shape (the message names the argument)."""
+
+
+class InvalidID(InvalidArgument):
+    """An id that is not ``[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`` or contains ``..`` (or is no string at all)."""
 
 
 class LayerNotFound(GraphDriverError):

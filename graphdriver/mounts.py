@@ -53,7 +53,10 @@ class MountRefs:
 
     def get(self, layer_id: str, mount_label: str = "") -> str:
         """The path of the layer's root filesystem, mounting it on first use (reference counted)."""
-        quick = self._quick.get(layer_id)  # a layer this object mounted before (so a valid id)
+        try:
+            quick = self._quick.get(layer_id)  # a layer this object mounted before (so a valid id)
+        except TypeError:  # unhashable: no id (free on the hot path: a try costs nothing until it raises)
+            quick = check_id(layer_id)
         with self.lock:
             if quick is not None:
                 slot = self.refs.live_slot(layer_id)
@@ -91,7 +94,10 @@ class MountRefs:
 
     def put(self, layer_id: str) -> None:
         """Drop one reference; the last one unmounts."""
-        quick = self._quick.get(layer_id)
+        try:
+            quick = self._quick.get(layer_id)
+        except TypeError:
+            quick = check_id(layer_id)
         with self.lock:
             if quick is not None:
                 slot = self.refs.live_slot(layer_id)
@@ -123,7 +129,7 @@ class MountRefs:
 
     def mount_count(self, layer_id: str) -> int:
         """Live references to the layer's mount (0 when the kernel shows it unmounted)."""
-        ref = self.refs.read(layer_id)
+        ref = self.refs.read(check_id(layer_id))
         if not ref.count or not self.needs_mount(layer_id):
             return ref.count
         return ref.count if mountinfo.current_mount_id(self.mount_point(layer_id)) is not None else 0

@@ -9,7 +9,8 @@ import os
 import shutil
 from collections.abc import Sequence
 
-from .driver import _REGISTRY, Driver, option_keys
+from .checks import option_keys
+from .driver import _REGISTRY, Driver
 from .errors import BadRoot, DriverMismatch, DriverUnsupported, NoStore, NotRoot
 from .store.files import nearest_dir, read_text, write_all
 from .store.leases import Lease

@@ -20,10 +20,10 @@ from . import tarformat as tf
 from .compress import open_stream, readinto_of, splice_of
 from .extract import Extraction
 from .inplace import hold, removed, take_over
+from .inscope import LayerTree
 from .merge import publish
-from .safety import LowerSymlink, PathGuard
+from .safety import PathGuard
 from .scan import FORWARD, Entry, TarScanner
-from .view import LayerView
 from .whiteouts import translate_overlay, xattr_prefix
 
 if TYPE_CHECKING:
@@ -38,13 +38,15 @@ def check_parent(driver: Driver, layer_id: str, parent: str | None) -> str | Non
     return real
 
 
-def lower_symlinks(driver: Driver, layer_id: str) -> LowerSymlink | None:
-    """Where the tar's writes could meet a symlink of the layers below: only on vfs, whose layer directory
-    is a full copy of its parent. overlay2 and aufs extract into the layer's own diff directory, where a
-    directory the tar makes hides a lower symlink of that name in the union, as Docker's do (no check)."""
+def layer_tree(driver: Driver, layer_id: str) -> LayerTree | None:
+    """The layer directory when the tar's parent paths can meet its symlinks: only on vfs, whose layer
+    directory is a full copy of its parent (an entry is extracted where such a symlink leads inside the
+    layer, as Docker's chrooted unpack writes it). overlay2 and aufs extract into the layer's own diff
+    directory, where a directory the tar makes hides a lower symlink of that name in the union, as
+    Docker's do."""
     if driver.whiteout_format != "applied":
         return None
-    return LayerView([driver.diff_path(layer_id)], "applied").symlink_target
+    return LayerTree(driver.diff_path(layer_id))
 
 
 def overlay_xattr_prefix(driver: Driver) -> str:
@@ -112,7 +114,8 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
     target = driver.diff_path(layer_id)
     lease: Lease | None = hold(driver, layer_id)  # no remove, no other publish, until this one is done
     try:
-        with driver.staged(f"{layer_id}.apply-") as work:
+        with driver.staged(f"{layer_id}.apply-") as work:  # a create on the layer is refused from now on
+            _refuse_mounted(driver, layer_id)  # so a child made before is seen here, not after all the work
             stage, trash = os.path.join(work, "root"), os.path.join(work, "trash")
             try:
                 os.mkdir(trash, 0o700)
@@ -120,7 +123,7 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
                 st = os.lstat(target)
                 os.chown(stage, st.st_uid, st.st_gid)
                 os.chmod(stage, stat.S_IMODE(st.st_mode))
-                guard = PathGuard(fmt, lower_symlink=lower_symlinks(driver, layer_id))
+                guard = PathGuard(fmt, layer=layer_tree(driver, layer_id))
                 read, _kind = open_stream(stream)
                 tar = Extraction(stage, f"layer {layer_id}")
                 try:

@@ -14,6 +14,8 @@ import importlib
 from types import ModuleType
 from typing import BinaryIO
 
+from ..checks import check_parent, check_stream
+
 
 def _archive(name: str) -> ModuleType:
     """``graphdriver.archive.<name>``, imported on first use."""
@@ -26,19 +28,20 @@ class DiffMixin:
     def apply_diff(self, layer_id: str, parent: str | None, stream: BinaryIO) -> int:
         """Extract the layer tar ``stream`` (plain, gzip, zstd) into ``layer_id``; bytes of content written."""
         self._require(layer_id)  # type: ignore[attr-defined]
-        return _archive("apply").apply_layer(self, layer_id, parent, stream)  # type: ignore[arg-type]
+        check_stream(stream)
+        return _archive("apply").apply_layer(self, layer_id, check_parent(parent), stream)  # type: ignore[arg-type]
 
     def diff(self, layer_id: str, parent: str | None) -> BinaryIO:
         """The layer's changes against ``parent`` (None: its own parent) as an uncompressed OCI layer tar."""
-        return _archive("diff").diff_stream(self, layer_id, parent)  # type: ignore[arg-type]
+        return _archive("diff").diff_stream(self, layer_id, check_parent(parent))  # type: ignore[arg-type]
 
     def changes(self, layer_id: str, parent: str | None) -> list[tuple[str, int]]:
         """(path, kind) for every change; kind 0 Modified, 1 Added, 2 Deleted (Docker's numbering)."""
-        return _archive("diff").changes(self, layer_id, parent)  # type: ignore[arg-type]
+        return _archive("diff").changes(self, layer_id, check_parent(parent))  # type: ignore[arg-type]
 
     def diff_size(self, layer_id: str, parent: str | None = None) -> int:
         """Bytes of regular-file content the layer adds or changes (what apply_diff returned for it)."""
-        return _archive("diff").diff_size(self, layer_id, parent)  # type: ignore[arg-type]
+        return _archive("diff").diff_size(self, layer_id, check_parent(parent))  # type: ignore[arg-type]
 
     def native_diff_reason(self) -> str | None:
         """None when native diff is in use for this backend, else why not (one line)."""

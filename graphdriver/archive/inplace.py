@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import GraphDriverError, LayerBusy, LayerChanged, LayerNotFound, LayerReadFailed
-from ..store.leases import Lease, holders
+from ..store.leases import Lease, holders, in_use
 from .names import shown
 
 if TYPE_CHECKING:
@@ -73,6 +73,20 @@ def take_over(lease: Lease | None, layer_id: str, path: str, what: str) -> Lease
     raise LayerBusy(f"cannot {what} layer {layer_id}: it is being read or applied into (a diff, changes, size "
                     f"or apply under way{' in ' + ', '.join(who) if who else ''}); try again when it is done",
                     layer_id, who)
+
+
+def refuse_applying(staging: str, parent: str, child: str) -> None:
+    """With the root lock held: refuse to make ``child`` on ``parent`` while a diff is being applied into
+    ``parent`` (its staging directory ``<parent>.apply-XXXXXXXX`` in ``staging`` is leased): the apply
+    would change the layer under its child, and be refused at its end after all its work."""
+    prefix = f"{parent}.apply-"
+    for name in os.listdir(staging):
+        path = os.path.join(staging, name)
+        if name.startswith(prefix) and "." not in name[len(prefix):] and in_use(path):
+            who = holders(path)
+            raise LayerBusy(f"cannot create layer {child} on {parent}: a diff is being applied into {parent}"
+                            f"{' (in ' + ', '.join(who) + ')' if who else ''}; create it once the apply is done",
+                            parent, who)
 
 
 class LayerRead:

@@ -5,9 +5,11 @@ Rules (an entry breaking one is refused with one line naming it):
 - names are relative after leading ``/`` are stripped, and cleaned as Docker cleans them (``./x/./y/../z``
   is ``x/z``, which is what is extracted: the visitor sets :attr:`Entry.new_name`); a ``..`` that climbs
   above the root, a NUL or an empty name is refused; a trailing ``/`` only on directories;
-- no entry goes through a symlink made earlier by the same archive, nor (vfs, whose layer directory holds
-  the layers below) through a symlink already there that points outside (absolute, or ``..`` climbing
-  above the root); a non-directory made by the archive cannot be a parent;
+- no entry goes through a symlink made earlier by the same archive; a non-directory made by the archive
+  cannot be a parent; (vfs, whose layer directory holds the layers below) an entry whose parent path goes
+  through a symlink already there is extracted where that symlink leads *inside the layer*, as Docker's
+  chrooted unpack writes it (:mod:`.inscope`; the visitor sets :attr:`Entry.new_name`), and refused when
+  it leads nowhere there;
 - a later entry replaces an earlier one of the same name (a directory over a directory is kept, as Docker
   does); where GNU tar would not replace it as Docker does (a directory, a symlink it creates late, a
   symlink a directory would go through), the old path is listed in ``clear`` for the caller to remove
@@ -23,21 +25,18 @@ The guard also records what the extractor will not see (whiteouts, opaque marker
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import UnsafeArchive
+from ..errors import ApplyFailed, UnsafeArchive
 from . import tarformat as tf
+from .inscope import DIR, OTHER, SYMLINK, LayerTree, NotThere, resolve
 from .names import clean_name, has_dotdot
 from .scan import DROP, FORWARD, Entry
 
 WH = b".wh."
 WH_META = b".wh..wh."
 OPAQUE = b".wh..wh..opq"
-#: Kinds recorded per path.
-DIR, SYMLINK, OTHER = "d", "l", "f"
-
-LowerSymlink = Callable[[bytes], "bytes | None"]
+__all__ = ["DIR", "OTHER", "SYMLINK", "PathGuard", "escapes", "tar_delays"]
 
 
 def escapes(link_dir: tuple[bytes, ...], target: bytes) -> bool:
@@ -66,7 +65,7 @@ class PathGuard:
     """Validates entries for one apply and remembers what they made."""
 
     whiteout_format: str                 # "overlay", "aufs" or "applied"
-    lower_symlink: LowerSymlink | None = None  # target of a symlink at that path in the layer directory
+    layer: LayerTree | None = None       # vfs: the layer directory, whose symlinks entries may go through
     kinds: dict[bytes, str] = field(default_factory=dict)
     symlinks: dict[bytes, bytes] = field(default_factory=dict)
     explicit_dirs: set[bytes] = field(default_factory=set)
@@ -77,6 +76,7 @@ class PathGuard:
     clear: list[bytes] = field(default_factory=list)  # to remove before the entry just visited is extracted
     size: int = 0
     _checked: set[bytes] = field(default_factory=lambda: {b""})
+    _gone: set[bytes] = field(default_factory=set)  # paths the archive's whiteouts delete (vfs)
 
     def refuse(self, entry: Entry, reason: str) -> UnsafeArchive:
         return UnsafeArchive(f"unsafe layer archive: entry {entry.display}: {reason}")
@@ -91,7 +91,7 @@ class PathGuard:
             path = name[:-1] if name.endswith(b"/") else name  # the common case: already a clean relative path
             parent = path.rpartition(b"/")[0]
             if parent not in self._checked:
-                self._check_parents(e, tuple(path.split(b"/")), parent)
+                path = self._redirect(e, path, parent, self._check_parents(e, tuple(path.split(b"/")), parent))
         else:
             parts = self._slow_checks(e, is_dir)
             if parts is None:
@@ -100,10 +100,10 @@ class PathGuard:
                 return FORWARD  # the layer root's own entry
             path = b"/".join(parts)
             parent = path.rpartition(b"/")[0]
-            self._check_parents(e, parts, parent)
             base = parts[-1]
             if base.startswith(WH):
-                return self._whiteout(e, parent, base, path)
+                return self._whiteout(e, parts, parent, base, path)
+            path = self._redirect(e, path, parent, self._check_parents(e, parts, parent))
         self._replacing(path, is_dir)
         t = e.typeflag
         if t == tf.LINK:
@@ -157,25 +157,50 @@ class PathGuard:
                 raise self.refuse(e, f"lies inside whiteout {os.fsdecode(b'/'.join(parts[:i + 1]))!r}")
         return parts
 
-    def _check_parents(self, e: Entry, parts: tuple[bytes, ...], parent: bytes) -> None:
+    def _check_parents(self, e: Entry, parts: tuple[bytes, ...], parent: bytes) -> bytes:
+        """Check the parents of ``parts`` (``parent``: their path); the parent's real path (vfs: where a
+        symlink of the layer on the way leads, inside the layer), ``parent`` itself when nothing redirects."""
         if parent in self._checked:
-            return
-        for i in range(1, len(parts)):
-            prefix = b"/".join(parts[:i])
-            if prefix in self._checked:
-                continue
-            kind = self.kinds.get(prefix)
-            if kind == SYMLINK:
-                raise self.refuse(e, f"goes through symlink {os.fsdecode(prefix)!r} -> "
-                                     f"{os.fsdecode(self.symlinks[prefix])!r} made earlier in the same archive")
-            if kind == OTHER:
-                raise self.refuse(e, f"parent {os.fsdecode(prefix)!r} is not a directory in this archive")
-            if kind is None and self.lower_symlink is not None:
-                target = self.lower_symlink(prefix)
-                if target is not None and escapes(parts[:i - 1], target):
-                    raise self.refuse(e, f"goes through symlink {os.fsdecode(prefix)!r} -> "
-                                         f"{os.fsdecode(target)!r} of a lower layer, which points outside the layer")
-            self._checked.add(prefix)
+            return parent
+        names = parts[:-1]
+        if self.layer is not None:
+            try:
+                real = resolve(names, lambda p: self._archive_dir(e, p), self._deleted, self.layer)
+            except NotThere as err:
+                raise ApplyFailed(f"layer archive entry {e.display}: {err}") from None
+            names = names if real is None else real
+        else:
+            for i in range(1, len(names) + 1):
+                prefix = b"/".join(names[:i])
+                if prefix not in self._checked:
+                    self._archive_dir(e, prefix)
+        for i in range(1, len(names) + 1):
+            self._checked.add(b"/".join(names[:i]))
+        return b"/".join(names)
+
+    def _archive_dir(self, e: Entry, prefix: bytes) -> bool:
+        """True when the archive made (or makes, as a parent) a directory at ``prefix``; refuses ``e`` when
+        it made a symlink or a non-directory there."""
+        kind = self.kinds.get(prefix)
+        if kind == SYMLINK:
+            raise self.refuse(e, f"goes through symlink {os.fsdecode(prefix)!r} -> "
+                                 f"{os.fsdecode(self.symlinks[prefix])!r} made earlier in the same archive")
+        if kind == OTHER:
+            raise self.refuse(e, f"parent {os.fsdecode(prefix)!r} is not a directory in this archive")
+        return kind == DIR or prefix in self._checked
+
+    def _deleted(self, path: bytes) -> bool:
+        """The archive deleted what the layer holds at ``path`` (a whiteout, or an opaque parent)."""
+        return path in self._gone or path.rpartition(b"/")[0] in self.opaques
+
+    @staticmethod
+    def _redirect(e: Entry, path: bytes, parent: bytes, real_parent: bytes) -> bytes:
+        """The entry's path under its real parent; the name tar is given when that differs."""
+        if real_parent == parent:
+            return path
+        base = path.rpartition(b"/")[2]
+        e.new_name = real_parent + b"/" + base if real_parent else base
+        return e.new_name
 
     def _hardlink(self, e: Entry, path: bytes) -> None:
         try:
@@ -185,9 +210,12 @@ class PathGuard:
         if not tparts:
             raise self.refuse(e, "hard link to the layer root")
         target = b"/".join(tparts)
-        if has_dotdot(e.linkname):
+        parent = target.rpartition(b"/")[0]
+        real_parent = self._check_parents(e, tparts, parent)
+        if real_parent != parent:  # through a symlink of the layer: the file it names (link(2) follows it)
+            target = real_parent + b"/" + tparts[-1] if real_parent else tparts[-1]
+        if has_dotdot(e.linkname) or real_parent != parent:
             e.new_link = target
-        self._check_parents(e, tparts, target.rpartition(b"/")[0])
         kind = self.kinds.get(target)
         if kind is None:
             raise self.refuse(e, f"hard link to {os.fsdecode(target)!r}, which is not an earlier entry of this "
@@ -202,19 +230,31 @@ class PathGuard:
         else:
             self.symlinks.pop(path, None)
 
-    def _whiteout(self, e: Entry, parent: bytes, base: bytes, path: bytes) -> int:
+    def _whiteout(self, e: Entry, parts: tuple[bytes, ...], parent: bytes, base: bytes, path: bytes) -> int:
         if base.startswith(WH_META) and base != OPAQUE:
             return DROP  # aufs bookkeeping (.wh..wh.aufs, .wh..wh.plnk/ and such): never content (as Docker)
         if e.typeflag == tf.DIR:
             raise self.refuse(e, "a whiteout entry that is a directory")
         keep = self.whiteout_format == "aufs"
-        if base == OPAQUE:
-            self.opaques.append(parent)
-        else:
+        if base != OPAQUE:
             victim = base[len(WH):]
             if victim in (b"", b".", b".."):
                 raise self.refuse(e, f"whiteout names {os.fsdecode(victim) or 'nothing'!r}")
+        try:
+            if base == OPAQUE and parts[:-1]:  # the opaque directory itself is not followed (Docker's Walk)
+                above = self._check_parents(e, parts[:-1], parent.rpartition(b"/")[0])
+                parent = above + b"/" + parts[-2] if above else parts[-2]
+                self._archive_dir(e, parent)  # but never one the archive made a symlink or a file
+            else:
+                parent = self._check_parents(e, parts, parent)
+        except ApplyFailed:
+            return DROP  # through a symlink leading nowhere: nothing to delete (Docker's RemoveAll: no error)
+        if base == OPAQUE:
+            self.opaques.append(parent)
+        else:
             self.whiteouts.append((parent, victim))
+            if self.layer is not None:
+                self._gone.add(parent + b"/" + victim if parent else victim)
         if keep:
             self.kinds[path] = OTHER
             return FORWARD

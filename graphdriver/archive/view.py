@@ -1,7 +1,7 @@
 """The merged view of a stack of layer directories, read without mounting (union rules in Python).
 
 Used only where the kernel's own rules are known to match (no redirect_dir, no metacopy): to look up what
-the layers below hold at a path (native changes; vfs's symlink check of apply). Naive comparisons go
+the layers below hold at a path (native changes). Naive comparisons go
 through real mounts instead.
 """
 
@@ -123,10 +123,3 @@ class LayerView:
                 seen[name] = (path, st)
             hidden |= mine
         return seen
-
-    def symlink_target(self, rel: bytes) -> bytes | None:
-        """The target when the view shows a symlink at ``rel``."""
-        found = self.lookup(rel)
-        if found is None or not stat.S_ISLNK(found[1].st_mode):
-            return None
-        return os.readlink(found[0])

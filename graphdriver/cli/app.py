@@ -15,7 +15,8 @@ from typing import Any
 
 from plumbum import cli
 
-from ..driver import Driver, option_keys
+from ..checks import option_keys
+from ..driver import Driver
 from ..errors import GraphDriverError, NoStore, StorageOptUnsupported
 from ..registry import DEFAULT_ROOT, backend, chosen_driver, open_driver
 from ..store.files import STDOUT, naming, nearest_dir

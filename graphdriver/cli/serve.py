@@ -11,7 +11,7 @@ import sys
 
 from plumbum import cli
 
-from ..driver import option_keys
+from ..checks import option_keys
 from ..errors import StorageOptUnsupported
 from .app import CommandGroup, key_values, top
 

@@ -20,7 +20,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
-from ..driver import Driver, option_keys
+from ..checks import option_keys
+from ..driver import Driver
 from ..errors import DriverUnsupported, GraphDriverError, LayerNotFound, LayerNotMounted
 from ..registry import open_driver
 from ..store.files import read_json, write_json

@@ -128,19 +128,6 @@ def corpus(sentinel: str) -> list[tuple[str, bytes, str | None]]:
     return cases
 
 
-def lower_symlink_cases(sentinel: str) -> list[tuple[str, bytes, str | None]]:
-    """Writes through the lower layer's outward symlinks: hostile where the layer directory holds them
-    (vfs, a full copy of its parent). On overlay2 the tar makes real directories of those names in the
-    layer's own diff directory instead (as Docker's overlay2 does), so there they are accepted."""
-    ok = file("ok", b"fine")
-    return [
-        ("whiteout-through-lower-abs", tar(ok, file("lower_abs/.wh.file")), "lower_abs/.wh.file"),
-        ("write-through-lower-abs", tar(ok, file("lower_abs/pwned", b"x")), "lower_abs/pwned"),
-        ("write-through-lower-rel", tar(ok, file("lower_rel/pwned", b"x")), "lower_rel/pwned"),
-        ("mkdir-through-lower-abs", tar(ok, directory("lower_abs/newdir")), "lower_abs/newdir"),
-    ]
-
-
 def _corrupt(blob: bytes) -> bytes:
     b = bytearray(blob)
     for i in range(20, len(b) - 20, 7):

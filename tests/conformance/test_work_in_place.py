@@ -16,7 +16,7 @@ import pytest
 from archive.tarbuild import file, tar
 
 from graphdriver import Driver, open_driver
-from graphdriver.errors import LayerInUse, LayerNotFound
+from graphdriver.errors import LayerBusy, LayerInUse, LayerNotFound
 
 
 def _started_apply(driver: Driver, layer_id: str, first: bytes) -> tuple[threading.Thread, int, dict]:
@@ -67,6 +67,32 @@ def test_a_layer_being_applied_into_is_not_removed_and_the_apply_completes(drive
     assert sorted(os.listdir(driver.diff_path("x"))) == ["a", "b"]
     other.remove("x")  # the apply is done: nothing holds it
     assert not driver.exists("x") and os.listdir(driver._staging) == []
+
+
+def test_a_child_of_a_layer_being_applied_into_is_refused_at_once(driver: Driver, root: str) -> None:
+    """A create on a layer that a diff is being applied into went through (vfs copied the layer as it was
+    before the apply); the apply then ran to its end and failed there ("has children"). Now the create is
+    refused at once, naming both layers and who applies, and the apply completes; the child can be made
+    afterwards, on the applied content."""
+    driver.create("base")
+    driver.create("x", "base")
+    thread, w, result = _started_apply(driver, "x", BODY[:20000])
+    other = open_driver(root, driver.name)
+    try:
+        with pytest.raises(LayerBusy, match=rf"cannot create layer kid on x: a diff is being applied into x "
+                                            rf"\(in [^ ]+\[{os.getpid()}\]\); create it once the apply is done"):
+            other.create("kid", "x")
+        assert not other.exists("kid") and other.children("x") == []
+    finally:
+        _finish(thread, w, BODY[20000:])
+    assert "error" not in result, result
+    driver.create("kid", "x")
+    path = driver.get("kid")
+    try:
+        with open(os.path.join(path, "b"), "rb") as f:
+            assert f.read() == b"2"
+    finally:
+        driver.put("kid")
 
 
 def test_a_layer_removed_by_hand_while_its_diff_streams_in_is_named_and_not_written(driver: Driver) -> None:
