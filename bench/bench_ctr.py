@@ -17,7 +17,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, PROJECT)
+# The snapshotter server (python -m graphdriver) imports this checkout too, not whichever copy the interpreter
+# has installed (an editable install of another checkout, when run from outside the project directory).
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (PROJECT, os.environ.get("PYTHONPATH")) if p)
 
 from tests.containerd import ctrd  # noqa: E402
 

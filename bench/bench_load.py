@@ -27,6 +27,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
+# The CLI runs below (python -m graphdriver) import this checkout too, not whichever copy the interpreter has
+# installed (an editable install of another checkout, when run from outside the project directory).
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
 
 from support.dockerd import Dockerd, ensure_docker_packages, unmount_under  # noqa: E402
 
