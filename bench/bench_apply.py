@@ -100,7 +100,7 @@ def time_apply(tar_path: str, work: str, driver_name: str, n: int) -> tuple[floa
         shutil.rmtree(root, ignore_errors=True)
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/tmp")
     ap.add_argument("--driver", default="overlay2")
@@ -131,9 +131,10 @@ def main() -> None:
         ratios = sorted(a / b for a, b in zip(gnu, ours, strict=True))
         print(f"apply_diff throughput / GNU tar throughput = {g / o:.2f}x of the medians, "
               f"{statistics.median(ratios):.2f}x median of per-run ratios, best {ratios[-1]:.2f}x (target >= 0.80x)")
+        return 0 if tar_bytes / o >= 0.8 * tar_bytes / g else 1  # exit 1: the target missed
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -65,7 +65,7 @@ def time_diff(d, naive: bool) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/tmp")
     ap.add_argument("--files", type=int, default=20000)
@@ -100,10 +100,11 @@ def main() -> None:
             print(f"{big} files, {args.changed} changed: native {c * 1000:.1f} ms: "
                   f"{c / a:.2f}x the {args.files}-file time (flat = ~1.0x)")
             d2.cleanup()
+        return 0 if b / a >= 10 else 1  # exit 1: the target missed
     finally:
         for r in roots:
             shutil.rmtree(r, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -99,7 +99,7 @@ def main() -> int:
         archive = os.path.join(work, "image.tar")
         tag = build_image(archive, args.layers, args.mb)
         print(f"image: {args.layers} layers, {os.path.getsize(archive) / 1e6:.0f} MB tarball at {archive}")
-        ours, theirs, root = [], [], ""
+        ours, theirs, root, status = [], [], "", 0
         with Dockerd("overlay2") as d:
             docker = [d.docker("version", "--format", "{{.Server.Version}}").stdout.strip()]
             for r in range(args.rounds):
@@ -119,6 +119,7 @@ def main() -> int:
             print(f"load   graphdriver {lo:.2f}s  docker {docker[0]} {ld:.2f}s  ratio {lo / ld:.2f}x "
                   f"(rounds: {', '.join(f'{x:.2f}' for x in ours)} vs {', '.join(f'{x:.2f}' for x in theirs)})")
             print(f"       target <= 1.0x: {'met' if lo <= ld else 'NOT met'}")
+            status = 0 if lo <= ld else 1  # exit 1: the target missed
             so = [timed([*gd, "--root", root, "image", "save", tag, "-o", os.path.join(work, "ours.tar")])
                   for _ in range(args.rounds)]
             sd = [timed(["/usr/bin/docker", "-H", f"unix://{d.sock}", "save", "-o", os.path.join(work, "theirs.tar"),
@@ -145,7 +146,7 @@ def main() -> int:
     finally:
         unmount_under(work)
         shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return status
 
 
 if __name__ == "__main__":
