@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from ..driver import Driver
 from ..errors import CorruptRecord, GraphDriverError, ImageNotFound, InvalidImage
-from .files import read_json, write_atomic, write_json
+from .files import naming, read_json, write_atomic, write_json
 from .imageio import (
     EMPTY_LAYER,
     chain_ids,
@@ -220,7 +220,10 @@ class ImageStore:
             h = hashlib.sha256()
             while chunk := stream.read(1 << 20):
                 h.update(chunk)
-                spool.write(chunk)
+                try:
+                    spool.write(chunk)
+                except OSError as e:  # a full disk: the spool has no name, say where it is
+                    raise naming(e, self.tmp) from None
             diff_id = "sha256:" + h.hexdigest()
             if diff_id == EMPTY_LAYER:
                 return None, diff_id
@@ -241,18 +244,26 @@ class ImageStore:
                     raise InvalidImage(f"layer {c} of the new image is missing")
             path = self.config_path(image_id)
             new = not os.path.exists(path)
-            write_atomic(path, config)
-            repos = self.repos()
-            repos.update({normalize_ref(t): image_id for t in tags})
+            was = self.lineage.parent(image_id)
+            linked = bool(parent) and was != parent
+            if linked:  # first: a link for an image not recorded is never read (and is undone below)
+                self.lineage.set(image_id, parent)
             try:
+                write_atomic(path, config)
+                repos = self.repos()
+                repos.update({normalize_ref(t): image_id for t in tags})
                 write_json(self.repos_path(), repos)
             except BaseException:
-                if new:  # not recorded without its names: the commit fails whole
+                if new:  # not recorded without its names: the commit fails whole (unlinked first: room)
                     with contextlib.suppress(OSError):
                         os.unlink(path)
+                if linked:
+                    with contextlib.suppress(OSError):
+                        if was:
+                            self.lineage.set(image_id, was)
+                        else:
+                            self.lineage.forget(image_id)
                 raise
-            if parent:
-                self.lineage.set(image_id, parent)
             return image_id
 
     def children(self, image_id: str) -> list[str]:
