@@ -161,6 +161,8 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
                     touch(self._child_marker(parent, layer_id))
                 self.publish_layer(stage, layer_id, parent)
             except BaseException:
+                if not os.path.lexists(self.layer_path(layer_id)):
+                    self.unbuild_layer(stage, layer_id)
                 shutil.rmtree(stage, ignore_errors=True)
                 if not os.path.lexists(self.layer_path(layer_id)):
                     self._unlink(self._meta_path(layer_id))
@@ -362,6 +364,9 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
     @abstractmethod
     def build_layer(self, stage: str, layer_id: str, parent: str | None, rw: bool) -> None:
         """Populate the staging directory ``stage`` (it becomes the layer on publish)."""
+
+    def unbuild_layer(self, stage: str, layer_id: str) -> None:
+        """Undo what :meth:`build_layer` made outside ``stage`` (a create that failed before publishing)."""
 
     def publish_layer(self, stage: str, layer_id: str, parent: str | None) -> None:
         """Make the staged layer visible in one rename."""

@@ -123,6 +123,10 @@ class InvalidImage(GraphDriverError):
     """A corrupt or truncated image archive, a digest mismatch, or a missing blob."""
 
 
+class CommitFailed(GraphDriverError):
+    """``container commit`` could not write the new image (a full disk: what ran out, and where)."""
+
+
 class ContainerRunning(GraphDriverError):
     """The container's rw layer is in use by a running ``container run``."""
 

@@ -44,7 +44,8 @@ class DiffMixin:
         return _archive("diff").diff_size(self, layer_id, check_parent(parent))  # type: ignore[arg-type]
 
     def native_diff_reason(self) -> str | None:
-        """None when native diff is in use for this backend, else why not (one line)."""
+        """None when native diff is in use for this backend, else why not (one line; a probe that cannot
+        run on a full or read-only root is a reason too: diffs then go the naive way)."""
         return _archive("native").native_diff_problem(self)  # type: ignore[arg-type]
 
     def diff_status(self) -> list[tuple[str, str]]:
@@ -52,7 +53,7 @@ class DiffMixin:
         if getattr(self, "whiteout_format", "") != "overlay":
             return []
         try:
-            native = "true" if self.native_diff_reason() is None else "false"
+            native = "true" if _archive("native").native_diff_verdict(self) is None else "false"
         except OSError as e:  # the probe needs room to write: a full or read-only root still has an info
             native = f"unknown (cannot probe: {e.strerror})"
         return [("Native Overlay Diff", native)]

@@ -215,10 +215,11 @@ class Extraction:
 _NO_ROOM = ("No space left on device", "Disk quota exceeded", "Wrote only")
 
 
-def no_room(path: str, tar_error: str) -> str | None:
+def no_room(path: str, tar_error: str, *, free: bool = True) -> str | None:
     """When ``tar_error`` is a write refused for room: what the filesystem holding ``path`` lacks —
     ``no space left on <mount point> (<type>): N bytes free``, ``no inodes left on ...`` or ``disk quota
-    exceeded on ...``; else None."""
+    exceeded on ...``; else None. ``free=False`` leaves the count out (taken after what was written is
+    gone again, it would tell of room there was not)."""
     if not any(words in tar_error for words in _NO_ROOM):
         return None
     import psutil  # only a failed extraction needs it: one-shot calls stay quick to start
@@ -237,4 +238,6 @@ def no_room(path: str, tar_error: str) -> str | None:
     short_write = "Wrote only" in tar_error or "Cannot write" in tar_error  # data refused: blocks ran out
     if st.f_files and not st.f_ffree and not short_write:  # (tar goes on making empty files meanwhile)
         return f"no inodes left on {name}"
+    if not free:
+        return f"no space left on {name}"
     return f"no space left on {name}: {st.f_bfree * st.f_frsize} bytes free"  # as root: reserved blocks too

@@ -206,6 +206,19 @@ class Overlay2(Driver):
         # The link dangles until the layer is renamed into place: the layer appears in one rename.
         os.symlink(f"../{layer_id}/diff", os.path.join(self._links, link))
 
+    def unbuild_layer(self, stage: str, layer_id: str) -> None:
+        """Remove the ``l/`` link this create made (only one leading to this layer: a name another layer
+        already had is not ours to remove)."""
+        link = read_text(os.path.join(stage, "link"))
+        if not link:
+            return
+        path = os.path.join(self._links, link)
+        try:
+            if os.readlink(path) == f"../{layer_id}/diff":
+                os.unlink(path)
+        except OSError:  # not made (the symlink was what failed), or gone
+            pass
+
     def quota_dir(self, stage: str) -> str:
         return os.path.join(stage, "diff")
 

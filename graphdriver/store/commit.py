@@ -3,10 +3,15 @@ recorded with the image it was made from as its parent."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ..errors import ContainerRunning
+from ..errors import CommitFailed, ContainerRunning, GraphDriverError
+from .files import nearest_dir
 from .freeze import paused
 from .reference import normalize_ref
 
@@ -34,10 +39,12 @@ def commit_container(cs: ContainerStore, ref: str, new_ref: str = "", message: s
                                    f"commit it after the run ends, or with --pause")
         base_cfg = cs.images.config(c.image)
         chain = cs.images.chain(c.image)
+        failed = f"container {c.name}: commit{f' to {new_ref}' if new_ref else ''} failed"
         with paused(pid):
             stream = cs.driver.diff(c.rw_layer, c.init_layer)
             try:
-                new_chain, diff_id = cs.images.add_layer(stream, chain[-1] if chain else None)
+                with no_room_said(failed, "the new image's layer", cs.driver.home):
+                    new_chain, diff_id = cs.images.add_layer(stream, chain[-1] if chain else None)
             finally:
                 close = getattr(stream, "close", None)
                 if close:
@@ -63,9 +70,39 @@ def commit_container(cs: ContainerStore, ref: str, new_ref: str = "", message: s
             entry["empty_layer"] = True
         cfg["history"] = [*(base_cfg.get("history") or []), entry]
         try:
-            return cs.images.add_image(json.dumps(cfg, separators=(",", ":")).encode(),
-                                       [new_ref] if new_ref else [], parent=c.image)
+            with no_room_said(failed, "the new image's record", cs.images.dir):
+                return cs.images.add_image(json.dumps(cfg, separators=(",", ":")).encode(),
+                                           [new_ref] if new_ref else [], parent=c.image)
         except BaseException:
             if new_chain and not any(new_chain in cs.images.chain(i) for i in cs.images.ids()):
                 cs.images.drop_layer(new_chain.split(":", 1)[1])
             raise
+
+
+#: How a failure for want of room reads: an OSError's errno, or the words of a store error (the
+#: system's, or tar's, which gives no errno for a write cut short: what no_room reads).
+_ROOM_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_ROOM_WORDS = ("No space left on device", "Disk quota exceeded", "Wrote only")
+
+
+@contextmanager
+def no_room_said(failed: str, what: str, where: str) -> Iterator[None]:
+    """A write of ``what`` (under ``where``) refused for room fails as one line: ``failed``, what ran
+    out on which filesystem, and what could not be written where. Other errors pass unchanged."""
+    try:
+        yield
+    except (OSError, GraphDriverError) as e:
+        if isinstance(e, OSError):
+            if e.errno not in _ROOM_ERRNOS:
+                raise
+            named = os.fsdecode(e.filename2 or e.filename or "")  # symlink, rename: the second is made
+            path, words = named if os.path.isabs(named) else where, os.strerror(e.errno)
+        else:
+            path, words = where, str(e)
+            if not any(w in words for w in _ROOM_WORDS):
+                raise
+        from ..archive.extract import no_room  # a failed write only: psutil stays unloaded otherwise
+
+        room = no_room(nearest_dir(path), words, free=False)  # the failed write is undone by now
+        raise CommitFailed(f"{failed}: {room or words}: could not write {what} ({path})") from e
+

@@ -34,7 +34,7 @@ from typing import BinaryIO
 
 from ..driver import Driver
 from ..errors import CorruptRecord, GraphDriverError, ImageNotFound, InvalidImage
-from .files import read_json, write_atomic, write_json
+from .files import naming, read_json, write_atomic, write_json
 from .imageio import (
     EMPTY_LAYER,
     chain_ids,
@@ -258,7 +258,10 @@ class ImageStore:
             h = hashlib.sha256()
             while chunk := stream.read(1 << 20):
                 h.update(chunk)
-                spool.write(chunk)
+                try:
+                    spool.write(chunk)
+                except OSError as e:  # a full disk: the spool has no name, say where it is
+                    raise naming(e, self.tmp) from None
             diff_id = "sha256:" + h.hexdigest()
             if diff_id == EMPTY_LAYER:
                 return None, diff_id
@@ -281,17 +284,22 @@ class ImageStore:
             new = not os.path.exists(path)
             if new:
                 self.prune_records()  # a deleted image's void names and parent are not its own
-            write_atomic(path, config)
+            links = self.lineage.links()
+            linked = bool(parent) and links.get(image_id) != parent
+            if linked:  # first: a link for an image with no config is void (never read, pruned)
+                self.lineage.set(image_id, parent)
             try:
-                if parent:  # before its names: a kill after them leaves no named image without its parent
-                    self.lineage.set(image_id, parent)
+                write_atomic(path, config)
                 repos = self.repos()
                 repos.update({normalize_ref(t): image_id for t in tags})
                 write_json(self.repos_path(), repos)
             except BaseException:
-                if new:  # not recorded without its names: the commit fails whole
+                if new:  # not recorded without its names: the commit fails whole (unlinked first: room)
                     with contextlib.suppress(OSError):
                         os.unlink(path)
+                if linked:
+                    with contextlib.suppress(OSError):
+                        self.lineage.replace(links)
                 raise
             return image_id
 

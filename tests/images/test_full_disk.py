@@ -6,11 +6,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
+from conformance.util import root_state
 from imgkit import docker_archive, layer_tar
 from support.fulldisk import fill, small_tmpfs
 
@@ -212,3 +214,69 @@ def test_on_a_full_disk_an_untag_says_so_and_a_delete_freeing_too_little_still_d
     assert y not in _stored_tags(cs.images).values() and len(_stored_tags(cs.images)) == 101
     with open(os.path.join(cs.images.dir, "parents.json")) as f:
         assert json.load(f) == {}
+
+
+def use_inodes(disk: str, leave: int) -> list[str]:
+    """Empty files on ``disk`` until ``leave`` inodes or fewer are free; their paths, to remove."""
+    made: list[str] = []
+    while os.statvfs(disk).f_ffree > leave:
+        made.append(os.path.join(disk, f"inode-{len(made)}"))
+        open(made[-1], "w").close()
+    return made
+
+
+@pytest.mark.parametrize("short_of", ["blocks", "inodes"])
+def test_a_commit_that_runs_out_of_room_says_what_and_where_in_one_line_and_changes_nothing(root: str,
+                                                                                           short_of: str) -> None:
+    """It said only "No space left on device" (the layer's spool has no name), or the extraction's words
+    naming a chain id: not which commit failed, nor what could not be written where. And a create that
+    failed past its ``l/`` link left the link dangling."""
+    with small_tmpfs(os.path.join(root, "disk"), size=8 << 20, inodes=400) as disk:
+        store_root = os.path.join(disk, "store")
+        built = docker_archive(os.path.join(root, "img.tar"), [layer_tar({"etc/motd": "hi\n"})], ["app:1"])
+
+        def gd(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "graphdriver", "--root", store_root, *args],
+                                  capture_output=True, text=True, timeout=120)
+
+        assert gd("image", "load", "-i", built.path).returncode == 0
+        assert gd("container", "create", "app:1", "--name", "web").returncode == 0
+        top = gd("container", "mount", "web").stdout.strip()
+        assert top.startswith(store_root)
+        with open(os.path.join(top, "data"), "w") as f:
+            f.write("d" * 40000)
+        assert gd("container", "umount", "web").returncode == 0
+        assert gd("container", "diff", "web").stdout.split() == ["A", "/data"]  # (the diff way's verdict kept)
+
+        def sweep(ref: str, steps: range) -> set[str]:
+            """Commit web as ``ref`` with ``steps`` blocks or inodes left: what could not be written."""
+            before = root_state(store_root)
+            line = re.compile(rf"graphdriver: container web: commit to {ref} failed: no (space|inodes) left on "
+                              rf"{re.escape(disk)} \(tmpfs\): could not write the new image's (layer|record) "
+                              rf"\({re.escape(store_root)}/[^)]*\)")
+            seen: set[str] = set()
+            for leave in steps:
+                made = [fill(disk, leave)] if short_of == "blocks" else use_inodes(disk, leave)
+                try:
+                    r = gd("container", "commit", "web", ref)
+                finally:
+                    for path in made:
+                        os.unlink(path)
+                if r.returncode == 0:
+                    assert gd("image", "rm", ref).returncode == 0
+                    continue
+                lines = r.stderr.strip().splitlines()
+                assert r.returncode == 1 and len(lines) == 1, r.stderr
+                found = line.fullmatch(lines[0])
+                assert found, lines[0]
+                seen.add(found[2])
+                now = root_state(store_root)
+                changed = {p for p in now[0].keys() | before[0].keys() if now[0].get(p) != before[0].get(p)}
+                assert now == before, (leave, sorted(changed))  # no layer, record, link or temporary left
+            return seen
+
+        # each step of making the layer: its spool, its layer's directories, link, records, extraction
+        assert sweep("app:2", range(0, 120 << 10, 4096) if short_of == "blocks" else range(0, 24)) == {"layer"}
+        assert gd("container", "commit", "web", "app:2").returncode == 0  # and with room again it is made
+        if short_of == "inodes":  # the layer there now (and the blocks freed as it went): then the records
+            assert sweep("app:3", range(0, 6)) == {"layer", "record"}
