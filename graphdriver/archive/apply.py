@@ -2,8 +2,9 @@
 
 Plan: who the layers below are and in which whiteout format. Execute: scan the (decompressed) stream,
 forward approved bytes to GNU tar extracting into a fresh staging tree next to the layer (cut where a
-later entry must replace an earlier one first), translate the whiteouts recorded on the way, give the
-directories the times the archive gave them, then publish under the root lock (one rename, or a journaled merge).
+later entry must replace an earlier one first; aufs pseudo-links resolved in the stream, :mod:`.pseudolinks`),
+translate the whiteouts recorded on the way, give the directories the times the archive gave them, then
+publish under the root lock (one rename, or a journaled merge).
 Verify: tar's exit status, and the layer is untouched unless everything succeeded.
 """
 
@@ -22,8 +23,9 @@ from .extract import Extraction
 from .inplace import hold, removed, take_over
 from .inscope import LayerTree
 from .merge import publish
+from .pseudolinks import PseudoLinks
 from .safety import PathGuard
-from .scan import FORWARD, Entry, TarScanner
+from .scan import DIVERT, DROP, FORWARD, Entry, TarScanner
 from .whiteouts import translate_overlay, xattr_prefix
 
 if TYPE_CHECKING:
@@ -74,12 +76,16 @@ def _require_same(driver: Driver, layer_id: str, lease: Lease) -> None:
         raise removed(layer_id, "a diff was being applied to it")
 
 
-def _visit(entry: Entry, guard: PathGuard, tar: Extraction, scanner: TarScanner) -> int:
+def _visit(entry: Entry, guard: PathGuard, tar: Extraction, scanner: TarScanner, links: PseudoLinks) -> int:
     """The guard's verdict; when an earlier entry must go first, tar is cut before this one."""
     action = guard.visit(entry)
-    if action == FORWARD:  # the last entry of a name decides its time
+    made: Entry | None = entry  # whose header tar gets for this name
+    if action == DIVERT:
+        links.divert(entry)
+        made = guard.pseudo_links[entry.pseudo_link] if entry.typeflag == tf.LINK else None  # type: ignore[index]
+    if action != DROP and made is not None:  # the last entry of a name decides its time
         key = posixpath.normpath((entry.new_name or entry.name).lstrip(b"/") or b".")
-        if entry.time_out_of_range and entry.typeflag != tf.SYMLINK:
+        if made.time_out_of_range and made.typeflag != tf.SYMLINK:
             guard.epoch_times.add(key)
         else:
             guard.epoch_times.discard(key)
@@ -126,15 +132,18 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
                 guard = PathGuard(fmt, layer=layer_tree(driver, layer_id))
                 read, _kind = open_stream(stream)
                 tar = Extraction(stage, f"layer {layer_id}")
+                links = PseudoLinks(work, tar.write)
                 try:
                     source = splice_of(read)
-                    scanner = TarScanner(read, tar.write, lambda e: _visit(e, guard, tar, scanner),
+                    scanner = TarScanner(read, tar.write, lambda e: _visit(e, guard, tar, scanner, links),
                                          readinto_of(read), tar.splice_from(source) if source else None)
                     scanner.run()
                     tar.finish(guard.dir_entries[tar.dirs_done:])
                 except BaseException:
                     tar.abort()
                     raise
+                finally:
+                    links.close()
                 if fmt == "overlay":
                     translate_overlay(stage, guard.whiteouts, guard.opaques, overlay_xattr_prefix(driver))
                 tar.restore_dir_times()

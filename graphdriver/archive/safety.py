@@ -15,6 +15,10 @@ Rules (an entry breaking one is refused with one line naming it):
   symlink a directory would go through), the old path is listed in ``clear`` for the caller to remove
   before the entry is extracted;
 - hard links name an earlier non-directory entry of the same archive (the target cleaned the same way);
+- aufs pseudo-links, as Docker's unpack takes them: a regular file whose cleaned name starts with
+  ``.wh..wh.plnk`` is kept aside by its base name (DIVERT: never extracted, it counts in the size), and a
+  hard link whose cleaned target starts with it becomes a regular file at its own name with that file's
+  content and header (DIVERT; :mod:`.pseudolinks`); a link to one no earlier entry gave is refused;
 - whiteouts (``.wh.<name>``) are not directories, do not name ``.``/``..``, and no entry lives inside one;
   aufs's own ``.wh..wh.*`` entries (all but the opaque marker) and what lies inside them are dropped;
 - no ``trusted.overlay.*``/``user.overlay.*`` xattrs (they would forge whiteouts or redirects).
@@ -31,10 +35,11 @@ from ..errors import ApplyFailed, UnsafeArchive
 from . import tarformat as tf
 from .inscope import DIR, OTHER, SYMLINK, LayerTree, NotThere, resolve
 from .names import clean_name, has_dotdot
-from .scan import DROP, FORWARD, Entry
+from .scan import DIVERT, DROP, FORWARD, Entry
 
 WH = b".wh."
 WH_META = b".wh..wh."
+PLNK = b".wh..wh.plnk"  # aufs's pseudo-link directory (Docker's WhiteoutLinkDir: matched as a name prefix)
 OPAQUE = b".wh..wh..opq"
 __all__ = ["DIR", "OTHER", "SYMLINK", "PathGuard", "escapes", "tar_delays"]
 
@@ -73,6 +78,7 @@ class PathGuard:
     opaques: list[bytes] = field(default_factory=list)
     dir_entries: list[bytes] = field(default_factory=list)  # directory entries in archive order
     epoch_times: set[bytes] = field(default_factory=set)  # entries whose time unpacks as the epoch (apply)
+    pseudo_links: dict[bytes, Entry] = field(default_factory=dict)  # aufs .wh..wh.plnk files by base name
     clear: list[bytes] = field(default_factory=list)  # to remove before the entry just visited is extracted
     size: int = 0
     _checked: set[bytes] = field(default_factory=lambda: {b""})
@@ -82,7 +88,8 @@ class PathGuard:
         return UnsafeArchive(f"unsafe layer archive: entry {entry.display}: {reason}")
 
     def visit(self, e: Entry) -> int:
-        """FORWARD (extract it) or DROP (recorded here instead); raises UnsafeArchive."""
+        """FORWARD (extract it), DROP (recorded here instead) or DIVERT (an aufs pseudo-link, or a hard
+        link to one: :attr:`Entry.pseudo_link` names it); raises UnsafeArchive."""
         name = e.name
         is_dir = e.typeflag == tf.DIR
         if (b".." not in name and b".wh." not in name and b"//" not in name and b"/./" not in name
@@ -98,6 +105,11 @@ class PathGuard:
                 return DROP
             if not parts:
                 return FORWARD  # the layer root's own entry
+            if _pseudo_file(e, parts):
+                e.pseudo_link = parts[-1]
+                self.pseudo_links[parts[-1]] = e
+                self.size += e.realsize
+                return DIVERT
             path = b"/".join(parts)
             parent = path.rpartition(b"/")[0]
             base = parts[-1]
@@ -107,8 +119,8 @@ class PathGuard:
         self._replacing(path, is_dir)
         t = e.typeflag
         if t == tf.LINK:
-            self._hardlink(e, path)
-        elif t == tf.SYMLINK:
+            return self._hardlink(e, path)
+        if t == tf.SYMLINK:
             if not e.linkname:
                 raise self.refuse(e, "symlink with an empty target")
             self.kinds[path] = SYMLINK
@@ -152,8 +164,8 @@ class PathGuard:
             return parts
         for i, comp in enumerate(parts[:-1]):
             if comp.startswith(WH):
-                if comp.startswith(WH_META):
-                    return None  # inside aufs's own metadata dirs (.wh..wh.plnk and such): not content
+                if comp.startswith(WH_META):  # inside aufs's own metadata dirs (.wh..wh.plnk and such): not content
+                    return parts if _pseudo_file(e, parts) else None
                 raise self.refuse(e, f"lies inside whiteout {os.fsdecode(b'/'.join(parts[:i + 1]))!r}")
         return parts
 
@@ -202,13 +214,22 @@ class PathGuard:
         e.new_name = real_parent + b"/" + base if real_parent else base
         return e.new_name
 
-    def _hardlink(self, e: Entry, path: bytes) -> None:
+    def _hardlink(self, e: Entry, path: bytes) -> int:
+        """FORWARD, or DIVERT for a link to an aufs pseudo-link (it is made a file of its own at ``path``)."""
         try:
             tparts = clean_name(e.linkname)
         except ValueError as err:
             raise self.refuse(e, f"hard link target: {err}") from None
         if not tparts:
             raise self.refuse(e, "hard link to the layer root")
+        if tparts[0].startswith(PLNK):
+            if tparts[-1] not in self.pseudo_links:
+                raise self.refuse(e, f"hard link to aufs pseudo-link {os.fsdecode(b'/'.join(tparts))!r}, which no "
+                                     "earlier regular file of this archive gives")
+            e.pseudo_link, e.new_name, e.new_link = tparts[-1], path, None
+            self.kinds[path] = OTHER
+            self.symlinks.pop(path, None)
+            return DIVERT
         target = b"/".join(tparts)
         parent = target.rpartition(b"/")[0]
         real_parent = self._check_parents(e, tparts, parent)
@@ -229,6 +250,7 @@ class PathGuard:
             self.symlinks[path] = self.symlinks[target]
         else:
             self.symlinks.pop(path, None)
+        return FORWARD
 
     def _whiteout(self, e: Entry, parts: tuple[bytes, ...], parent: bytes, base: bytes, path: bytes) -> int:
         if base.startswith(WH_META) and base != OPAQUE:
@@ -282,3 +304,9 @@ class PathGuard:
             for p in [p for p in table if p.startswith(below)]:
                 del table[p]
         self.explicit_dirs = {p for p in self.explicit_dirs if p != path and not p.startswith(below)}
+
+
+def _pseudo_file(e: Entry, parts: tuple[bytes, ...]) -> bool:
+    """A file aufs pseudo-links name: a regular entry whose cleaned name starts with ``.wh..wh.plnk`` (Docker
+    keeps only these of its ``.wh..wh.*`` entries, and only those its tar reader calls regular)."""
+    return parts[0].startswith(PLNK) and e.typeflag in (tf.REG, tf.AREG)

@@ -2,7 +2,9 @@
 
 The bytes of an entry (its extended headers, header and data) reach the sink only after the visitor has
 accepted the entry, so a consumer behind the sink (GNU tar) never sees an unvalidated header. Data is
-passed on in large chunks without being parsed; only headers are looked at.
+passed on in large chunks without being parsed; only headers are looked at. A visitor may also divert an
+entry (:data:`DIVERT`): its header bytes go to the entry's :attr:`Entry.divert`, which says where its data
+goes instead (aufs pseudo-links: :mod:`.pseudolinks`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from .names import shown
 from .rename import Piece, renamed_group
 
 CHUNK = 1 << 18
-FORWARD, DROP = 1, 2
+FORWARD, DROP, DIVERT = 1, 2, 3
 
 #: PAX keys GNU tar would act on that we do not support (they change how the stream is read or used).
 _REFUSED_PAX_PREFIXES = ("GNU.dumpdir", "GNU.volume")
@@ -39,6 +41,11 @@ class Entry:
     new_link: bytes | None = None  # the same for a hard link's target
     #: Its mtime is before 1970 or past 2262: Docker's unpack sets such a time to the epoch (not on symlinks)
     time_out_of_range: bool = False
+    #: Set by the visitor: the aufs pseudo-link (``.wh..wh.plnk/<this>``) the entry is, or links to
+    pseudo_link: bytes | None = None
+    #: Set by the visitor for DIVERT: called with the entry's header bytes and their layout (the sink has
+    #: everything before the entry), returns where its data goes (None: dropped). Unset: dropped.
+    divert: Callable[[bytes, list[Piece]], Sink | None] | None = None
 
     @property
     def display(self) -> str:
@@ -172,6 +179,8 @@ class TarScanner:
                     self._rename(start, entry)
                 self.hold = None
                 self._skip(tf.padded(entry.size), True, entry)
+            elif action == DIVERT and entry.divert is not None:
+                self._divert(start, entry, entry.divert)
             else:
                 self._flush()  # everything before this entry
                 self._skip(tf.padded(entry.size), False, entry)
@@ -191,6 +200,22 @@ class TarScanner:
         group = bytes(memoryview(self.buf)[start - self.base:self.pos - self.base])
         self._write(memoryview(renamed_group(group, self._pieces, entry.new_name, entry.new_link)))
         self.fwd = self.pos
+
+    def _divert(self, start: int, entry: Entry, divert: Callable[[bytes, list[Piece]], Sink | None]) -> None:
+        """Hand the entry's headers (from ``start``, all buffered) to ``divert``, then its data where it says."""
+        self._flush()  # everything before the entry
+        sink = divert(bytes(memoryview(self.buf)[start - self.base:self.pos - self.base]), self._pieces)
+        self.fwd = self.pos
+        if sink is None:
+            self._skip(tf.padded(entry.size), False, entry)
+            return
+        write, splice = self._write, self._splice
+        self._write, self._splice, self.hold = sink, None, None
+        try:
+            self._skip(tf.padded(entry.size), True, entry)
+            self._flush()
+        finally:
+            self._write, self._splice = write, splice
 
     def _read_group(self) -> Entry | None:
         """Read extended headers and the header of one member; None at the end-of-archive block."""
@@ -294,7 +319,7 @@ class TarScanner:
             raise tf.FormatError(f"type {t.decode()!r} entry with {size} bytes of data")
         linkname = tf.cstring(hdr[157:257]) if t in (tf.LINK, tf.SYMLINK) else b""
         return Entry(name=name, typeflag=t, linkname=linkname, size=size, realsize=size, other_names=(name,),
-                     time_out_of_range=bool(hdr[136] & 0x80) and _time_out_of_range(hdr, {}))
+                     time_out_of_range=bool(hdr[136] & 0x80) and tf.time_out_of_range(hdr, {}))
 
     def _entry(self, hdr: bytes, fmt: str, t: bytes, pax: dict[str, bytes], long_name: bytes | None,
                long_link: bytes | None) -> Entry:
@@ -336,11 +361,11 @@ class TarScanner:
             if sparse_keys:
                 raise tf.FormatError("old GNU sparse entry with PAX sparse records")
             realsize = tf.parse_number(hdr[483:495], "sparse real size")
-            stored = _old_sparse_regions(hdr[386:482], 4)
+            stored = tf.old_sparse_regions(hdr[386:482], 4)
             ext = hdr[482]
             while ext:
                 block = self._take(tf.BLOCK, "a sparse map")
-                stored += _old_sparse_regions(block[:504], 21)
+                stored += tf.old_sparse_regions(block[:504], 21)
                 ext = block[504]
             if stored != tf.padded(size):
                 raise tf.FormatError(f"sparse map covers {stored} bytes, the entry stores {size}")
@@ -356,43 +381,12 @@ class TarScanner:
         # Owners, modes, times and device numbers are tar's business: they cannot move an entry or the
         # stream, so they are not parsed here.
         e = Entry(name=name, typeflag=t, linkname=linkname, size=size, realsize=realsize,
-                  other_names=tuple(candidates), time_out_of_range=_time_out_of_range(hdr, pax))
+                  other_names=tuple(candidates), time_out_of_range=tf.time_out_of_range(hdr, pax))
         if pax:
             for key, value in pax.items():
                 if key.startswith("SCHILY.xattr."):
                     e.xattrs[key[len("SCHILY.xattr."):]] = value
         return e
-
-
-#: The last second Docker's unpack keeps as given (Go's time.Unix(0, 0) + (1<<63 - 1) ns, in 2262).
-MAX_TIME = 9223372036
-
-
-def _time_out_of_range(hdr: bytes, pax: dict[str, bytes]) -> bool:
-    """The member's mtime (a PAX ``mtime`` record, else the header's field) is before 1970 or past
-    :data:`MAX_TIME` (only a record or a base-256 field can say so; tar judges a malformed one)."""
-    if "mtime" in pax:
-        try:
-            value = float(pax["mtime"])
-        except ValueError:
-            return False
-        return value < 0 or value > MAX_TIME
-    field = hdr[136:148]
-    if field[0] & 0x80 and field[0] != 0xFF:
-        return tf.parse_number(field, "mtime") > MAX_TIME
-    return False
-
-
-def _old_sparse_regions(area: bytes, count: int) -> int:
-    """Bytes of archive data (whole blocks per region, as tar reads them) of an old GNU sparse map area."""
-    total = 0
-    for i in range(count):
-        rec = area[i * 24:(i + 1) * 24]
-        if not rec.strip(b"\0"):
-            break
-        tf.parse_number(rec[:12], "sparse offset")
-        total += tf.padded(tf.parse_number(rec[12:], "sparse length"))
-    return total
 
 
 def _hint(hdr: bytes) -> str:

@@ -219,3 +219,34 @@ def pax_block(records: bytes, name: bytes) -> bytes:
     chk = sum(hname) + sum(nums) + PAX_X[0] + _MAGIC_SUM + 8 * 32
     hdr = hname.ljust(100, b"\0") + nums + b"%06o\0 " % chk + PAX_X + bytes(100) + b"ustar\x0000" + bytes(247)
     return hdr + records + bytes(padded(len(records)) - len(records))
+
+
+#: The last second Docker's unpack keeps as given (Go's time.Unix(0, 0) + (1<<63 - 1) ns, in 2262).
+MAX_TIME = 9223372036
+
+
+def time_out_of_range(hdr: bytes, pax: dict[str, bytes]) -> bool:
+    """The member's mtime (a PAX ``mtime`` record, else the header's field) is before 1970 or past
+    :data:`MAX_TIME` (only a record or a base-256 field can say so; tar judges a malformed one)."""
+    if "mtime" in pax:
+        try:
+            value = float(pax["mtime"])
+        except ValueError:
+            return False
+        return value < 0 or value > MAX_TIME
+    field = hdr[136:148]
+    if field[0] & 0x80 and field[0] != 0xFF:
+        return parse_number(field, "mtime") > MAX_TIME
+    return False
+
+
+def old_sparse_regions(area: bytes, count: int) -> int:
+    """Bytes of archive data (whole blocks per region, as tar reads them) of an old GNU sparse map area."""
+    total = 0
+    for i in range(count):
+        rec = area[i * 24:(i + 1) * 24]
+        if not rec.strip(b"\0"):
+            break
+        parse_number(rec[:12], "sparse offset")
+        total += padded(parse_number(rec[12:], "sparse length"))
+    return total
