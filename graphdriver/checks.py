@@ -14,12 +14,18 @@ def option_keys(options: object, what: str = "options") -> dict[str, str]:
     """Driver or storage options with their keys as the backends know them: dockerd takes
     ``Overlay2.Size`` and ``SIZE`` as ``overlay2.size`` and ``size`` (keys are case-insensitive).
     ``options`` must be None or a dict of str to str."""
+    return {key.strip().lower(): value for key, value in string_map(options, what).items()}
+
+
+def string_map(options: object, what: str = "options") -> dict[str, str]:
+    """``options`` as given (keys as the caller spelled them, for its messages), when it is None or a dict
+    of str to str."""
     if options is None:
         return {}
     if not isinstance(options, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                 for k, v in options.items()):
         raise InvalidArgument(f"{what} must be a dict of str to str (or None), not {_short(options)}")
-    return {key.strip().lower(): value for key, value in options.items()}
+    return options
 
 
 def check_driver_options(name: str, known: dict[str, tuple[str, ...] | None], options: dict[str, str]) -> None:

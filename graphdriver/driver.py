@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from .archive.driver_diff import DiffMixin
 from .archive.inplace import refuse_applying, take_over
-from .checks import check_driver_options, check_parent, id_list, option_keys
+from .checks import check_driver_options, check_parent, id_list, option_keys, string_map
 from .errors import (
     CorruptRecord,
     GraphDriverError,
@@ -135,7 +135,7 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
         check_id(layer_id)
         if layer_id in cls.reserved_ids:
             raise InvalidID(f"invalid layer id {layer_id!r}: reserved by the {cls.name} layout")
-        return check_parent(parent), cls.storage_opt_size(where, option_keys(storage_opt, "storage_opt"))
+        return check_parent(parent), cls.storage_opt_size(where, string_map(storage_opt, "storage_opt"))
 
     def create(self, layer_id: str, parent: str | None = None, *, rw: bool = False,
                storage_opt: dict[str, str] | None = None, mount_label: str = "") -> None:
