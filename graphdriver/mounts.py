@@ -192,6 +192,12 @@ class MountRefs:
         returns the kernel's mount id."""
         raise NotImplementedError(f"{self.name} does not mount")
 
+    def read_only_fd(self, layer_id: str) -> int | None:
+        """For a read of the layer's root filesystem: the descriptor of a detached read-only mount of it,
+        made without writing anything (the caller closes it), or None when ``get`` serves the read (no
+        union needed, one mounted already, or a backend that cannot). The lock is held."""
+        return None
+
     def unmount_layer(self, layer_id: str) -> bool:
         """Undo :meth:`mount_layer`; False when nothing was mounted."""
         return unmount(self.mount_point(layer_id))
