@@ -225,12 +225,12 @@ class Overlay2(Driver):
         path = os.path.join(self._dir(parent), "committed")
         if not os.path.exists(path):
             touch(path)
-            self._restamp(parent)
+            self.restamp(parent)
 
-    def _restamp(self, layer_id: str) -> None:
-        """Stamp the layer's ``merged/`` directory anew (the key of every process's cached plan: see
-        :meth:`build_layer`), so each plans its next mount afresh — now read-only. Through the detached
-        view when there is one: a mount on ``merged/`` is not in it, so the directory itself is stamped."""
+    def restamp(self, layer_id: str) -> None:
+        """Stamp the layer's ``merged/`` directory anew (the key of every process's cached plan and quick
+        mount: see :meth:`build_layer`), so each plans its next mount afresh. Through the detached view
+        when there is one: a mount on ``merged/`` is not in it, so the directory itself is stamped."""
         now = time.time_ns()
         try:
             if self._view is not None:
