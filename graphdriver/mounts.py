@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+from .archive.inplace import refuse_mounting_applying
 from .errors import LayerNotFound, LayerNotMounted, MountFailed
 from .ids import check_id
 from .kernel import mountinfo
@@ -48,6 +49,7 @@ class MountRefs:
 
     lock: RootLock
     refs: RefStore
+    _staging: str  # where an apply's leased ``<id>.apply-*`` directory shows it under way
     #: layer id -> how to mount it again as this object last did (backends that can: overlay2)
     _quick: dict[str, QuickMount]
 
@@ -75,11 +77,14 @@ class MountRefs:
         ref = rec.ref
         state = self.mount_state(layer_id)
         if not state.mounts:
+            if not ref.count:  # a first reference: no apply may be under way (it refuses one held)
+                refuse_mounting_applying(self._staging, layer_id)
             rec.set(Ref(ref.count + 1, 0))
             return self.rootfs_path(layer_id)
         target = self.mount_point(layer_id)
         current = state.mnt_id
         if current is None:
+            refuse_mounting_applying(self._staging, layer_id)  # (the quick path: see :meth:`restamp`)
             rec.set(Ref(1, self.mount_layer(layer_id, state.plan)))
             return target
         if ref.count and ref.mnt_id == current:
@@ -191,6 +196,18 @@ class MountRefs:
         """Plan (unless :meth:`mount_state` just did: ``plan``), execute and verify the union mount;
         returns the kernel's mount id."""
         raise NotImplementedError(f"{self.name} does not mount")
+
+    def restamp(self, layer_id: str) -> None:
+        """Make every process plan the layer's next mount afresh, by the general path: a quick mount
+        (``get`` repeating its last mount: overlay2) of it is not made again. Called, the lock held, when
+        the layer gains a child (it mounts read-only from then on) and when a diff starts being applied
+        into it (the general path refuses a mount meanwhile)."""
+
+    def read_only_fd(self, layer_id: str) -> int | None:
+        """For a read of the layer's root filesystem: the descriptor of a detached read-only mount of it,
+        made without writing anything (the caller closes it), or None when ``get`` serves the read (no
+        union needed, one mounted already, or a backend that cannot). The lock is held."""
+        return None
 
     def unmount_layer(self, layer_id: str) -> bool:
         """Undo :meth:`mount_layer`; False when nothing was mounted."""

@@ -120,8 +120,10 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
     target = driver.diff_path(layer_id)
     lease: Lease | None = hold(driver, layer_id)  # no remove, no other publish, until this one is done
     try:
-        with driver.staged(f"{layer_id}.apply-") as work:  # a create on the layer is refused from now on
-            _refuse_mounted(driver, layer_id)  # so a child made before is seen here, not after all the work
+        with driver.staged(f"{layer_id}.apply-") as work:  # a create or a get of the layer refused from now on
+            with driver.lock.held():  # a child or mount made before is seen here, not after all the work
+                driver.restamp(layer_id)  # and no quick mount (overlay2) skips the get's look at the staging
+                _refuse_mounted(driver, layer_id)
             stage, trash = os.path.join(work, "root"), os.path.join(work, "trash")
             try:
                 os.mkdir(trash, 0o700)

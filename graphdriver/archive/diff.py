@@ -86,17 +86,28 @@ def resolve_parent(driver: Driver, layer_id: str, parent: str | None,
 
 
 class _Mounted:
-    """The layer's and the parent's root filesystems, held (get) until released (put)."""
+    """The layer's and the parent's root filesystems for a naive read, held until released: a mount
+    already there shared (``get``), else a detached read-only view where the backend makes one (overlay2:
+    nothing written, nothing mounted under the root, so a full or read-only root reads too; an
+    uncommitted layer is never mounted with its upper dir for it), else got as ``get`` mounts it."""
 
     def __init__(self, driver: Driver, layer_id: str, parent: str | None) -> None:
         self.driver, self.ids = driver, [layer_id] + ([parent] if parent else [])
         self.roots: list[bytes] = []
+        self._fds: list[int | None] = []  # per root: the detached view's descriptor, None for a get
         try:
             for lid in self.ids:
-                self.roots.append(os.fsencode(driver.get(lid)))
+                self.roots.append(self._open(lid))
         except BaseException:
             self.release()
             raise
+
+    def _open(self, layer_id: str) -> bytes:
+        with self.driver.lock.held():  # no mount comes or goes between the look and the get
+            fd = self.driver.read_only_fd(layer_id)
+            path = os.fsencode(self.driver.get(layer_id)) if fd is None else b"/proc/self/fd/%d" % fd
+        self._fds.append(fd)
+        return path
 
     @property
     def new(self) -> bytes:
@@ -107,10 +118,13 @@ class _Mounted:
         return self.roots[1] if len(self.roots) > 1 else None
 
     def release(self) -> None:
-        """Put what was got. A reference someone else already dropped (a ``put`` too many elsewhere)
-        is not this read's to answer for: the others are put all the same."""
-        held, self.roots = self.roots, []
-        for lid, _ in zip(self.ids, held, strict=False):
+        """Close the views and put what was got. A reference someone else already dropped (a ``put``
+        too many elsewhere) is not this read's to answer for: the others are put all the same."""
+        held, self.roots, fds, self._fds = self.roots, [], self._fds, []
+        for lid, _, fd in zip(self.ids, held, fds, strict=False):
+            if fd is not None:
+                os.close(fd)
+                continue
             try:
                 self.driver.put(lid)
             except LayerNotMounted:

@@ -215,6 +215,17 @@ class Extraction:
 _NO_ROOM = ("No space left on device", "Disk quota exceeded", "Wrote only")
 
 
+def filesystem_name(path: str) -> str:
+    """The filesystem holding ``path`` as these errors name it: ``<mount point> (<type>)``."""
+    import psutil  # only a failed write needs it: one-shot calls stay quick to start
+
+    real = os.path.realpath(path)
+    parts = [p for p in psutil.disk_partitions(all=True)
+             if real == p.mountpoint or real.startswith(p.mountpoint.rstrip("/") + "/")]
+    where = max(parts, key=lambda p: len(p.mountpoint), default=None)
+    return f"{where.mountpoint} ({where.fstype})" if where else f"the filesystem holding {path}"
+
+
 def no_room(path: str, tar_error: str, *, free: bool = True) -> str | None:
     """When ``tar_error`` is a write refused for room: what the filesystem holding ``path`` lacks —
     ``no space left on <mount point> (<type>): N bytes free``, ``no inodes left on ...`` or ``disk quota
@@ -222,17 +233,11 @@ def no_room(path: str, tar_error: str, *, free: bool = True) -> str | None:
     gone again, it would tell of room there was not)."""
     if not any(words in tar_error for words in _NO_ROOM):
         return None
-    import psutil  # only a failed extraction needs it: one-shot calls stay quick to start
-
     try:
         st = os.statvfs(path)
-        real = os.path.realpath(path)
-        parts = [p for p in psutil.disk_partitions(all=True)
-                 if real == p.mountpoint or real.startswith(p.mountpoint.rstrip("/") + "/")]
+        name = filesystem_name(path)
     except OSError:
         return None
-    where = max(parts, key=lambda p: len(p.mountpoint), default=None)
-    name = f"{where.mountpoint} ({where.fstype})" if where else f"the filesystem holding {path}"
     if "Disk quota exceeded" in tar_error:
         return f"disk quota exceeded on {name}"
     short_write = "Wrote only" in tar_error or "Cannot write" in tar_error  # data refused: blocks ran out

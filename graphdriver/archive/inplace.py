@@ -75,18 +75,37 @@ def take_over(lease: Lease | None, layer_id: str, path: str, what: str) -> Lease
                     layer_id, who)
 
 
-def refuse_applying(staging: str, parent: str, child: str) -> None:
-    """With the root lock held: refuse to make ``child`` on ``parent`` while a diff is being applied into
-    ``parent`` (its staging directory ``<parent>.apply-XXXXXXXX`` in ``staging`` is leased): the apply
-    would change the layer under its child, and be refused at its end after all its work."""
-    prefix = f"{parent}.apply-"
+def applier(staging: str, layer_id: str) -> list[str] | None:
+    """With the root lock held: when a diff is being applied into ``layer_id`` (its staging directory
+    ``<id>.apply-XXXXXXXX`` in ``staging`` leased; a lease dies with its holder, so what a crash left does
+    not count), ``name[pid]`` of who applies (empty when the kernel does not tell); else None."""
+    prefix = f"{layer_id}.apply-"
     for name in os.listdir(staging):
         path = os.path.join(staging, name)
         if name.startswith(prefix) and "." not in name[len(prefix):] and in_use(path):
-            who = holders(path)
-            raise LayerBusy(f"cannot create layer {child} on {parent}: a diff is being applied into {parent}"
-                            f"{' (in ' + ', '.join(who) + ')' if who else ''}; create it once the apply is done",
-                            parent, who)
+            return holders(path)
+    return None
+
+
+def refuse_applying(staging: str, parent: str, child: str) -> None:
+    """With the root lock held: refuse to make ``child`` on ``parent`` while a diff is being applied into
+    ``parent``: the apply would change the layer under its child, and be refused at its end after all its
+    work."""
+    who = applier(staging, parent)
+    if who is not None:
+        raise LayerBusy(f"cannot create layer {child} on {parent}: a diff is being applied into {parent}"
+                        f"{' (in ' + ', '.join(who) + ')' if who else ''}; create it once the apply is done",
+                        parent, who)
+
+
+def refuse_mounting_applying(staging: str, layer_id: str) -> None:
+    """With the root lock held: refuse a ``get`` (a first reference, a mount) of a layer a diff is being
+    applied into: its files would change under the user, and the apply be refused at its end."""
+    who = applier(staging, layer_id)
+    if who is not None:
+        raise LayerBusy(f"cannot mount layer {layer_id}: a diff is being applied into it"
+                        f"{' (in ' + ', '.join(who) + ')' if who else ''}; mount it once the apply is done",
+                        layer_id, who)
 
 
 class LayerRead:

@@ -24,9 +24,8 @@ from ..driver import Driver, register
 from ..errors import MountFailed, StorageOptUnsupported, TooManyLayers
 from ..ids import short_link_id
 from ..kernel import mountinfo, probe, quota, statcalls, syscalls
-from ..kernel.overlay import LayerView, mount_overlay
+from ..kernel.overlay import LayerView, mount_overlay, open_overlay
 from ..kernel.quickmount import QuickMount
-from ..kernel.unmount import unmount
 from ..mounts import MountState
 from ..plan.overlay import OVL_MAX_STACK, OverlayPlan, check_overlay, index_links, plan_overlay
 from ..store.files import nearest_dir, read_text, touch, write_atomic
@@ -226,12 +225,12 @@ class Overlay2(Driver):
         path = os.path.join(self._dir(parent), "committed")
         if not os.path.exists(path):
             touch(path)
-            self._restamp(parent)
+            self.restamp(parent)
 
-    def _restamp(self, layer_id: str) -> None:
-        """Stamp the layer's ``merged/`` directory anew (the key of every process's cached plan: see
-        :meth:`build_layer`), so each plans its next mount afresh — now read-only. Through the detached
-        view when there is one: a mount on ``merged/`` is not in it, so the directory itself is stamped."""
+    def restamp(self, layer_id: str) -> None:
+        """Stamp the layer's ``merged/`` directory anew (the key of every process's cached plan and quick
+        mount: see :meth:`build_layer`), so each plans its next mount afresh. Through the detached view
+        when there is one: a mount on ``merged/`` is not in it, so the directory itself is stamped."""
         now = time.time_ns()
         try:
             if self._view is not None:
@@ -290,15 +289,16 @@ class Overlay2(Driver):
             dirs.append(path)
         return dirs, links
 
-    def plan(self, layer_id: str, *, writable: bool | None = None) -> OverlayPlan:
+    def plan(self, layer_id: str, *, writable: bool | None = None, api: str | None = None) -> OverlayPlan:
         """The overlay mount ``get`` would make for this layer (reads the layout, mounts nothing): its diff
-        the upper dir while it has no child, else read-only on top of its parents (``writable`` chooses)."""
+        the upper dir while it has no child, else read-only on top of its parents (``writable`` chooses;
+        ``api``, default :attr:`mount_api`)."""
         if writable is None:
             writable = not self._committed(layer_id)  # no child yet: its diff is the upper dir
         dirs, links = self._resolve_lowers(layer_id, own=not writable)
         d = self._dir(layer_id)
         upper, work = (f"{d}/diff", f"{d}/work") if writable else (None, None)
-        return plan_overlay(self.mount_point(layer_id), dirs, upper, work, api=self.mount_api,
+        return plan_overlay(self.mount_point(layer_id), dirs, upper, work, api=api or self.mount_api,
                             short_lowers=links, cwd=self.home, page_size=probe.page_size(),
                             extra=self._extra_options, relative=self.layer_view_in_use, index=f"{layer_id}/lowers")
 
@@ -364,8 +364,13 @@ class Overlay2(Driver):
         assert entry is not None
         return entry.mnt_id
 
-    def unmount_layer(self, layer_id: str) -> bool:
-        return unmount(self.mount_point(layer_id))
+    def read_only_fd(self, layer_id: str) -> int | None:
+        """A detached read-only overlay (its own diff on top of its parents: no upper dir, no work dir,
+        nothing written) when the layer is not mounted: fsconfig ``lowerdir+`` only (else None)."""
+        if self.mount_api == "mount" or not self.locate(layer_id) or \
+                mountinfo.current_mount_id(self.mount_point(layer_id)) is not None:
+            return None
+        return open_overlay(self.plan(layer_id, writable=False, api="fsconfig"), self._view)
 
     def check_mount(self, layer_id: str, entry: mountinfo.MountEntry | None) -> list[str]:
         problems = check_overlay(self.plan(layer_id), entry)

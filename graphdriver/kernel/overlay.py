@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..errors import MountFailed
 from ..plan.overlay import OverlayPlan
 from . import syscalls
 
 _SHARED_CWD = threading.Lock()  # only where unshare(CLONE_FS) is refused (a seccomp profile, say)
+T = TypeVar("T")
 
 
 class LayerView:
@@ -72,9 +75,10 @@ class LayerView:
                 _close(fd)
 
 
-def _mount_from(plan: OverlayPlan, fd: int | None = None) -> None:
-    """:func:`_mount` with this thread's working directory at ``plan.start`` — entered through ``fd`` (a
-    view of ``plan.cwd``) when given — and back afterwards, private to this thread throughout."""
+def _mount_from(plan: OverlayPlan, fd: int | None, call: Callable[[OverlayPlan], T]) -> T:
+    """``call(plan)`` (:func:`_mount`, :func:`_detached`) with this thread's working directory at
+    ``plan.start`` — entered through ``fd`` (a view of ``plan.cwd``) when given — and back afterwards,
+    private to this thread throughout."""
     try:
         syscalls.unshare(syscalls.CLONE_FS)  # a copy only while another thread shares it: cheap
         shared = None
@@ -90,7 +94,7 @@ def _mount_from(plan: OverlayPlan, fd: int | None = None) -> None:
                 os.fchdir(fd)
                 if plan.subdir:
                     os.chdir(plan.subdir)
-            _mount(plan)
+            return call(plan)
         finally:
             os.fchdir(back)
             os.close(back)
@@ -107,14 +111,14 @@ def mount_overlay(plan: OverlayPlan, view: LayerView | None = None) -> None:
             _mount(plan)
         elif view is not None and view.usable and view.path == plan.cwd:
             try:
-                _mount_from(plan, view.fd())
+                _mount_from(plan, view.fd(), _mount)
             except OSError:
                 # Refused through the view: a kernel that takes no layers from a detached mount, or
                 # without open_tree. By the path; and by the path from now on if that works.
-                _mount_from(plan)
+                _mount_from(plan, None, _mount)
                 view.usable = False
         else:
-            _mount_from(plan)
+            _mount_from(plan, None, _mount)
     except OSError as e:
         raise MountFailed(f"overlay mount at {plan.target} failed: {e.strerror or e}") from None
 
@@ -132,5 +136,35 @@ def _mount(plan: OverlayPlan) -> None:
             syscalls.move_mount(mfd, plan.target)
         finally:
             os.close(mfd)
+    finally:
+        os.close(fd)
+
+
+def open_overlay(plan: OverlayPlan, view: LayerView | None = None) -> int:
+    """A detached, read-only overlay of the planned layers (an fsconfig plan with no upper dir): the
+    descriptor of its root, mounted nowhere (nothing to write under the root, nothing left in the mount
+    table; the kernel drops it with the last descriptor). Read through ``/proc/self/fd/<fd>``. Raises
+    MountFailed with the kernel's reason."""
+    if plan.api != "fsconfig" or plan.upper:
+        raise ValueError("a detached read-only overlay takes an fsconfig plan with no upper dir")
+    try:
+        if plan.cwd is None:
+            return _detached(plan)
+        if view is not None and view.usable and view.path == plan.cwd:
+            try:
+                return _mount_from(plan, view.fd(), _detached)
+            except OSError:
+                pass  # refused through the view (see mount_overlay): by the path
+        return _mount_from(plan, None, _detached)
+    except OSError as e:
+        raise MountFailed(f"read-only overlay of {os.path.dirname(plan.target)} failed: {e.strerror or e}") from None
+
+
+def _detached(plan: OverlayPlan) -> int:
+    fd = syscalls.fsopen("overlay")
+    try:
+        syscalls.fsconfig_params(fd, plan.fs_params)
+        syscalls.fsconfig_create(fd)
+        return syscalls.fsmount(fd, syscalls.MOUNT_ATTR_RDONLY)
     finally:
         os.close(fd)

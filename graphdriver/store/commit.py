@@ -83,26 +83,30 @@ def commit_container(cs: ContainerStore, ref: str, new_ref: str = "", message: s
 #: system's, or tar's, which gives no errno for a write cut short: what no_room reads).
 _ROOM_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _ROOM_WORDS = ("No space left on device", "Disk quota exceeded", "Wrote only")
+_READ_ONLY = os.strerror(errno.EROFS)  # "Read-only file system"
 
 
 @contextmanager
 def no_room_said(failed: str, what: str, where: str) -> Iterator[None]:
-    """A write of ``what`` (under ``where``) refused for room fails as one line: ``failed``, what ran
-    out on which filesystem, and what could not be written where. Other errors pass unchanged."""
+    """A write of ``what`` (under ``where``) refused for room, or by a read-only filesystem, fails as one
+    line: ``failed``, what ran out on which filesystem (or which one is read-only), and what could not be
+    written where. Other errors pass unchanged."""
     try:
         yield
     except (OSError, GraphDriverError) as e:
         if isinstance(e, OSError):
-            if e.errno not in _ROOM_ERRNOS:
+            if e.errno not in (*_ROOM_ERRNOS, errno.EROFS):
                 raise
             named = os.fsdecode(e.filename2 or e.filename or "")  # symlink, rename: the second is made
             path, words = named if os.path.isabs(named) else where, os.strerror(e.errno)
         else:
             path, words = where, str(e)
-            if not any(w in words for w in _ROOM_WORDS):
+            if not any(w in words for w in (*_ROOM_WORDS, _READ_ONLY)):
                 raise
-        from ..archive.extract import no_room  # a failed write only: psutil stays unloaded otherwise
+        from ..archive.extract import filesystem_name, no_room  # a failed write only: psutil stays unloaded
 
-        room = no_room(nearest_dir(path), words, free=False)  # the failed write is undone by now
-        raise CommitFailed(f"{failed}: {room or words}: could not write {what} ({path})") from e
-
+        if _READ_ONLY in words:
+            why = f"{filesystem_name(nearest_dir(path))} is a read-only file system"
+        else:
+            why = no_room(nearest_dir(path), words, free=False) or words  # the failed write is undone by now
+        raise CommitFailed(f"{failed}: {why}: could not write {what} ({path})") from e

@@ -49,6 +49,15 @@ def naming(e: OSError, name: str) -> OSError:
     return e if e.filename else OSError(e.errno, e.strerror, name)
 
 
+def spool_file(directory: str) -> BinaryIO:
+    """An unnamed temporary file in ``directory``; an error making it (a full or read-only disk) names
+    ``directory``, not a file that never was."""
+    try:
+        return tempfile.TemporaryFile(dir=directory)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, directory) from None
+
+
 def touch(path: str, mode: int = 0o600) -> None:
     """An empty file at ``path`` (kept if there): made in one step, nothing to tear, no temporary file for
     a kill to leave behind."""

@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from typing import BinaryIO
 
 from ..driver import Driver
 from ..errors import CorruptRecord, GraphDriverError, ImageNotFound, InvalidImage
-from .files import naming, read_json, write_atomic, write_json
+from .files import naming, read_json, spool_file, write_atomic, write_json
 from .imageio import (
     EMPTY_LAYER,
     chain_ids,
@@ -254,7 +253,7 @@ class ImageStore:
     def add_layer(self, stream: BinaryIO, parent_chain: str | None) -> tuple[str | None, str]:
         """Spool a layer tar, then apply it on ``parent_chain`` (reused if present): (chainID, diffID).
         An empty tar (docker's empty layer, :data:`EMPTY_LAYER`) is not applied: (None, its diffID)."""
-        with self.lock.held(), tempfile.TemporaryFile(dir=self.tmp) as spool:
+        with self.lock.held(), spool_file(self.tmp) as spool:
             h = hashlib.sha256()
             while chunk := stream.read(1 << 20):
                 h.update(chunk)

@@ -175,3 +175,63 @@ def test_the_kept_verdict_is_used_and_one_of_another_boot_or_damaged_is_probed_a
         assert b"Native Overlay Diff: true" in ok(root, "info")
         assert json.load(open(cache_of(root))) == kept
     assert os.listdir(os.path.join(root, "overlay2", ".staging")) == []
+
+
+def naive_diff(root: str, layer: str) -> bytes:
+    """The layer's diff the naive way, read in this process."""
+    from graphdriver import open_driver
+    from graphdriver.archive.diff import diff_stream
+
+    with diff_stream(open_driver(root), layer, None, naive=True) as stream:
+        return stream.read()
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_layer_without_a_child_diffs_the_naive_way_on_a_root_that_cannot_be_written(tmp_path, how: str) -> None:
+    """With no verdict kept, the naive way mounted a layer without a child as ``get`` does, with its upper
+    and work dir: refused on a read-only root (EINVAL) or one out of inodes (ENOSPC), so ``layer diff``,
+    ``container diff`` and ``container commit`` failed there. It needs only to read: a detached read-only
+    view now (the layer's diff on top of its parents), giving what the layer's own writable mount gives."""
+    with small_tmpfs(str(tmp_path / "disk"), size=8 << 20, inodes=400) as disk:
+        root = os.path.join(disk, "gd")
+        try:
+            build(root)
+            native = reads(root, "rw")
+            ok(root, "layer", "mount", "rw")  # the naive way through the layer's own (writable) mount
+            try:
+                through_mount = naive_diff(root, "rw")
+            finally:
+                ok(root, "layer", "umount", "rw")
+            os.unlink(cache_of(root))
+            before = root_state(root)
+            with unwritable(disk, how):
+                tar, changes, size = reads(root, "rw")
+                assert tar == through_mount
+                assert (entries(tar), changes, size) == (entries(native[0]), *native[1:])
+                assert naive_diff(root, "rw") == through_mount
+                assert root_state(root) == before  # nothing written, nothing left mounted
+            assert os.listdir(os.path.join(root, "overlay2", ".staging")) == []
+        finally:
+            gd(root, "cleanup")
+
+
+def test_the_naive_way_reads_through_a_mount_already_there(tmp_path) -> None:
+    """A layer that is mounted is read through that mount (shared, as ``get`` shares it), never through
+    a second overlay on the upper dir in use; its references are as they were afterwards."""
+    from graphdriver import open_driver
+
+    with small_tmpfs(str(tmp_path / "disk"), size=8 << 20, inodes=400) as disk:
+        root = os.path.join(disk, "gd")
+        try:
+            build(root)
+            expected = naive_diff(root, "rw")
+            top = ok(root, "layer", "mount", "rw").decode().strip()
+            with unwritable(disk, "no blocks"):
+                assert open_driver(root).read_only_fd("rw") is None  # get serves: it shares the mount
+                assert naive_diff(root, "rw") == expected
+                assert open_driver(root).mount_count("rw") == 1
+            write(os.path.join(top, "late"), "seen through the mount")
+            assert b"seen through the mount" in naive_diff(root, "rw")
+            ok(root, "layer", "umount", "rw")
+        finally:
+            gd(root, "cleanup")

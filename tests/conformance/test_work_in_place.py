@@ -95,6 +95,45 @@ def test_a_child_of_a_layer_being_applied_into_is_refused_at_once(driver: Driver
         driver.put("kid")
 
 
+def test_a_layer_being_applied_into_is_not_mounted_meanwhile(driver: Driver, root: str) -> None:
+    """A get (layer mount) of a layer a diff is being applied into went through — on overlay2 by the
+    quick path too, repeating a mount made before the apply began — and the apply was refused at its end
+    ("is mounted"), its work lost. Now the get is refused at once, naming the layer and who applies, in
+    this process and another; the apply completes and the layer mounts afterwards, quick path and all."""
+    import subprocess
+    import sys
+
+    driver.create("base")
+    driver.create("x", "base")
+    other = open_driver(root, driver.name)
+    other.get("x")  # mounted once and put: overlay2 keeps a quick mount of it
+    other.put("x")
+    quick = "x" in other._quick
+    assert quick == (driver.name == "overlay2")
+    thread, w, result = _started_apply(driver, "x", BODY[:20000])
+    busy = (rf"cannot mount layer x: a diff is being applied into it \(in [^ ]+\[{os.getpid()}\]\); "
+            rf"mount it once the apply is done")
+    try:
+        for d in (other, driver):
+            with pytest.raises(LayerBusy, match=busy) as refused:
+                d.get("x")
+            assert refused.value.layer_id == "x"
+            assert d.mount_count("x") == 0
+        r = subprocess.run([sys.executable, "-m", "graphdriver", "--root", root, "--driver", driver.name,
+                            "layer", "mount", "x"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert "graphdriver: cannot mount layer x: a diff is being applied into it (in " in r.stderr
+        assert other.verify() == []
+    finally:
+        _finish(thread, w, BODY[20000:])
+    assert result == {"size": 40001}
+    for _ in range(2):  # the general path once (the apply restamped it), then quick again
+        with open(os.path.join(other.get("x"), "b"), "rb") as f:
+            assert f.read() == b"2"
+        other.put("x")
+    assert ("x" in other._quick) == quick and other.mount_count("x") == 0
+
+
 def test_a_layer_removed_by_hand_while_its_diff_streams_in_is_named_and_not_written(driver: Driver) -> None:
     """What a lease cannot stop: the layer's directories and record taken away behind the library."""
     driver.create("base")

@@ -3,6 +3,7 @@ as they were (no half-made container, layer, record or temporary file)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -280,3 +281,49 @@ def test_a_commit_that_runs_out_of_room_says_what_and_where_in_one_line_and_chan
         assert gd("container", "commit", "web", "app:2").returncode == 0  # and with room again it is made
         if short_of == "inodes":  # the layer there now (and the blocks freed as it went): then the records
             assert sweep("app:3", range(0, 6)) == {"layer", "record"}
+
+
+def test_a_commit_on_a_read_only_root_says_so_in_one_line_and_changes_nothing(root: str) -> None:
+    """It said ``Read-only file system (<store>/images/.tmp/tmpXXXXXXXX)``: not which commit failed, and
+    naming a temporary file that never was. Now one line in the out-of-room commit's style: the commit,
+    the read-only filesystem, what could not be written where. Its diff (no verdict kept: the naive way)
+    reads there, and a layer spool out of inodes names the spool's directory too."""
+    from graphdriver.kernel import syscalls
+
+    with small_tmpfs(os.path.join(root, "disk"), size=8 << 20, inodes=400) as disk:
+        store_root = os.path.join(disk, "store")
+        built = docker_archive(os.path.join(root, "img.tar"), [layer_tar({"etc/motd": "hi\n"})], ["app:1"])
+        assert _cli(store_root, "image", "load", "-i", built.path).returncode == 0
+        assert _cli(store_root, "container", "create", "app:1", "--name", "web").returncode == 0
+        top = _cli(store_root, "container", "mount", "web").stdout.strip()
+        with open(os.path.join(top, "data"), "w") as f:
+            f.write("data")
+        assert _cli(store_root, "container", "umount", "web").returncode == 0
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(store_root, "overlay2", ".native-diff-probe"))
+        before = root_state(store_root)
+        syscalls.mount("none", disk, None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+        try:
+            assert _cli(store_root, "container", "diff", "web").stdout.split() == ["A", "/data"]
+            for ref, named in (("app:2", "container web: commit to app:2 failed"),
+                               ("", "container web: commit failed")):
+                r = _cli(store_root, "container", "commit", "web", *([ref] if ref else []))
+                assert (r.returncode, r.stdout) == (1, ""), r.stderr
+                assert r.stderr.splitlines() == [
+                    f"graphdriver: {named}: {disk} (tmpfs) is a read-only file system: could not write the new "
+                    f"image's layer ({store_root}/images/.tmp)"]
+            assert root_state(store_root) == before
+        finally:
+            syscalls.mount("none", disk, None, syscalls.MS_REMOUNT)
+        made = use_inodes(disk, 0)
+        try:
+            r = _cli(store_root, "container", "commit", "web", "app:2")
+        finally:
+            for path in made:
+                os.unlink(path)
+        assert r.stderr.splitlines() == [
+            f"graphdriver: container web: commit to app:2 failed: no inodes left on {disk} (tmpfs): could not "
+            f"write the new image's layer ({store_root}/images/.tmp)"]
+        assert root_state(store_root) == before
+        assert _cli(store_root, "container", "commit", "web", "app:2").returncode == 0
+        _cli(store_root, "cleanup")
