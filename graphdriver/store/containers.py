@@ -27,7 +27,7 @@ from ..errors import (
     NameInUse,
 )
 from . import initlayer
-from .files import read_json, write_json
+from .files import read_json, remove_temporaries, write_json
 from .images import ImageStore
 from .marks import WorkMarks
 
@@ -167,6 +167,7 @@ class ContainerStore:
         undone = []
         with self.lock.held():
             self.images.recover()
+            remove_temporaries(self.dir)  # a record a kill cut short while written
             for cid in self._creating.left():
                 if not os.path.exists(self._path(cid)):
                     self._put_and_remove([cid, cid + "-init"])  # only the dead create held them

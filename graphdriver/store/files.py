@@ -90,6 +90,15 @@ def replacing(path: str, mode: int = 0o644) -> Iterator[BinaryIO]:
         raise
 
 
+def remove_temporaries(directory: str) -> None:
+    """Remove the temporary files :func:`replacing` left in ``directory`` (``<name>.tmp-<pid>-...``): a
+    writer killed before its rename. Only with the lock every writer there holds taken: none is live."""
+    for name in os.listdir(directory):
+        if ".tmp-" in name:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
+
+
 def write_json(path: str, obj: Any, *, sync: bool = False) -> None:
     """Atomically write ``obj`` as JSON."""
     write_atomic(path, json.dumps(obj, sort_keys=True), sync=sync)

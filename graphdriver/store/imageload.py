@@ -25,9 +25,7 @@ def load_images(store: ImageStore, path: str, progress: Progress | None = None,
     from .images import LoadedImage
 
     with store.lock.held():
-        for stale in os.listdir(store.tmp):  # a crashed load's decompressed copy (loads hold the lock)
-            os.unlink(os.path.join(store.tmp, stale))
-        store.recover()  # and a crashed load's half-applied layer, a killed image rm's leftovers
+        store.recover()  # a crashed load's decompressed copy and half-applied layer, a killed image rm's leftovers
         store.prune_records()  # surely: an image deleted and loaded again gets none of its old names or parent
         src = open_source(path, store.tmp, stdin)
         created: list[str] = []  # the layers and the configs this load makes: undone if it fails

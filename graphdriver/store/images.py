@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 from ..driver import Driver
 from ..errors import CorruptRecord, GraphDriverError, ImageNotFound, InvalidImage
-from .files import naming, read_json, spool_file, write_atomic, write_json
+from .files import naming, read_json, remove_temporaries, spool_file, write_atomic, write_json
 from .imageio import (
     EMPTY_LAYER,
     chain_ids,
@@ -178,13 +178,20 @@ class ImageStore:
         return False
 
     def recover(self) -> None:
-        """Undo or finish what kills cut short: layers whose apply was (marked, no record yet) are removed,
+        """Undo or finish what kills cut short: the temporary files of records being written (every
+        writer holds the lock) and decompressed archives are removed, layers whose apply was (marked, no
+        record yet) are removed,
         deletions whose config was set aside are finished, void tags and parent links dropped (left for
         the next time on a disk with no room for the rewrite: readers skip them). The lock is held by the
         caller or taken here."""
         from .imagedelete import finish_removals
 
         with self.lock.held():
+            for stale in os.listdir(self.tmp):  # a killed load's decompressed copy (loads hold the lock)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.tmp, stale))
+            for d in (self.dir, self.configs, self.layerdb):  # a record a kill cut short while written
+                remove_temporaries(d)
             for layer_id in self._applying.left():
                 if not os.path.exists(os.path.join(self.layerdb, layer_id + ".json")):
                     self.drop_layer(layer_id)

@@ -32,6 +32,8 @@ import threading
 from functools import lru_cache
 from typing import NamedTuple
 
+from .leases import Lease
+
 MAGIC = b"GDREFS1\n"
 HEADER = 128
 SLOT = 144
@@ -181,8 +183,11 @@ class RefStore:
         except FileNotFoundError:
             if not create:
                 return None
-            self._make_dir()
-            return self._start(FIRST_CAPACITY)
+            lease = self._make_dir()
+            try:
+                return self._start(FIRST_CAPACITY)
+            finally:
+                lease.release()  # the table names the directory's root from here on (.home)
         size = os.fstat(self._fd).st_size
         if size >= HEADER:
             mm = self._map(size)
@@ -236,11 +241,29 @@ class RefStore:
             os.close(self._fd)
             self._fd = -1
 
-    def _make_dir(self) -> None:
-        """Create the directory on first use, naming the root it belongs to (see :func:`prune_runtime`)."""
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        with open(os.path.join(self.dir, ".home"), "w") as f:
-            f.write(self.home)
+    def _make_dir(self) -> Lease:
+        """Create the directory on first use, naming the root it belongs to (see :func:`prune_runtime`):
+        returned leased (shared), for the caller to hold until the table is in it. Until then it names no
+        root, or one only partly written: another root's ``cleanup`` would take it for a leftover, but
+        passes over a directory that is leased; one it removed in the meantime is made again."""
+        from .files import write_atomic
+
+        for _ in range(5):
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            try:
+                lease = Lease.take(self.dir, shared=True)
+            except FileNotFoundError:  # pruned just now
+                continue
+            assert lease is not None  # a waiting take always gets it
+            if lease.still_there():
+                try:
+                    write_atomic(os.path.join(self.dir, ".home"), self.home)  # whole or not there
+                except BaseException:
+                    lease.release()
+                    raise
+                return lease
+            lease.release()
+        raise FileNotFoundError(f"the runtime directory {self.dir} was removed each time it was made")
 
     # -- slots ---------------------------------------------------------------------------------
     def _held_at(self, mm: mmap.mmap, layer_id: str) -> int:
@@ -377,15 +400,28 @@ def prune_runtime() -> list[str]:
             continue
         for name in entries:
             d = os.path.join(base, name)
+            # Judged and removed holding an exclusive lease: a directory being made (RefStore._make_dir)
+            # or judged by another prune (another root's cleanup) at the same time is passed over, and
+            # one removed meanwhile is no error.
             try:
-                with open(os.path.join(d, ".home")) as f:
-                    home = f.read()
-                gone = not home or not os.path.isdir(home)
-            except FileNotFoundError:
-                gone = not [n for n in os.listdir(d) if not n.startswith(".")]
-            except OSError:
+                lease = Lease.take(d, shared=False, wait=False)
+            except OSError:  # gone already, or not a directory
                 continue
-            if gone:
-                shutil.rmtree(d, ignore_errors=True)
-                removed.append(d)
+            if lease is None:
+                continue
+            with lease:
+                try:
+                    with open(os.path.join(d, ".home")) as f:
+                        home = f.read()
+                    gone = not home or not os.path.isdir(home)
+                except FileNotFoundError:
+                    try:
+                        gone = not [n for n in os.listdir(d) if not n.startswith(".")]
+                    except OSError:
+                        continue
+                except OSError:
+                    continue
+                if gone and lease.still_there():
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed.append(d)
     return removed

@@ -248,3 +248,71 @@ def test_readers_in_other_threads_follow_growth_and_removal_without_errors(tmp_p
         t.join()
     assert errors == [] and all(reads), reads
     assert s.read("kept") == Ref(1, 5)
+
+
+# -- runtime directories of other roots: another root's cleanup prunes them while they are in use ----------
+
+_FIRST_GET = """
+import os, sys
+real = os.makedirs
+paused = []
+def makedirs(path, *a, **k):  # the runtime directory made, nothing in it yet: wait for the parent
+    real(path, *a, **k)
+    if path == os.environ["GRAPHDRIVER_RUNTIME"] + "/" + sys.argv[2] and not paused:
+        paused.append(1)
+        print("made", flush=True)
+        sys.stdin.readline()
+os.makedirs = makedirs
+from graphdriver import open_driver
+d = open_driver(sys.argv[1], "vfs")
+d.get("a")
+print(d.refs.read("a").count, os.path.exists(d.refs.table), flush=True)
+"""
+
+
+def test_a_runtime_directory_being_made_survives_another_roots_cleanup(root: str, tmp_path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    from graphdriver.store.refs import prune_runtime, runtime_dir
+
+    monkeypatch.setenv("GRAPHDRIVER_RUNTIME", str(tmp_path / "run"))
+    open_driver(root, "vfs").create("a")  # no table yet: the first get makes it
+    name = os.path.basename(runtime_dir.__wrapped__(os.path.join(root, "vfs")))
+    child = subprocess.Popen([sys.executable, "-c", _FIRST_GET, root, name], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "made"
+        prune_runtime()  # another root's cleanup: an empty directory naming no root looks left over
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        out, _ = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0 and out.split() == ["1", "True"]  # made again: the get went through
+    assert prune_runtime() == []  # it names its root now
+    shutil.rmtree(tmp_path / "run")
+
+
+def test_cleanups_of_two_roots_pruning_at_once_do_not_trip_over_each_other(tmp_path, monkeypatch) -> None:
+    from graphdriver.store import refs
+
+    base = tmp_path / "run"
+    monkeypatch.setenv("GRAPHDRIVER_RUNTIME", str(base))
+    stale = base / "gone-0123456789abcdef"  # a directory naming no root, nothing in it: left over
+    stale.mkdir(parents=True)
+    real = os.listdir
+    other: list[list[str]] = []
+
+    def listdir(path: str = ".") -> list[str]:  # the other root's cleanup prunes between two looks
+        if os.fspath(path) == str(stale) and not other:
+            other.append(refs.prune_runtime())
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    removed = refs.prune_runtime()
+    monkeypatch.setattr(os, "listdir", real)
+    assert not stale.exists()
+    assert sorted([*removed, *other[0]]).count(str(stale)) == 1  # one of them removed it, neither failed

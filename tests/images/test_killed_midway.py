@@ -87,3 +87,47 @@ def test_a_load_killed_inside_a_layer_leaves_nothing_once_recovered(tmp_path, st
     assert [n for n in os.listdir(store.images.layerdb) if not n.startswith(other.chain_ids[0].split(":")[1])] == []
     store.images.load(killed.path)
     assert store.images.resolve("a:1") == killed.image_id
+
+
+#: A record's temporary file written whole, the process killed before its rename (files.replacing).
+_KILLED_WRITING = (
+    "import os, sys\n"
+    "from graphdriver import open_driver\n"
+    "from graphdriver.store.containers import ContainerStore\n"
+    "from graphdriver.store.images import ImageStore\n"
+    "s = ContainerStore(ImageStore(sys.argv[1], open_driver(sys.argv[1])))\n"
+    "real = os.replace\n"
+    "def replace(src, dst):\n"
+    "    if os.path.basename(dst) == sys.argv[3]: os._exit(9)\n"
+    "    real(src, dst)\n"
+    "os.replace = replace\n"
+    "s.images.load(sys.argv[2]) if sys.argv[3] != 'record' else None\n"
+    "os.replace = lambda src, dst: os._exit(9) if dst.endswith('.json') else real(src, dst)\n"
+    "s.create('a:1')\n"
+)
+
+
+@pytest.mark.parametrize("record", ["repositories.json", "config", "layer record", "container record"])
+@pytest.mark.parametrize("recovered_by", ["cleanup", "the next load or create"])
+def test_a_record_killed_while_written_leaves_no_temporary_file(tmp_path, store, gd, root: str, record: str,
+                                                                  recovered_by: str) -> None:
+    built = docker_archive(str(tmp_path / "a.tar"), [layer_tar({"a": "a"})], ["a:1"])
+    target = {"repositories.json": "repositories.json", "config": built.image_id.split(":")[1] + ".json",
+              "layer record": built.chain_ids[0].split(":")[1] + ".json", "container record": "record"}[record]
+    if record == "container record":
+        store.images.load(built.path)
+    r = subprocess.run([sys.executable, "-c", _KILLED_WRITING, root, built.path, target])
+    assert r.returncode == 9
+    temporaries = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if ".tmp-" in f]
+    assert temporaries  # the dead writer's, whole but never renamed into place
+    if recovered_by == "cleanup":
+        gd("cleanup", check=True)
+    elif record == "container record":
+        store.remove(store.create("a:1").id)
+    else:
+        store.images.load(built.path)
+    assert [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if ".tmp-" in f] == []
+    assert store.all() == []  # the killed create is undone, its layers with it
+    gd("image", "rm", "a:1")  # whatever the load got to record
+    gd("image", "prune", "-a", check=True)
+    assert store.driver.layers() == [] and store.images.ids() == []
