@@ -117,9 +117,32 @@ def module_param(module: str, name: str) -> str | None:
 
 
 @lru_cache(maxsize=1)
-def overlay_lowerdir_plus() -> bool:
-    """True when overlayfs accepts ``lowerdir+`` through fsconfig (kernel 6.8+)."""
+def overlay_parses_fsconfig() -> bool:
+    """True when the kernel's overlay reads each fsconfig(2) parameter itself (kernel 6.5+, where
+    overlayfs has its own filesystem context), so an option it does not take is refused right there.
+    Before 6.5 fsopen("overlay") gives the VFS's legacy context, which takes any key or string and only
+    joins them into mount(2) data for the superblock to parse at FSCONFIG_CMD_CREATE; told apart by a
+    flag no overlay has ever had."""
     if not has_filesystem("overlay"):
+        return False
+    try:
+        fd = syscalls.fsopen("overlay")
+    except OSError:
+        return False
+    try:
+        syscalls.fsconfig_flag(fd, "graphdriver-probe-no-such-option")
+        return False  # taken: a legacy context, which checks nothing until create
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+@lru_cache(maxsize=1)
+def overlay_lowerdir_plus() -> bool:
+    """True when overlayfs accepts ``lowerdir+`` through fsconfig (kernel 6.8+). A legacy context (before
+    6.5) takes the string too, and the superblock refuses it later: no ``lowerdir+`` there."""
+    if not overlay_parses_fsconfig():
         return False
     try:
         fd = syscalls.fsopen("overlay")
@@ -138,13 +161,22 @@ def overlay_lowerdir_plus() -> bool:
 def overlay_refuses(option: str) -> str | None:
     """Why the kernel's overlay does not take mount option ``option`` (``key`` or ``key=value``), asked
     through a filesystem context that is never mounted; None when it takes it, or when the kernel has
-    no new mount API to ask through (the mount itself will tell)."""
+    no new mount API to ask through (the mount itself will tell).
+
+    A kernel whose overlay parses fsconfig parameters (6.5+) answers at the fsconfig, with its message.
+    Before that the context is the legacy one (:func:`overlay_parses_fsconfig`): the option is checked
+    only when a superblock is made, so one is made (FSCONFIG_CMD_CREATE, never fsmount'ed: attached
+    nowhere) over empty lower, upper and work directories in a temporary directory, removed afterwards.
+    That overlay says why only in the kernel log; the answer is then the errno's text."""
+    key, eq, value = option.partition("=")
     try:
         fd = syscalls.fsopen("overlay")
     except OSError:
         return None
+    if not overlay_parses_fsconfig():
+        os.close(fd)
+        return _legacy_overlay_refuses(key, value if eq else None)
     try:
-        key, eq, value = option.partition("=")
         if eq:
             syscalls.fsconfig_string(fd, key, value)
         else:
@@ -156,6 +188,40 @@ def overlay_refuses(option: str) -> str | None:
         return said[start + 12:said.index(")", start)] if start >= 0 and ")" in said[start:] else said
     finally:
         os.close(fd)
+
+
+def _legacy_overlay_refuses(key: str, value: str | None) -> str | None:
+    """:func:`overlay_refuses` with a legacy context: a superblock with the option, over throwaway
+    directories (the context, and with it the superblock, is closed before they are removed). None when
+    it is made, or when the directories cannot be (nothing to ask with)."""
+    try:
+        d = tempfile.mkdtemp(prefix="gd-probe-")
+    except OSError:
+        return None
+    try:
+        fd = syscalls.fsopen("overlay")
+    except OSError:
+        shutil.rmtree(d, ignore_errors=True)
+        return None
+    try:
+        for name in ("lower", "upper", "work"):
+            os.mkdir(os.path.join(d, name))
+            syscalls.fsconfig_string(fd, f"{name}dir", os.path.join(d, name))
+        if value is None:
+            syscalls.fsconfig_flag(fd, key)
+        else:
+            syscalls.fsconfig_string(fd, key, value)
+        try:
+            syscalls.fsconfig_create(fd)
+        except OSError as e:
+            return f"{os.strerror(e.errno)} when a superblock is made with it; this kernel's overlay logs why " \
+                   f"only to the kernel log" if e.errno is not None else str(e)
+        return None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def page_size() -> int:

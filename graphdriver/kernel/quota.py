@@ -2,7 +2,9 @@
 
 A layer's directory gets its own project id with the inherit flag (FS_IOC_FSSETXATTR), and the project
 a block limit (quotactl Q_SETQUOTA on PRJQUOTA). Everything written below that directory counts against
-it; past the limit writes fail with EDQUOT.
+it; past the limit writes fail with EDQUOT (xfs may say ENOSPC). On ext4 a writer with CAP_SYS_RESOURCE
+passes the limit (the VFS quota's ignore_hardlimit); overlayfs writes without it, and Docker's containers
+run without it.
 """
 
 from __future__ import annotations

@@ -123,8 +123,9 @@ def test_500_lowers_mount_through_the_lower_index_and_501_is_refused_before_moun
     assert os.readlink(os.path.join(index, "0")) == f"../../l/{nearest}"
     assert sorted(os.listdir(index)) == sorted(shown)
     assert os.path.realpath(os.path.join(index, "1f3")) == os.path.realpath(d.diff_path(ids[0]))
-    mid = statcalls.mount_id(path).mnt_id  # a first buffer far too small grows until the options fit
-    assert statcalls.statmount(mid, 1, brief=True).options == statcalls.statmount(mid, 1).options
+    if statcalls.statmount_supported():  # a first buffer far too small grows until the options fit
+        mid = statcalls.mount_id(path).mnt_id
+        assert statcalls.statmount(mid, 1, brief=True).options == statcalls.statmount(mid, 1).options
     assert check_overlay(d.plan(ids[500]), mountinfo.mount_at(path, brief=True)) == []
     assert d.verify() == []
     assert open(os.path.join(path, "deep")).read() == "bottom"
@@ -458,6 +459,9 @@ def test_the_view_follows_a_root_copied_and_swapped_in_under_a_live_driver(root:
         f.write("old root")
     path = d.get("L1")  # the view is made of the first root
     d.put("L1")
+    if not d.layer_view_in_use:
+        pytest.skip("kernel takes no overlay layers from a detached mount (its clone_private_mount() refuses "
+                    "a mount outside the caller's namespace): no view to follow")
     shutil.copytree(root, root + ".new", symlinks=True)  # the same layers, the same l/ links ...
     with open(os.path.join(root + ".new", "overlay2", "L0", "diff", "f"), "w") as f:
         f.write("new root")
@@ -481,6 +485,8 @@ def test_the_view_follows_a_root_copied_and_swapped_in_under_a_live_driver(root:
 
 
 def test_a_brief_statmount_names_an_overlay_by_its_magic_and_asks_for_any_other_type(root: str) -> None:
+    if not statcalls.statmount_supported():
+        pytest.skip("kernel has no statmount(2) (needs 6.8+)")
     d = open_driver(root, "overlay2")
     chain(d, 2)
     path = d.get("L1")
