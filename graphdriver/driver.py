@@ -39,7 +39,8 @@ from .mounts import Drift, MountRefs, MountState
 from .store.files import read_json, touch, write_json
 from .store.leases import Lease, holders, in_use, in_use_by_someone
 from .store.locks import RootLock
-from .store.refs import RefStore, prune_runtime, runtime_dir
+from .store.refs import RefStore
+from .store.runtime import prune_runtime, runtime_dir
 
 if TYPE_CHECKING:
     from .kernel.quickmount import QuickMount
@@ -60,7 +61,7 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
 
     Layers appear atomically: built in ``<home>/.staging`` and renamed into place. Mutations hold a
     root-wide lock (processes and threads). Mount references live in a tmpfs runtime dir
-    (``store.refs.runtime_dir``) and are checked against the kernel's mount table on every use.
+    (``store.runtime.runtime_dir``) and are checked against the kernel's mount table on every use.
     """
 
     name: ClassVar[str]

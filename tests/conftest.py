@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from graphdriver.kernel import mountinfo, syscalls
-from graphdriver.store.refs import prune_runtime, runtime_dir
+from graphdriver.store.runtime import prune_runtime, runtime_dir
 
 
 def unmount_all_under(path: str) -> None:

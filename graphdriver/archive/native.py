@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CorruptRecord
 from ..kernel import probe, syscalls
 from ..store.files import read_json, write_json
-from ..store.refs import boot_id
+from ..store.runtime import boot_id
 from .whiteouts import overlay_opaque
 
 if TYPE_CHECKING:

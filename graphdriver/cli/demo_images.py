@@ -14,7 +14,7 @@ from ..kernel import mountinfo, syscalls
 from ..registry import open_driver
 from ..store.containers import ContainerStore
 from ..store.images import ImageStore
-from ..store.refs import prune_runtime
+from ..store.runtime import prune_runtime
 
 
 def discard_root(root: str) -> None:

@@ -46,7 +46,7 @@ from ..plan.aufs import (
     probe_data,
 )
 from ..store.files import read_json, read_text, write_atomic, write_json
-from ..store.refs import boot_id
+from ..store.runtime import boot_id
 
 log = logging.getLogger(__name__)
 

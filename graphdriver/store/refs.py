@@ -1,6 +1,6 @@
 """Mount reference counts that survive across processes and restarts: one shared table per root.
 
-The table is the file ``refs`` in the root's runtime directory (see :func:`runtime_dir`), mapped into
+The table is the file ``refs`` in the root's runtime directory (:mod:`.runtime`), mapped into
 every process that uses the root (``mmap``, shared): reading or changing a count is a memory access, and
 one ``fstat`` per operation checks the table is still the root's — ``get`` and ``put`` do no file I/O.
 Writers hold the root lock.
@@ -23,7 +23,6 @@ cut short by hand (it is started afresh, not read past its end).
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import os
 import shutil
@@ -33,6 +32,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from .leases import Lease
+from .runtime import boot_id
 
 MAGIC = b"GDREFS1\n"
 HEADER = 128
@@ -45,43 +45,6 @@ _HEAD_AT = 48
 _RETIRED = struct.Struct("<I")
 _RETIRED_AT = _HEAD_AT + 4
 _REF = struct.Struct("<QQ")  # count, mount id
-
-
-def _on_tmpfs(path: str) -> bool:
-    from ..kernel.probe import backing_fs
-
-    try:
-        return backing_fs(path) == "tmpfs"
-    except OSError:
-        return False
-
-
-@lru_cache(maxsize=64)
-def runtime_dir(home: str) -> str:
-    """Where a root's mount references live: volatile state on a tmpfs.
-
-    ``$GRAPHDRIVER_RUNTIME``, else ``/run/graphdriver`` or ``/dev/shm/graphdriver`` (whichever is a
-    tmpfs), in a directory named after the root. A tmpfs empties at reboot, and writing there never
-    dirties the backing filesystem — an overlay unmount syncs its upper filesystem, so a count kept on
-    ext4 would make every ``put`` pay for a journal commit. Without a tmpfs: ``<home>/.refs``.
-    """
-    digest = hashlib.sha256(os.fsencode(home)).hexdigest()[:16]
-    base = os.environ.get("GRAPHDRIVER_RUNTIME")
-    if not base:
-        for candidate in ("/run", "/dev/shm"):
-            if _on_tmpfs(candidate):
-                base = os.path.join(candidate, "graphdriver")
-                break
-        else:
-            return os.path.join(home, ".refs")
-    return os.path.join(base, f"{os.path.basename(home)}-{digest}")
-
-
-@lru_cache(maxsize=1)
-def boot_id() -> str:
-    """This boot's id from /proc/sys/kernel/random/boot_id."""
-    with open("/proc/sys/kernel/random/boot_id") as f:
-        return f.read().strip()
 
 
 @lru_cache(maxsize=1)
@@ -387,41 +350,3 @@ class RefStore:
                 _RETIRED.pack_into(mm, _RETIRED_AT, 1)
             self._forget()
             shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def prune_runtime() -> list[str]:
-    """Remove the runtime directories of roots that no longer exist; returns what was removed."""
-    bases = {os.environ.get("GRAPHDRIVER_RUNTIME", ""), "/run/graphdriver", "/dev/shm/graphdriver"} - {""}
-    removed = []
-    for base in sorted(bases):
-        try:
-            entries = os.listdir(base)
-        except OSError:
-            continue
-        for name in entries:
-            d = os.path.join(base, name)
-            # Judged and removed holding an exclusive lease: a directory being made (RefStore._make_dir)
-            # or judged by another prune (another root's cleanup) at the same time is passed over, and
-            # one removed meanwhile is no error.
-            try:
-                lease = Lease.take(d, shared=False, wait=False)
-            except OSError:  # gone already, or not a directory
-                continue
-            if lease is None:
-                continue
-            with lease:
-                try:
-                    with open(os.path.join(d, ".home")) as f:
-                        home = f.read()
-                    gone = not home or not os.path.isdir(home)
-                except FileNotFoundError:
-                    try:
-                        gone = not [n for n in os.listdir(d) if not n.startswith(".")]
-                    except OSError:
-                        continue
-                except OSError:
-                    continue
-                if gone and lease.still_there():
-                    shutil.rmtree(d, ignore_errors=True)
-                    removed.append(d)
-    return removed

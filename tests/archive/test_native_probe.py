@@ -19,7 +19,7 @@ from conformance.util import root_state
 from support.fulldisk import fill, small_tmpfs
 
 from graphdriver.kernel import syscalls
-from graphdriver.store.refs import boot_id
+from graphdriver.store.runtime import boot_id
 
 HOW = ["no blocks", "no inodes", "read-only"]
 

@@ -206,7 +206,7 @@ def test_demo_runs_and_cleans_up() -> None:
     assert not [e for e in mountinfo.read_mountinfo() if "graphdriver-demo-" in e.mount_point]
     assert not [d for d in os.listdir(tempfile.gettempdir()) if d.startswith("graphdriver-demo-")]
     # Nor reference records on the tmpfs for the roots it made (each directory names its root).
-    from graphdriver.store.refs import runtime_dir
+    from graphdriver.store.runtime import runtime_dir
 
     base = os.path.dirname(runtime_dir("/nonexistent/graphdriver-demo-x"))
     homes = []

@@ -274,7 +274,7 @@ def test_a_runtime_directory_being_made_survives_another_roots_cleanup(root: str
     import subprocess
     import sys
 
-    from graphdriver.store.refs import prune_runtime, runtime_dir
+    from graphdriver.store.runtime import prune_runtime, runtime_dir
 
     monkeypatch.setenv("GRAPHDRIVER_RUNTIME", str(tmp_path / "run"))
     open_driver(root, "vfs").create("a")  # no table yet: the first get makes it
@@ -297,7 +297,7 @@ def test_a_runtime_directory_being_made_survives_another_roots_cleanup(root: str
 
 
 def test_cleanups_of_two_roots_pruning_at_once_do_not_trip_over_each_other(tmp_path, monkeypatch) -> None:
-    from graphdriver.store import refs
+    from graphdriver.store import runtime as refs
 
     base = tmp_path / "run"
     monkeypatch.setenv("GRAPHDRIVER_RUNTIME", str(base))
