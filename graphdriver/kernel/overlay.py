@@ -18,7 +18,8 @@ from typing import TypeVar
 
 from ..errors import MountFailed
 from ..plan.overlay import OverlayPlan
-from . import syscalls
+from . import probe, syscalls
+from .statcalls import OVERLAY_MAGIC as OVERLAY_SUPER_MAGIC
 
 _SHARED_CWD = threading.Lock()  # only where unshare(CLONE_FS) is refused (a seccomp profile, say)
 T = TypeVar("T")
@@ -148,16 +149,36 @@ def open_overlay(plan: OverlayPlan, view: LayerView | None = None) -> int:
     if plan.api != "fsconfig" or plan.upper:
         raise ValueError("a detached read-only overlay takes an fsconfig plan with no upper dir")
     try:
+        fd = -1
         if plan.cwd is None:
-            return _detached(plan)
-        if view is not None and view.usable and view.path == plan.cwd:
+            fd = _detached(plan)
+        elif view is not None and view.usable and view.path == plan.cwd:
             try:
-                return _mount_from(plan, view.fd(), _detached)
+                fd = _mount_from(plan, view.fd(), _detached)
             except OSError:
                 pass  # refused through the view (see mount_overlay): by the path
-        return _mount_from(plan, None, _detached)
+        if fd < 0:
+            fd = _mount_from(plan, None, _detached)
     except OSError as e:
         raise MountFailed(f"read-only overlay of {os.path.dirname(plan.target)} failed: {e.strerror or e}") from None
+    problems = detached_problems(fd)
+    if problems:
+        os.close(fd)
+        raise MountFailed(f"read-only overlay of {os.path.dirname(plan.target)}: the kernel's view differs "
+                          f"({'; '.join(problems)}); dropped")
+    return fd
+
+
+def detached_problems(fd: int) -> list[str]:
+    """What the kernel says of a detached overlay's root ``fd`` that differs from what
+    :func:`open_overlay` asked for: an overlay, mounted read-only (it is in no mount table to read)."""
+    problems = []
+    magic = probe.fs_magic(f"/proc/self/fd/{fd}")
+    if magic != OVERLAY_SUPER_MAGIC:
+        problems.append(f"filesystem magic {magic:#x}, not overlay's")
+    if not os.fstatvfs(fd).f_flag & os.ST_RDONLY:
+        problems.append("mounted read-write")
+    return problems
 
 
 def _detached(plan: OverlayPlan) -> int:

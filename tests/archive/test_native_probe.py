@@ -235,3 +235,16 @@ def test_the_naive_way_reads_through_a_mount_already_there(tmp_path) -> None:
             ok(root, "layer", "umount", "rw")
         finally:
             gd(root, "cleanup")
+
+
+def test_a_detached_view_is_checked_for_what_the_kernel_made(tmp_path) -> None:
+    """The naive way's read-only view is in no mount table: what the kernel says of its root (statfs,
+    statvfs) is compared with what was asked, and anything else is named."""
+    from graphdriver.kernel.overlay import detached_problems
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        problems = detached_problems(fd)  # a plain directory of a writable filesystem
+    finally:
+        os.close(fd)
+    assert len(problems) == 2 and "not overlay's" in problems[0] and problems[1] == "mounted read-write"
