@@ -58,7 +58,8 @@ class MountRefs:
         try:
             quick = self._quick.get(layer_id)  # a layer this object mounted before (so a valid id)
         except TypeError:  # unhashable: no id (free on the hot path: a try costs nothing until it raises)
-            quick = check_id(layer_id)
+            check_id(layer_id)  # raises InvalidArgument naming it
+            raise
         with self.lock:
             if quick is not None:
                 slot = self.refs.live_slot(layer_id)
@@ -101,8 +102,9 @@ class MountRefs:
         """Drop one reference; the last one unmounts."""
         try:
             quick = self._quick.get(layer_id)
-        except TypeError:
-            quick = check_id(layer_id)
+        except TypeError:  # as in get
+            check_id(layer_id)
+            raise
         with self.lock:
             if quick is not None:
                 slot = self.refs.live_slot(layer_id)
