@@ -1,14 +1,15 @@
 """Diff, Changes and DiffSize: native (walk the layer's own directory) or naive (compare two mounted trees).
 
-Change rules, Docker's for each way. Both: a path only in the layer is Added (a new directory's whole
-content too); a path only in the parent is Deleted (the topmost one). Native (Docker's OverlayChanges):
-whatever the layer's own directory holds is in its diff, so every non-directory there that the layers
-below also show is Modified (a copy-up is a change even when nothing else tells), and a directory both
-hold is Modified unless its type, mode, size and mtime are those below and nothing was added to it or
-deleted from it. Naive (Docker's ChangesDirs): a
-path in both is Modified when type, mode, owner, xattrs differ, or for non-directories size, mtime, device
-number or link target; a directory is also Modified when anything below it changed. Order: parents
-before their children.
+Change rules, Docker's. Both ways: a path only in the layer is Added (a new directory's whole content
+too); a path only in the parent is Deleted (the topmost one); a path in both is Modified by Docker's
+naive rule (moby's ChangesDirs, which dockerd's overlay2 and vfs both use for Changes): type, mode,
+owner, device number or ``security.capability`` differ, or for non-directories size, mtime (to the
+second when either has no nanoseconds) or link target; a directory is also Modified when anything below
+it changed. So a copy-up that changed nothing that rule sees is no change, though the native diff
+exports it, as dockerd's does. aufs's native way is Docker's aufs Changes instead: every non-directory
+of the layer's own directory that the layers below also show is Modified, and a directory both hold is
+unless its mode, size and mtime are those below and nothing below it changed. Order: parents before
+their children.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..errors import LayerNotMounted
 from .inplace import LayerRead
 from .native import native_diff_problem
-from .tarwriter import ChunkStream, TarWriter, batched, read_xattrs
+from .tarwriter import ChunkStream, TarWriter, batched, export_xattrs
 from .view import LayerView
 from .whiteouts import AUFS_META, aufs_whiteout_target, is_overlay_whiteout, overlay_opaque
 
@@ -47,29 +48,33 @@ def _join(rel: bytes, name: bytes) -> bytes:
     return rel + b"/" + name if rel else name
 
 
-def differs(new: bytes, nst: os.stat_result, old: bytes, ost: os.stat_result) -> bool:
-    """True when the entry at ``new`` is a modification of the one at ``old``."""
-    if stat.S_IFMT(nst.st_mode) != stat.S_IFMT(ost.st_mode) or stat.S_IMODE(nst.st_mode) != stat.S_IMODE(ost.st_mode):
+def same_time(a_ns: int, b_ns: int) -> bool:
+    """Docker's sameFsTime: equal, or the same second when either has no nanoseconds."""
+    if a_ns == b_ns:
         return True
-    if nst.st_uid != ost.st_uid or nst.st_gid != ost.st_gid:
+    return a_ns // 10**9 == b_ns // 10**9 and (a_ns % 10**9 == 0 or b_ns % 10**9 == 0)
+
+
+def differs(new: bytes, nst: os.stat_result, old: bytes, ost: os.stat_result) -> bool:
+    """True when the entry at ``new`` is a modification of the one at ``old``: moby's statDifferent (type,
+    mode, owner, device number; size and mtime for non-directories) or another ``security.capability``
+    (the one xattr a layer tar carries); also a symlink's target."""
+    if nst.st_mode != ost.st_mode or nst.st_uid != ost.st_uid or nst.st_gid != ost.st_gid:
+        return True
+    if nst.st_rdev != ost.st_rdev:
         return True
     if not stat.S_ISDIR(nst.st_mode):
-        if nst.st_size != ost.st_size or nst.st_mtime_ns != ost.st_mtime_ns or nst.st_rdev != ost.st_rdev:
+        if nst.st_size != ost.st_size or not same_time(nst.st_mtime_ns, ost.st_mtime_ns):
             return True
         if stat.S_ISLNK(nst.st_mode) and os.readlink(new) != os.readlink(old):
             return True
-    return read_xattrs(new) != read_xattrs(old)
+    return export_xattrs(new) != export_xattrs(old)
 
 
 def same_dir(nst: os.stat_result, ost: os.stat_result) -> bool:
-    """Docker's test for a directory of the layer's own that is not a change: the one below is a directory
-    with the same mode, size and mtime (to the second when either has no nanoseconds)."""
-    if nst.st_mode != ost.st_mode or nst.st_size != ost.st_size:
-        return False
-    if nst.st_mtime_ns == ost.st_mtime_ns:
-        return True
-    return (nst.st_mtime_ns // 10**9 == ost.st_mtime_ns // 10**9
-            and (nst.st_mtime_ns % 10**9 == 0 or ost.st_mtime_ns % 10**9 == 0))
+    """Docker's aufs test for a directory of the layer's own that is not a change: the one below is a
+    directory with the same mode, size and mtime."""
+    return nst.st_mode == ost.st_mode and nst.st_size == ost.st_size and same_time(nst.st_mtime_ns, ost.st_mtime_ns)
 
 
 # -- which way ------------------------------------------------------------------------------------
@@ -169,11 +174,13 @@ def native_changes(upper: bytes, lower: LayerView, fmt: str) -> list[Change]:
                 sub = walk(p, path, sub_opaque, low_dir)
                 if low is None:
                     out.append(Change(p, ADDED, path, st))
-                elif sub or not same_dir(st, low[1]):  # as dockerd's (naive) changes: a change below counts
+                elif sub or (differs(path, st, *low) if fmt == "overlay" else not same_dir(st, low[1])):
                     out.append(Change(p, MODIFIED, path, st))
                 out += sub
-            else:
-                out.append(Change(p, ADDED if low is None else MODIFIED, path, st))
+            elif low is None:
+                out.append(Change(p, ADDED, path, st))
+            elif fmt != "overlay" or differs(path, st, *low):  # aufs: every copy-up, as Docker's aufs
+                out.append(Change(p, MODIFIED, path, st))
         if opaque:
             for name in sorted(set(lower.listdir(rel)) - present):
                 out.append(Change(_join(rel, name), DELETED))

@@ -16,28 +16,10 @@ import stat
 from collections.abc import Callable, Iterator
 
 from . import tarformat as tf
-from .whiteouts import is_overlay_xattr
 
 CHUNK = 1 << 20
 #: The one xattr Docker's layer tars carry (moby's ReadSecurityXattrToTarHeader).
 EXPORTED_XATTRS = ("security.capability",)
-
-
-def read_xattrs(path: bytes) -> dict[str, bytes]:
-    """Every xattr of ``path`` except overlayfs's own (symlinks not followed)."""
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return {}
-    out = {}
-    for n in names:
-        if is_overlay_xattr(n):
-            continue
-        try:
-            out[n] = os.getxattr(path, n, follow_symlinks=False)
-        except OSError:
-            continue
-    return out
 
 
 def export_xattrs(path: bytes) -> dict[str, bytes]:
