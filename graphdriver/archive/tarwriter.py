@@ -99,13 +99,23 @@ class TarWriter:
 
         With ``st`` (the overlay 0:0 device, or the opaque directory) it carries that inode's owner, as
         Docker's overlay2 writes it: mode 0600 and the device's mtime for a whiteout; the directory's
-        permission bits and no mtime for an opaque marker.
+        permission bits and no mtime for an opaque marker. Devices that are one inode (overlayfs links
+        its whiteouts to one since Linux 5.8) are hard links to moby's writer, which the whiteout
+        conversion turns back into regular entries but leaves the link name in: every one after the
+        first names the first device (``d/x``, not ``d/.wh.x``), as here.
         """
         if st is None:
             return self._header(name, tf.REG, None)
         if opaque:
             return self._header(name, tf.REG, st, mode=stat.S_IMODE(st.st_mode), mtime=0)
-        return self._header(name, tf.REG, st, mode=0o600)
+        first = b""
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = self.links.get(key, b"")
+            if not first:
+                parent, _, base = name.rpartition(b"/")
+                self.links[key] = (parent + b"/" if parent else b"") + base.removeprefix(b".wh.")
+        return self._header(name, tf.REG, st, mode=0o600, linkname=first)
 
     def entry(self, name: bytes, path: bytes, st: os.stat_result) -> Iterator[bytes]:
         """The tar bytes of the file at ``path`` stored as ``name`` (sockets are skipped)."""

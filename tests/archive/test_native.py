@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tarfile
 import threading
 import time
@@ -191,3 +192,20 @@ def test_changes_leave_out_copy_ups_the_diff_exports(root):
         exported = {"/" + m.name for m in t if not m.isdir()}
     assert exported == {"/bin/sh", "/bin/sh2", "/etc/conf"}
 
+
+def test_whiteouts_of_one_inode_export_as_mobys_writer(tmp_path):
+    """overlayfs (Linux 5.8+) links its whiteouts to one inode. moby's writer takes every one after the first
+    for a hard link to it, and its whiteout conversion leaves that link name (the first device's own name,
+    without ``.wh.``) in the regular ``.wh.`` entry: the headers, so the diffID, are dockerd's."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: mknod")
+    upper = tmp_path / "upper"
+    (upper / "d").mkdir(parents=True)
+    os.mknod(upper / "a", stat.S_IFCHR | 0o000, os.makedev(0, 0))
+    os.link(upper / "a", upper / "d" / "b")
+    os.mknod(upper / "c", stat.S_IFCHR | 0o000, os.makedev(0, 0))  # an inode of its own (a rename's)
+    blob = b"".join(diffmod.native_tar(os.fsencode(upper), "overlay"))
+    with tarfile.open(fileobj=io.BytesIO(blob)) as t:
+        got = [(m.name, m.type, m.linkname, m.mode & 0o7777 if m.isreg() else None) for m in t]
+    assert got == [(".wh.a", tarfile.REGTYPE, "", 0o600), (".wh.c", tarfile.REGTYPE, "", 0o600),
+                   ("d", tarfile.DIRTYPE, "", None), ("d/.wh.b", tarfile.REGTYPE, "a", 0o600)]
