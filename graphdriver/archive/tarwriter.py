@@ -126,13 +126,13 @@ class TarWriter:
         if stat.S_ISSOCK(mode):
             return
         key = (st.st_dev, st.st_ino)
+        xattrs = export_xattrs(path)  # read before the link is told, as moby's writer: a link carries them too
         if st.st_nlink > 1:
             first = self.links.get(key)
             if first is not None:
-                yield self._header(name, tf.LINK, st, linkname=first)
+                yield self._header(name, tf.LINK, st, linkname=first, xattrs=xattrs)
                 return
             self.links[key] = name
-        xattrs = export_xattrs(path)
         if stat.S_ISLNK(mode):
             yield self._header(name, tf.SYMLINK, st, linkname=os.readlink(path), xattrs=xattrs)
         elif stat.S_ISCHR(mode):

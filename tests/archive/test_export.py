@@ -62,6 +62,23 @@ def test_only_security_capability_is_exported(drv):
     assert members["d"].pax_headers == {}
 
 
+
+def test_a_hard_link_carries_the_capability_as_mobys_writer(drv):
+    """moby's writer reads ``security.capability`` into every header before it tells a hard link, so a link
+    entry carries it too (measured: dockerd 20.10's committed layer, tests/images/test_container_diff_docker.py)."""
+    def make(top: str) -> None:
+        p = os.path.join(top, "ping")
+        with open(p, "wb") as f:
+            f.write(b"x")
+        os.setxattr(p, "security.capability", CAP)
+        os.link(p, os.path.join(top, "ping2"))
+
+    _blob, members = _export(drv, make)
+    link = members["ping2"]
+    assert link.type == tarfile.LNKTYPE and link.linkname == "ping"
+    assert link.pax_headers == members["ping"].pax_headers == \
+        {"SCHILY.xattr.security.capability": CAP.decode("utf-8", "surrogateescape")}
+
 def test_sparse_file_is_a_plain_regular_entry(drv):
     def make(top: str) -> None:
         with open(os.path.join(top, "huge"), "wb") as f:
