@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import tarfile
@@ -27,7 +28,7 @@ DIRS = ("deltree", "deltree/a", "opq", "opq/sub", "dir2file", "mvdir", "mvdir/su
         "deep", "deep/lower", "keepdir")
 SUBFILES = ("deltree/a/f", "opq/x", "opq/sub/y", "dir2file/in", "mvdir/f1", "mvdir/sub/f2", "chmoddir/in/f",
             "deep/lower/x", "keepdir/k")
-#: Every kind of change the audit covers, in one run (busybox sh; a user.* xattr is set from outside).
+#: Every kind of change the audit covers, in one run (busybox sh; xattrs are set from outside, see set_xattrs).
 SCRIPT = r"""set -e
 cd /data
 echo new > new.txt
@@ -57,7 +58,14 @@ chmod 644 samemod.txt
 ln hl1 hl3
 echo t > keepdir/tmp && rm keepdir/tmp
 cp -p samesize.txt /tmp/ref && echo SAMESIZE > samesize.txt && touch -r /tmp/ref samesize.txt && rm /tmp/ref
-"""
+mkdir -p long/{a}/{b} && echo l > long/{a}/{b}/{c}
+echo u > ünïcødé
+echo b > bigid && chown 3000000000:3000000001 bigid
+echo o > old && touch -d "1960-01-01 00:00:00" old
+echo c > cap
+""".format(a="a" * 70, b="b" * 70, c="c" * 120)
+#: A valid VFS_CAP_REVISION_2 value (cap_net_bind_service, effective), set from outside as the user.* xattr.
+CAPABILITY = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
 
 
 def base_layer() -> bytes:
@@ -83,6 +91,14 @@ def base_layer() -> bytes:
         add("data/hl2", tarfile.LNKTYPE, link="data/hl1")
         add("data/sym", tarfile.SYMTYPE, link="modify.txt", mode=0o777)
     return buf.getvalue()
+
+
+def set_xattrs(rootfs: str) -> None:
+    """What busybox cannot do: a user.* xattr (not carried by a layer tar), a capability on a new file and
+    on a lower file the script gave a second name."""
+    os.setxattr(os.path.join(rootfs, "data/xattr.txt"), "user.audit", b"v")
+    for name in ("cap", "linksrc.txt"):
+        os.setxattr(os.path.join(rootfs, "data", name), "security.capability", CAPABILITY)
 
 
 def last_layer(saved: bytes) -> bytes:
@@ -126,7 +142,7 @@ def dockerd_runs(archive: str) -> dict[str, tuple[list[str], bytes]]:
             d.docker("run", "-d", "--name", "audit", "gddiff/base:1", "sleep", "600")
             d.docker("exec", "audit", "sh", "-c", SCRIPT)
             pid = int(d.docker("inspect", "-f", "{{.State.Pid}}", "audit").stdout)
-            os.setxattr(f"/proc/{pid}/root/data/xattr.txt", "user.audit", b"v")
+            set_xattrs(f"/proc/{pid}/root")
             d.docker("kill", "audit")
             diff = sorted(d.docker("diff", "audit").stdout.splitlines(), key=lambda line: line[2:])
             d.docker("commit", "audit", "gddiff/base:2")
@@ -152,7 +168,7 @@ def ours(request: pytest.FixtureRequest, root: str, archive: str) -> tuple[str, 
     gd("container", "run", "audit", "--", "sh", "-c", SCRIPT)
     merged = gd("container", "mount", "audit").strip()
     try:
-        os.setxattr(os.path.join(merged, "data/xattr.txt"), "user.audit", b"v")
+        set_xattrs(merged)
     finally:
         gd("container", "umount", "audit")
     diff = sorted(gd("container", "diff", "audit").splitlines(), key=lambda line: line[2:])
