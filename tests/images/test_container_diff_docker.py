@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -23,12 +24,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BACKENDS = ("overlay2", "vfs")
 APPLETS = ("sh", "echo", "mkdir", "rm", "touch", "sleep", "mv", "ln", "chmod", "chown", "mkfifo", "mknod", "cp")
 FILES = ("modify", "chmod", "chown", "touch", "del", "rename", "linksrc", "recreate", "file2dir", "xattr",
-         "samemod", "samesize")
+         "samemod", "samesize", "over", "under", "setuid")
 DIRS = ("deltree", "deltree/a", "opq", "opq/sub", "dir2file", "mvdir", "mvdir/sub", "chmoddir", "chmoddir/in",
         "deep", "deep/lower", "keepdir")
 SUBFILES = ("deltree/a/f", "opq/x", "opq/sub/y", "dir2file/in", "mvdir/f1", "mvdir/sub/f2", "chmoddir/in/f",
             "deep/lower/x", "keepdir/k")
-#: Every kind of change the audit covers, in one run (busybox sh; xattrs are set from outside, see set_xattrs).
+#: Every kind of change the audit covers, in one run (busybox sh; the rest is done from outside: from_outside).
 SCRIPT = r"""set -e
 cd /data
 echo new > new.txt
@@ -63,6 +64,11 @@ echo u > ünïcødé
 echo b > bigid && chown 3000000000:3000000001 bigid
 echo o > old && touch -d "1960-01-01 00:00:00" old
 echo c > cap
+mv over.txt under.txt
+rm hl2
+ln -s modify.txt sym2 && chown -h 1000:1000 sym2
+chmod 4755 setuid.txt
+mkdir -m 2775 sgid
 """.format(a="a" * 70, b="b" * 70, c="c" * 120)
 #: A valid VFS_CAP_REVISION_2 value (cap_net_bind_service, effective), set from outside as the user.* xattr.
 CAPABILITY = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
@@ -93,12 +99,21 @@ def base_layer() -> bytes:
     return buf.getvalue()
 
 
-def set_xattrs(rootfs: str) -> None:
+def from_outside(rootfs: str) -> None:
     """What busybox cannot do: a user.* xattr (not carried by a layer tar), a capability on a new file and
-    on a lower file the script gave a second name."""
-    os.setxattr(os.path.join(rootfs, "data/xattr.txt"), "user.audit", b"v")
+    on a lower file the script gave a second name, a socket (listed as added, never in a layer tar)."""
+    data = os.path.join(rootfs, "data")
+    os.setxattr(os.path.join(data, "xattr.txt"), "user.audit", b"v")
     for name in ("cap", "linksrc.txt"):
-        os.setxattr(os.path.join(rootfs, "data", name), "security.capability", CAPABILITY)
+        os.setxattr(os.path.join(data, name), "security.capability", CAPABILITY)
+    here, sock = os.open(".", os.O_RDONLY | os.O_DIRECTORY), socket.socket(socket.AF_UNIX)
+    try:
+        os.chdir(data)  # a relative name: the full path may be past AF_UNIX's 108 bytes
+        sock.bind("sock")
+    finally:
+        os.fchdir(here)
+        os.close(here)
+        sock.close()
 
 
 def last_layer(saved: bytes) -> bytes:
@@ -142,7 +157,7 @@ def dockerd_runs(archive: str) -> dict[str, tuple[list[str], bytes]]:
             d.docker("run", "-d", "--name", "audit", "gddiff/base:1", "sleep", "600")
             d.docker("exec", "audit", "sh", "-c", SCRIPT)
             pid = int(d.docker("inspect", "-f", "{{.State.Pid}}", "audit").stdout)
-            set_xattrs(f"/proc/{pid}/root")
+            from_outside(f"/proc/{pid}/root")
             d.docker("kill", "audit")
             diff = sorted(d.docker("diff", "audit").stdout.splitlines(), key=lambda line: line[2:])
             d.docker("commit", "audit", "gddiff/base:2")
@@ -168,7 +183,7 @@ def ours(request: pytest.FixtureRequest, root: str, archive: str) -> tuple[str, 
     gd("container", "run", "audit", "--", "sh", "-c", SCRIPT)
     merged = gd("container", "mount", "audit").strip()
     try:
-        set_xattrs(merged)
+        from_outside(merged)
     finally:
         gd("container", "umount", "audit")
     diff = sorted(gd("container", "diff", "audit").splitlines(), key=lambda line: line[2:])
