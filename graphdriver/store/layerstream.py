@@ -96,9 +96,8 @@ class LayerStream(io.RawIOBase):
             chunk = self._raw.read(CHUNK)
             if not chunk:
                 self._eof = True
-                if self._decoder is None:
-                    raise InvalidImage("empty layer blob")
-                self._decoder.finish()
+                if self._decoder is not None:  # an empty blob is an empty tar (docker's reader: at EOF)
+                    self._decoder.finish()
                 return
             self.blob_hash.update(chunk)
             self.blob_size += len(chunk)
