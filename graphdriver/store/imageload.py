@@ -34,15 +34,15 @@ def load_images(store: ImageStore, path: str, progress: Progress | None = None,
         try:
             specs = read_images(src)
             parents = archive_parents(specs)  # checked before anything is made
+            names = [_names(src, spec) for spec in specs]  # so is every name
             for spec in specs:
                 _apply_layers(store, src, spec, progress, created)
             out = []
             repos = store.repos()
-            for spec in specs:
+            for spec, tags in zip(specs, names, strict=True):
                 if not os.path.exists(store.config_path(spec.image_id)):
                     write_atomic(store.config_path(spec.image_id), spec.config)
                     configs.append(store.config_path(spec.image_id))
-                tags = [normalize_ref(t) for t in spec.tags]
                 replaced = {t: repos[t] for t in tags if repos.get(t, spec.image_id) != spec.image_id}
                 repos.update({t: spec.image_id for t in tags})
                 out.append(LoadedImage(spec.image_id, tags, replaced))
@@ -65,6 +65,15 @@ def load_images(store: ImageStore, path: str, progress: Progress | None = None,
             raise
         finally:
             src.close()
+
+
+def _names(src: Source, spec: ImageSpec) -> list[str]:
+    """The normalized names of ``spec``; a bad one is refused naming the archive, before any layer is
+    applied (docker's load refuses it too, but only once the image is made)."""
+    try:
+        return [normalize_ref(t) for t in spec.tags]
+    except GraphDriverError as e:
+        raise InvalidImage(f"{src.label}: {e}") from None
 
 
 def _apply_layers(store: ImageStore, src: Source, spec: ImageSpec, progress: Progress | None,

@@ -1,13 +1,19 @@
 """What the differential audit against ``docker load`` (test_load_docker_diff.py) found, pinned without a
-dockerd: a layer blob of no bytes is an empty tar."""
+dockerd: a layer blob of no bytes is an empty tar, and a bad image name is refused before any layer is made."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tarfile
 
+import pytest
+from imgkit import layer_tar
 from loadkit import Image, base_layer, save_entries, write_archive
 
 from graphdriver import open_driver
+from graphdriver.errors import InvalidImage
 from graphdriver.store.images import ImageStore
 
 EMPTY = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"  # sha256 of no bytes
@@ -25,3 +31,21 @@ def test_a_layer_blob_of_no_bytes_loads_as_an_empty_tar_and_saves_back(tmp_path,
         assert tf.getmember("blobs/sha256/" + EMPTY[7:]).size == 0
     [back] = ImageStore(other_root, open_driver(other_root)).load(out)
     assert back.image_id == img.image_id
+
+
+def test_a_bad_name_is_refused_before_any_layer_is_made(tmp_path, root):
+    path = write_archive(str(tmp_path / "up.tar"), save_entries([Image([base_layer()], ["Diff/Up:1"])]))
+    p = subprocess.run([sys.executable, "-m", "graphdriver", "--root", root, "image", "load", "-i", path],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr == f"graphdriver: {path}: invalid reference 'Diff/Up:1': want NAME[:TAG] (lowercase name)\n"
+    assert not os.path.exists(os.path.join(root, "images"))  # a failed first load leaves nothing
+
+
+def test_a_name_is_checked_in_every_image_before_the_first_is_loaded(tmp_path, store):
+    good, bad = Image([base_layer()], ["ok:1"]), Image([base_layer(), layer_tar({"x": "x"})], ["x@sha256:" + "a" * 64])
+    path = write_archive(str(tmp_path / "two.tar"), save_entries([good, bad]))
+    made = []
+    with pytest.raises(InvalidImage, match="digest references are not supported"):
+        store.images.load(path, progress=lambda *a: made.append(a))
+    assert made == [] and store.images.ids() == []
