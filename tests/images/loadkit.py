@@ -5,10 +5,12 @@ fingerprint of a layer directory to compare two stores' files."""
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import stat
 import subprocess
@@ -105,10 +107,15 @@ def sparse_layer(fmt: str) -> bytes:
 
 
 def compress(blob: bytes, codec: str) -> bytes:
+    """``blob`` compressed by ``codec``: gzip, zstd, xz, bzip2 (else as it is)."""
     if codec == "gzip":
         return gzip.compress(blob, mtime=0)
     if codec == "zstd":
         return zstandard.ZstdCompressor().compress(blob)
+    if codec == "xz":
+        return lzma.compress(blob)
+    if codec == "bzip2":
+        return bz2.compress(blob)
     return blob
 
 
