@@ -310,3 +310,14 @@ def test_save_round_trips_through_docker(tmp_path, docker, root, other_root):
             [back] = json.loads(_gd(other_root, "image", "inspect", t).stdout)
             assert (doc["Id"], doc["RootFS"]["Layers"]) == (back["Id"], back["RootFS"]["Layers"]) == \
                 (img.image_id, img.diff_ids)
+
+
+def test_the_lines_for_an_archive_ending_with_an_unnamed_image(tmp_path, docker, root):
+    """Ours: a ``Loaded image ID:`` line for each image loaded without a name. Docker 20.10's: one for every
+    image of the archive, named or not, printed only when the last image has no name."""
+    b = Image([BASE, layer_tar({"b-only": "b\n"})])
+    path = write_archive(str(tmp_path / "ab.tar"), save_entries([A, b]))
+    tagged = "Loaded image: diff/a:1\nLoaded image: diff/a:2\n"
+    assert docker["overlay2"].docker("load", "-i", path).stdout == \
+        f"{tagged}Loaded image ID: {A.image_id}\nLoaded image ID: {b.image_id}\n"
+    assert _gd(root, "image", "load", "-q", "-i", path).stdout == f"{tagged}Loaded image ID: {b.image_id}\n"
