@@ -4,6 +4,7 @@ not at all (every layer and config it made is removed when any step fails)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -34,7 +35,9 @@ def load_images(store: ImageStore, path: str, progress: Progress | None = None,
         try:
             specs = read_images(src)
             parents = archive_parents(specs)  # checked before anything is made
-            names = [_names(src, spec) for spec in specs]  # so is every name
+            for spec in specs:
+                _check_os(src, spec)  # so is each image's OS
+            names = [_names(src, spec) for spec in specs]  # and every name
             for spec in specs:
                 _apply_layers(store, src, spec, progress, created)
             out = []
@@ -74,6 +77,14 @@ def _names(src: Source, spec: ImageSpec) -> list[str]:
         return [normalize_ref(t) for t in spec.tags]
     except GraphDriverError as e:
         raise InvalidImage(f"{src.label}: {e}") from None
+
+
+def _check_os(src: Source, spec: ImageSpec) -> None:
+    """Refuse ``spec`` unless its config names no OS or Linux, as docker's load does (``cannot load windows
+    image on linux``; docker 20.10's daemon dies on any other OS instead)."""
+    image_os = json.loads(spec.config).get("os") or ""
+    if image_os not in ("", "linux"):
+        raise InvalidImage(f"{src.label}: cannot load {image_os} image on linux (image {spec.image_id})")
 
 
 def _apply_layers(store: ImageStore, src: Source, spec: ImageSpec, progress: Progress | None,

@@ -190,6 +190,8 @@ BOTH_REFUSE = {
         _edit(save_entries([A]), Layers=_layers(A)[:1]), "config lists 2 layers, manifest.json 1"),
     "hard link to a directory": lambda: (
         save_entries([_layer_variant("hd", tar_of(files({"dd": None, "hd": "=>dd"})))]), "hard link to directory 'dd'"),
+    "a Windows image": lambda: (save_entries([Image([BASE], ["diff/w:1"], {"os": "windows"})]),
+                                "cannot load windows image on linux"),  # (any other OS kills dockerd 20.10)
     "a name that is not lowercase": lambda: (save_entries([Image([BASE], ["Diff/Up:1"])]), "invalid reference"),
     "a digest as a tag": lambda: (save_entries([Image([BASE], ["diff/x@sha256:" + "a" * 64])]),
                                   "digest references are not supported"),

@@ -49,3 +49,21 @@ def test_a_name_is_checked_in_every_image_before_the_first_is_loaded(tmp_path, s
     with pytest.raises(InvalidImage, match="digest references are not supported"):
         store.images.load(path, progress=lambda *a: made.append(a))
     assert made == [] and store.images.ids() == []
+
+
+@pytest.mark.parametrize("image_os", ["windows", "plan9", "Linux"])
+def test_an_image_of_another_os_is_refused_before_any_layer_is_made(tmp_path, root, image_os):
+    img = Image([base_layer()], ["w:1"], {"os": image_os})
+    path = write_archive(str(tmp_path / "w.tar"), save_entries([img]))
+    p = subprocess.run([sys.executable, "-m", "graphdriver", "--root", root, "image", "load", "-i", path],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr == f"graphdriver: {path}: cannot load {image_os} image on linux (image {img.image_id})\n"
+    assert not os.path.exists(os.path.join(root, "images"))
+
+
+@pytest.mark.parametrize("extra", [{"os": "linux"}, {"os": ""}, {"architecture": "arm64"}])
+def test_a_linux_image_or_one_naming_no_os_loads(tmp_path, store, extra):
+    img = Image([base_layer()], ["l:1"], extra)
+    [loaded] = store.images.load(write_archive(str(tmp_path / "l.tar"), save_entries([img])))
+    assert loaded.image_id == img.image_id
