@@ -296,22 +296,25 @@ def test_reload_and_a_moved_tag_as_docker(tmp_path, docker, root):
 
 
 def test_save_round_trips_through_docker(tmp_path, docker, root, other_root):
+    """image save -> docker load -> docker save -> image load: ids, diffIDs and names survive (an image
+    saved by id comes back nameless)."""
     odd = Image([busybox_layer(), lk.odd_layer()], ["diff/odd:1"])
-    images = [A, odd, _layer_variant("e0", b""), _layer_variant("g", layer_tar({"g": "g\n"}) + b"\0" * 4096)]
-    tags = [t for i in images for t in i.tags]
+    nameless = Image([BASE, layer_tar({"n": "n\n"})])
+    images = [A, odd, _layer_variant("e0", b""), _layer_variant("g", layer_tar({"g": "g\n"}) + b"\0" * 4096),
+              nameless]
+    refs = [t for i in images for t in i.tags or [i.image_id]]
     assert _gd(root, "image", "load", "-q", "-i",
                write_archive(str(tmp_path / "in.tar"), save_entries(images))).returncode == 0
-    assert _gd(root, "image", "save", *tags, "-o", str(tmp_path / "ours.tar")).returncode == 0
+    assert _gd(root, "image", "save", *refs, "-o", str(tmp_path / "ours.tar")).returncode == 0
     d = docker["overlay2"]
     d.docker("load", "-i", str(tmp_path / "ours.tar"))
-    (tmp_path / "theirs.tar").write_bytes(d.docker_bytes("save", *tags))
+    (tmp_path / "theirs.tar").write_bytes(d.docker_bytes("save", *refs))
     assert _gd(other_root, "image", "load", "-q", "-i", str(tmp_path / "theirs.tar")).returncode == 0
     for img in images:
-        for t in img.tags:
-            [doc] = json.loads(d.docker("image", "inspect", t).stdout)
-            [back] = json.loads(_gd(other_root, "image", "inspect", t).stdout)
-            assert (doc["Id"], doc["RootFS"]["Layers"]) == (back["Id"], back["RootFS"]["Layers"]) == \
-                (img.image_id, img.diff_ids)
+        [doc] = json.loads(d.docker("image", "inspect", img.image_id).stdout)
+        [back] = json.loads(_gd(other_root, "image", "inspect", img.image_id).stdout)
+        assert (doc["Id"], doc["RootFS"]["Layers"], doc["RepoTags"]) == \
+            (back["Id"], back["RootFS"]["Layers"], back["RepoTags"]) == (img.image_id, img.diff_ids, img.tags or [])
 
 
 def test_the_lines_for_an_archive_ending_with_an_unnamed_image(tmp_path, docker, root):
