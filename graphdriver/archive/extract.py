@@ -29,6 +29,7 @@ TAR_FLAGS = (
     "-x", "-f", "-", "--numeric-owner", "--same-owner", "--same-permissions", "--xattrs",
     "--xattrs-include=*", "--read-full-records", "--blocking-factor=256", "--warning=no-unknown-keyword",
     "--warning=no-timestamp", "--warning=no-alone-zero-block", "--no-acls", "--no-selinux",
+    "--delay-directory-restore",  # a directory's times once its last entry is in, wherever that comes
 )
 
 

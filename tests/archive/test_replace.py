@@ -93,3 +93,14 @@ def test_directory_times_survive_whiteouts_and_replacements(drv):
     with drv.diff("top", None) as s, tarfile.open(fileobj=io.BytesIO(s.read())) as t:
         times = {m.name: m.mtime for m in t if m.isdir()}
     assert times == {"etc": OLD, "d": OLD + 1, "r": OLD + 2}
+
+
+def test_a_directory_keeps_its_time_when_its_entries_come_after_other_directories(drv):
+    """Directories first, then their files (as many image builders write a layer): GNU tar set a
+    directory's times when the next entry was outside it, so files written into it later left it at the
+    time of the apply; docker sets every directory's times after the last entry."""
+    top = _applied(drv, tar(directory("a", mtime=OLD), directory("b", mtime=OLD + 1), directory("a/in", mtime=OLD + 2),
+                            file("a/x", b"x"), file("b/y", b"y"), file("a/in/z", b"z"), directory("c", mtime=OLD + 3),
+                            file("a/w", b"w")))
+    for name, want in (("a", OLD), ("b", OLD + 1), ("a/in", OLD + 2), ("c", OLD + 3)):
+        assert os.lstat(os.path.join(top, name)).st_mtime == want, name

@@ -22,6 +22,7 @@ import zstandard
 from imgkit import config_for, sha256
 
 MTIME = 1_700_000_000
+RECENT = MTIME  # the latest time these archives give: a directory newer was left to the apply
 
 
 # -- layer tars -------------------------------------------------------------------------------------
@@ -203,8 +204,8 @@ def _xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
 
 def fingerprint(top: str) -> dict[str, tuple]:
     """Every entry under ``top`` (relative path -> type, mode, owner, size, content digest or link target or
-    device, mtime of what is neither a directory nor a whiteout, xattrs), plus ``"<hardlinks>"``: the groups
-    of paths sharing an inode."""
+    device, mtime (``"now"`` for whiteouts and directories the archive leaves to the apply), xattrs), plus
+    ``"<hardlinks>"``: the groups of paths sharing an inode."""
     out: dict[str, tuple] = {}
     inodes: dict[int, list[str]] = {}
     for dirpath, dirnames, filenames in os.walk(top):
@@ -221,7 +222,9 @@ def fingerprint(top: str) -> dict[str, tuple]:
                 what = os.readlink(full)
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
                 what = (os.major(st.st_rdev), os.minor(st.st_rdev))
-            when = None if stat.S_ISDIR(st.st_mode) or what == (0, 0) else int(st.st_mtime)  # whiteouts: made now
+            when: object = int(st.st_mtime)
+            if what == (0, 0) or (stat.S_ISDIR(st.st_mode) and st.st_mtime > RECENT):
+                when = "now"  # a whiteout, a directory the apply changed and the archive does not name
             out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
                         st.st_size if not stat.S_ISDIR(st.st_mode) else 0, what, when, _xattrs(full))
     out["<hardlinks>"] = tuple(sorted(tuple(sorted(g)) for g in inodes.values() if len(g) > 1))
