@@ -264,6 +264,8 @@ GD_LENIENT = {
     "old GNU sparse file (type S)": lambda: save_entries([Image([lk.sparse_layer("gnu")], ["diff/s:1"])]),
     "a path twice in one layer": lambda: save_entries([_layer_variant("dup", tar_of(files({"c": "1\n"}) +
                                                                                      files({"c": "2\n"})))]),
+    "a contiguous file (type 7, a regular file to POSIX)": lambda: save_entries([_layer_variant(
+        "contig", tar_of([(lk.entry("cont", b"7"), b"contiguous\n")]))]),
     "a RepoTag without a tag": lambda: save_entries([Image([BASE], ["diff/notag"])]),
     "an OCI layout": None,
 }
