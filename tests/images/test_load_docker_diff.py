@@ -328,3 +328,15 @@ def test_the_lines_for_an_archive_ending_with_an_unnamed_image(tmp_path, docker,
     assert docker["overlay2"].docker("load", "-i", path).stdout == \
         f"{tagged}Loaded image ID: {A.image_id}\nLoaded image ID: {b.image_id}\n"
     assert _gd(root, "image", "load", "-q", "-i", path).stdout == f"{tagged}Loaded image ID: {b.image_id}\n"
+
+
+def test_one_tag_on_two_images_of_an_archive_and_a_tag_given_thrice(tmp_path, docker, root):
+    """The later image takes the tag (said as docker says it); a tag repeated, spelled out or not, is one."""
+    x, y = Image([BASE], ["diff/same:1", "diff/x:1"]), Image([BASE, layer_tar({"y": "y"})], ["diff/same:1"])
+    for n, images in enumerate(([x, y], [Image([BASE], ["diff/d:1", "diff/d:1", "docker.io/diff/d:1"])])):
+        path = write_archive(str(tmp_path / f"{n}.tar"), save_entries(images))
+        theirs, ours = docker["overlay2"].docker("load", "-i", path), _gd(root, "image", "load", "-q", "-i", path)
+        assert ours.returncode == 0 and ours.stdout == theirs.stdout
+    for ref, want in (("diff/same:1", y.image_id), ("diff/x:1", x.image_id), ("diff/d:1", x.image_id)):
+        [mine] = json.loads(_gd(root, "image", "inspect", ref).stdout)
+        assert mine["Id"] == want
