@@ -121,8 +121,8 @@ def read_host_resolv() -> str | None:
 def write(rootfs: str, entries: list[Entry]) -> None:
     """Carry ``entries`` out under ``rootfs`` (the mounted init layer), never following a symlink out.
 
-    As dockerd does, directories and mount points already in the image are kept; the files with content
-    (hostname, hosts, resolv.conf) replace whatever the image had at that path.
+    As dockerd does, directories already in the image are kept and anything else at an entry's path is
+    replaced (see :func:`_apply`); the parents of an entry are entries before it.
     """
     dirfd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -152,25 +152,26 @@ def _open_dir(dirfd: int, rel: str, rootfs: str) -> int:
 
 
 def _apply(pfd: int, name: str, e: Entry, rootfs: str) -> None:
+    """One entry, as moby's initlayer.Setup: whatever is at the path in the image, unless a directory,
+    is unlinked and made anew (a symlinked ``/etc`` or a file ``/dev/shm`` becomes a directory, a
+    ``/dev/console`` device an empty file, ``/etc/mtab`` the symlink); a directory is kept as it is."""
     try:
         st = os.lstat(name, dir_fd=pfd)
     except FileNotFoundError:
         st = None
-    if e.kind == "dir":
-        if st is None:
-            os.mkdir(name, e.mode, dir_fd=pfd)
-            os.chmod(name, e.mode, dir_fd=pfd)
-        return
-    if e.kind == "symlink":
-        if st is None:
-            os.symlink(e.target, name, dir_fd=pfd)
-        return
-    if st is not None and e.content == b"":
-        return  # an existing mount point file is kept
     if st is not None and stat.S_ISDIR(st.st_mode):
-        raise GraphDriverError(f"init layer: {e.path} is a directory in the image at {rootfs}")
+        if e.kind == "file" and e.content:
+            raise GraphDriverError(f"init layer: {e.path} is a directory in the image at {rootfs}")
+        return
     if st is not None:
         os.unlink(name, dir_fd=pfd)
+    if e.kind == "dir":
+        os.mkdir(name, e.mode, dir_fd=pfd)
+        os.chmod(name, e.mode, dir_fd=pfd)
+        return
+    if e.kind == "symlink":
+        os.symlink(e.target, name, dir_fd=pfd)
+        return
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, e.mode, dir_fd=pfd)
     try:
         write_all(fd, e.content or b"", os.path.join(rootfs, e.path.lstrip("/")))

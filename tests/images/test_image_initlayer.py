@@ -53,9 +53,41 @@ def test_write_never_follows_a_symlinked_dir_out(tmp_path):
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()
     os.symlink(str(outside), rootfs / "etc")
-    with pytest.raises(GraphDriverError, match="not a directory"):
-        initlayer.write(str(rootfs), initlayer.plan("h", [], [], ["1.1.1.1"], ""))
+    initlayer.write(str(rootfs), initlayer.plan("h", [], [], ["1.1.1.1"], ""))
     assert os.listdir(outside) == []
+    assert stat.S_ISDIR(os.lstat(rootfs / "etc").st_mode)  # the symlink replaced by a directory, as dockerd does
+    assert (rootfs / "etc" / "hostname").read_text() == "h\n"
+
+
+def test_write_replaces_what_is_not_a_directory_as_dockerd(tmp_path):
+    """moby's initlayer.Setup unlinks every non-directory on an entry's path and makes the entry anew."""
+    rootfs = tmp_path / "rootfs"
+    for d in ("dev", "etc", "proc", "usr/etc"):
+        (rootfs / d).mkdir(parents=True)
+    (rootfs / "dev" / "shm").write_text("shm\n")  # a file where a mount point directory goes
+    os.symlink("/nowhere", rootfs / "dev" / "pts")
+    os.mknod(rootfs / "dev" / "console", 0o620 | stat.S_IFCHR, os.makedev(5, 1))
+    (rootfs / "sys").write_text("")
+    (rootfs / "etc" / "mtab").write_text("mtab\n")
+    (rootfs / ".dockerenv").write_text("env\n")
+    os.chmod(rootfs / ".dockerenv", 0o600)
+    os.symlink("hosts.real", rootfs / "etc" / "hosts")
+    (rootfs / "proc" / "keep").write_text("")
+    initlayer.write(str(rootfs), initlayer.plan("h", [], [], ["1.1.1.1"], ""))
+    for d in ("dev/shm", "dev/pts", "sys"):
+        st = os.lstat(rootfs / d)
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755, d
+    for f in ("dev/console", ".dockerenv"):
+        st = os.lstat(rootfs / f)
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755 and st.st_size == 0, f
+    assert os.readlink(rootfs / "etc" / "mtab") == "/proc/mounts"
+    assert stat.S_ISREG(os.lstat(rootfs / "etc" / "hosts").st_mode)
+    assert not (rootfs / "etc" / "hosts.real").exists()
+    assert (rootfs / "proc" / "keep").exists()  # a directory is kept with what is in it
+    os.unlink(rootfs / "etc" / "hostname")
+    os.mkdir(rootfs / "etc" / "hostname")  # dockerd keeps it, and its start fails to bind-mount a file there
+    with pytest.raises(GraphDriverError, match="is a directory"):
+        initlayer.write(str(rootfs), initlayer.plan("h", [], [], ["1.1.1.1"], ""))
 
 
 def test_bad_host_and_dns():
