@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import stat
 from dataclasses import dataclass
 
@@ -20,6 +21,10 @@ HOST_RESOLV = "/etc/resolv.conf"
 #: What Docker falls back to when the host names only loopback resolvers (unreachable from a container).
 FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")
 NETNS_DIR = "/var/run/netns"
+#: A loopback or IPv6 ``nameserver`` line and the blank lines after it, as libnetwork's filter drops them.
+_UNREACHABLE_NS = re.compile(r"(?m)^nameserver\s+(127\.([0-9]{1,3}\.){2}[0-9]{1,3}|::1$"
+                             r"|([0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(%\w+)?)\s*\n*")
+_NAMESERVER = re.compile(r"(?m)^\s*nameserver\s+\S")
 
 
 @dataclass(frozen=True)
@@ -34,43 +39,45 @@ class Entry:
 
 
 def hosts_file(hostname: str, addresses: list[str], extra_hosts: list[tuple[str, str]]) -> bytes:
-    """/etc/hosts: the localhost lines, the hostname mapped to the container's addresses, extra hosts."""
+    """/etc/hosts as dockerd writes it: the localhost lines, the extra hosts, then the hostname mapped to
+    each of the container's addresses (none without addresses, as with docker's ``--network none``)."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
              "fe00::0\tip6-localnet", "ff00::0\tip6-mcastprefix", "ff02::1\tip6-allnodes",
              "ff02::2\tip6-allrouters"]
     lines += [f"{ip}\t{name}" for name, ip in extra_hosts]
     short = hostname.split(".", 1)[0]
     names = hostname if short == hostname else f"{hostname} {short}"
-    for ip in addresses or ["127.0.1.1"]:
-        lines.append(f"{ip}\t{names}")
+    lines += [f"{ip}\t{names}" for ip in addresses]
     return ("\n".join(lines) + "\n").encode()
 
 
+def _last_words(text: str, key: str) -> list[str]:
+    """The words after the last ``key`` line of a resolv.conf (libnetwork's GetSearchDomains/GetOptions)."""
+    found: list[str] = []
+    for line in text.splitlines():
+        words = line.split()
+        if words and words[0] == key:
+            found = words[1:]
+    return found
+
+
 def resolv_conf(dns: list[str], host_resolv: str | None = None) -> bytes:
-    """/etc/resolv.conf: the given servers, else the host's non-loopback ones (else Docker's fallback)."""
-    search: list[str] = []
-    options: list[str] = []
-    servers = list(dns)
-    if not servers:
-        for line in (host_resolv or "").splitlines():
-            words = line.split()
-            if len(words) >= 2 and words[0] == "nameserver":
-                try:
-                    if not ipaddress.ip_address(words[1].split("%")[0]).is_loopback:
-                        servers.append(words[1])
-                except ValueError:
-                    continue
-            elif words and words[0] in ("search", "domain"):
-                search = words[1:]
-            elif words and words[0] == "options":
-                options += words[1:]
-        servers = servers or list(FALLBACK_DNS)
-    out = [f"nameserver {s}" for s in servers]
-    if search:
-        out.append("search " + " ".join(search))
-    if options:
-        out.append("options " + " ".join(options))
-    return ("\n".join(out) + "\n").encode()
+    """/etc/resolv.conf as dockerd 20.10 writes it for a container without IPv6.
+
+    With ``dns``: the host's last ``search`` line, the given servers, the host's last ``options`` line.
+    Without: the host's file as it is, less its loopback and IPv6 ``nameserver`` lines (unreachable from
+    the container); when none is left, Docker's fallback servers are appended.
+    """
+    host = host_resolv or ""
+    if dns:
+        search, options = _last_words(host, "search"), _last_words(host, "options")
+        out = ([f"search {' '.join(search)}"] if search else []) + [f"nameserver {s}" for s in dns]
+        out += [f"options {' '.join(options)}"] if options else []
+        return ("\n".join(out) + "\n").encode()
+    kept = _UNREACHABLE_NS.sub("", host)
+    if not _NAMESERVER.search(kept):
+        kept += "\n" + "".join(f"nameserver {s}\n" for s in FALLBACK_DNS)
+    return kept.encode()
 
 
 def parse_add_host(spec: str) -> tuple[str, str]:

@@ -29,7 +29,7 @@ def test_plan_contents():
     assert entries["etc/mtab"].kind == "symlink" and entries["etc/mtab"].target == "/proc/mounts"
     assert {entries[p].kind for p in ("dev/pts", "dev/shm", "proc", "sys")} == {"dir"}
     given = initlayer.resolv_conf(["1.1.1.1"], HOST_RESOLV).decode()
-    assert given == "nameserver 1.1.1.1\n"
+    assert given == "search corp.example\nnameserver 1.1.1.1\noptions edns0\n"  # the host's search, options
     assert "8.8.8.8" in initlayer.resolv_conf([], "nameserver 127.0.0.1\n").decode()
 
 
@@ -44,7 +44,7 @@ def test_write_into_rootfs(tmp_path):
     assert stat.S_ISREG(os.lstat(rootfs / "dev" / "console").st_mode)
     assert stat.S_IMODE(os.stat(rootfs / "proc").st_mode) == 0o555  # kept as the image had it
     assert (rootfs / ".dockerenv").exists()
-    assert "127.0.1.1\th1" in (rootfs / "etc" / "hosts").read_text()
+    assert "\th1" not in (rootfs / "etc" / "hosts").read_text()  # no addresses: no line for the hostname
 
 
 def test_write_never_follows_a_symlinked_dir_out(tmp_path):
@@ -88,6 +88,22 @@ def test_write_replaces_what_is_not_a_directory_as_dockerd(tmp_path):
     os.mkdir(rootfs / "etc" / "hostname")  # dockerd keeps it, and its start fails to bind-mount a file there
     with pytest.raises(GraphDriverError, match="is a directory"):
         initlayer.write(str(rootfs), initlayer.plan("h", [], [], ["1.1.1.1"], ""))
+
+
+def test_hosts_and_resolv_conf_are_dockerds():
+    """What dockerd 20.10 writes (seen with a bind-mounted host resolv.conf, --network none)."""
+    hosts = initlayer.hosts_file("web", [], [("db", "10.0.0.5")]).decode()
+    assert hosts.splitlines()[-1] == "10.0.0.5\tdb" and "web" not in hosts
+    assert initlayer.hosts_file("a.b", ["10.0.0.2"], []).decode().splitlines()[-1] == "10.0.0.2\ta.b a"
+    mixed = ("# a comment\nsearch corp.example lab.example\nnameserver 127.0.0.53\nnameserver 10.1.2.3\n"
+             "nameserver 2001:db8::53\noptions edns0 ndots:3\n")
+    assert initlayer.resolv_conf([], mixed) == (b"# a comment\nsearch corp.example lab.example\n"
+                                                b"nameserver 10.1.2.3\noptions edns0 ndots:3\n")
+    assert initlayer.resolv_conf(["1.1.1.1"], mixed) == (b"search corp.example lab.example\nnameserver 1.1.1.1\n"
+                                                         b"options edns0 ndots:3\n")
+    loop = "nameserver 127.0.0.1\nsearch s.example\n"
+    assert initlayer.resolv_conf([], loop) == b"search s.example\n\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    assert initlayer.resolv_conf(["1.1.1.1"], loop) == b"search s.example\nnameserver 1.1.1.1\n"
 
 
 def test_bad_host_and_dns():
