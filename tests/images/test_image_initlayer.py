@@ -95,6 +95,9 @@ def test_hosts_and_resolv_conf_are_dockerds():
     hosts = initlayer.hosts_file("web", [], [("db", "10.0.0.5")]).decode()
     assert hosts.splitlines()[-1] == "10.0.0.5\tdb" and "web" not in hosts
     assert initlayer.hosts_file("a.b", ["10.0.0.2"], []).decode().splitlines()[-1] == "10.0.0.2\ta.b a"
+    bridged = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
+               "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n10.0.0.5\tdb\n10.99.0.2\tweb\n")
+    assert initlayer.hosts_file("web", ["10.99.0.2"], [("db", "10.0.0.5")]).decode() == bridged  # a bridge network's
     mixed = ("# a comment\nsearch corp.example lab.example\nnameserver 127.0.0.53\nnameserver 10.1.2.3\n"
              "nameserver 2001:db8::53\noptions edns0 ndots:3\n")
     assert initlayer.resolv_conf([], mixed) == (b"# a comment\nsearch corp.example lab.example\n"
