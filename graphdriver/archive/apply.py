@@ -113,7 +113,12 @@ def epoch_times(stage: bytes | str, names: set[bytes]) -> None:
 
 
 def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: BinaryIO) -> int:
-    """Extract ``stream`` into layer ``layer_id``; returns the bytes of file content written."""
+    """Extract ``stream`` into layer ``layer_id``; returns the size Docker's driver of that kind answers.
+
+    That is the bytes of file content written for vfs (the naive ApplyDiff: the sum of the tar's sizes),
+    and the layer directory's size for overlay2 and aufs (their ApplyDiff answers ``directory.Size``, in
+    which a symlink counts its target's length), so ``docker images`` agree with dockerd's own drivers.
+    """
     check_parent(driver, layer_id, parent)
     _refuse_mounted(driver, layer_id)  # early, to spare the work; checked again under the lock
     fmt = driver.whiteout_format
@@ -159,7 +164,7 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
                 _refuse_mounted(driver, layer_id)
                 lease = take_over(lease, layer_id, target, "apply a diff to")  # no reader left mid-read
                 publish(stage, target, trash, guard, fmt)
-            return guard.size
+            return guard.size + (guard.link_bytes if fmt != "applied" else 0)
     finally:
         if lease is not None:
             lease.release()

@@ -215,7 +215,8 @@ def native_tar(upper: bytes, fmt: str) -> Iterator[bytes]:
 
 
 def native_size(upper: bytes, fmt: str) -> int:
-    """Bytes of regular-file content in the layer's own directory (each inode once, whiteouts skipped)."""
+    """Docker's ``directory.Size`` of the layer's own directory: the lstat size of everything but
+    directories (a symlink counts its target's length), each inode once, aufs whiteouts skipped."""
     seen: set[tuple[int, int]] = set()
     total = 0
     for d, dirs, files in os.walk(upper):
@@ -225,7 +226,7 @@ def native_size(upper: bytes, fmt: str) -> int:
             if fmt == "aufs" and name.startswith(b".wh."):
                 continue
             st = os.lstat(os.path.join(d, name))
-            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+            if not stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 total += st.st_size
     return total
@@ -297,12 +298,13 @@ def changes_tar(changes: list[Change]) -> Iterator[bytes]:
 
 
 def changes_size(changes: list[Change]) -> int:
-    """Regular-file bytes among added and modified entries (each inode once)."""
+    """Docker's ``ChangesSize``: the lstat size of added and modified entries but directories (a symlink
+    counts its target's length), each inode once."""
     seen: set[tuple[int, int]] = set()
     total = 0
     for c in changes:
         st = c.st
-        if st is not None and stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+        if st is not None and not stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
             seen.add((st.st_dev, st.st_ino))
             total += st.st_size
     return total

@@ -26,7 +26,8 @@ class DiffMixin:
     """apply_diff / diff / changes / diff_size on top of a Driver's layer directories."""
 
     def apply_diff(self, layer_id: str, parent: str | None, stream: BinaryIO) -> int:
-        """Extract the layer tar ``stream`` (plain, gzip, zstd) into ``layer_id``; bytes of content written."""
+        """Extract the layer tar ``stream`` (plain, gzip, zstd) into ``layer_id``; its size as Docker's
+        driver of this kind answers (file content; overlay2 and aufs: plus symlink targets)."""
         self._require(layer_id)  # type: ignore[attr-defined]
         check_stream(stream)
         return _archive("apply").apply_layer(self, layer_id, check_parent(parent), stream)  # type: ignore[arg-type]
@@ -40,7 +41,8 @@ class DiffMixin:
         return _archive("diff").changes(self, layer_id, check_parent(parent))  # type: ignore[arg-type]
 
     def diff_size(self, layer_id: str, parent: str | None = None) -> int:
-        """Bytes of regular-file content the layer adds or changes (what apply_diff returned for it)."""
+        """Bytes the layer adds or changes, as Docker's DiffSize counts them: lstat sizes of all but
+        directories (symlinks count their target's length), each inode once."""
         return _archive("diff").diff_size(self, layer_id, check_parent(parent))  # type: ignore[arg-type]
 
     def native_diff_reason(self) -> str | None:

@@ -81,6 +81,7 @@ class PathGuard:
     pseudo_links: dict[bytes, Entry] = field(default_factory=dict)  # aufs .wh..wh.plnk files by base name
     clear: list[bytes] = field(default_factory=list)  # to remove before the entry just visited is extracted
     size: int = 0
+    link_bytes: int = 0  # symlink targets' lengths: a directory's size counts them (lstat's st_size)
     _checked: set[bytes] = field(default_factory=lambda: {b""})
     _gone: set[bytes] = field(default_factory=set)  # paths the archive's whiteouts delete (vfs)
 
@@ -125,6 +126,7 @@ class PathGuard:
                 raise self.refuse(e, "symlink with an empty target")
             self.kinds[path] = SYMLINK
             self.symlinks[path] = e.linkname
+            self.link_bytes += len(e.linkname)
         elif is_dir:
             self.kinds[path] = DIR
             self.explicit_dirs.add(path)

@@ -116,7 +116,11 @@ def test_round_trip_fidelity(drv, tmp_path):
     blob = gnu_tar_of(src)
     drv.create("base")
     size = drv.apply_diff("base", None, io.BytesIO(blob))
-    assert size == drv.diff_size("base", None)
+    links = sum(len(m.linkname.encode()) for m in tarfile.open(fileobj=io.BytesIO(blob)) if m.issym())
+    assert links > 0
+    # DiffSize counts symlink targets (Docker's directory.Size / ChangesSize); so does overlay2's and aufs's
+    # ApplyDiff, vfs's (the naive one) sums the tar's sizes only
+    assert size + (links if drv.whiteout_format == "applied" else 0) == drv.diff_size("base", None)
     with drv.diff("base", None) as s:
         out = s.read()
     want, got = entries(blob), entries(out)
@@ -157,7 +161,7 @@ def test_compressed_streams(drv, compress):
     blob = tar(directory("d"), file("d/f", b"hello" * 1000), symlink("l", "d/f"))
     drv.create("x")
     size = drv.apply_diff("x", None, io.BytesIO(compress(blob) if compress else blob))
-    assert size == 5000
+    assert size == 5000 + (3 if drv.whiteout_format != "applied" else 0)  # overlay2, aufs: the symlink "d/f" too
     with open(os.path.join(drv.diff_path("x"), "d/f"), "rb") as f:
         assert f.read() == b"hello" * 1000
 

@@ -416,3 +416,31 @@ def test_a_remove_during_a_diff_is_an_err_and_the_diff_ends_whole(plugin) -> Non
     while (err := c.call("GraphDriver.Remove", {"ID": "ctr"})["Err"]) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert err == "" and c.call("GraphDriver.Exists", {"ID": "ctr"})["Exists"] is False
+
+
+def test_sizes_count_symlinks_as_dockerds_drivers_do(plugin) -> None:
+    """ApplyDiff's Size is what dockerd's driver of the same kind answers: overlay2 the layer directory's
+    size (directory.Size: a symlink counts its target's length), vfs the tar's sizes (the naive ApplyDiff);
+    DiffSize counts symlink targets for both (directory.Size, ChangesSize)."""
+    path, home, backend = plugin
+    if not diff_implemented():
+        pytest.skip("apply_diff/diff are not implemented yet (graphdriver/archive)")
+    c = PluginClient(path)
+    init(c, home)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("bin/busybox")
+        ti.size = 5
+        tf.addfile(ti, io.BytesIO(b"12345"))
+        ti = tarfile.TarInfo("bin/sh")
+        ti.type, ti.linkname = tarfile.SYMTYPE, "busybox"
+        tf.addfile(ti)
+    assert c.call("GraphDriver.Create", {"ID": "sl"})["Err"] == ""
+    reply = c.apply_diff("sl", "", _chunks(buf.getvalue()))
+    assert reply["Err"] == ""
+    assert reply["Size"] == 5 + (len("busybox") if backend == "overlay2" else 0)
+    assert c.call("GraphDriver.CreateReadWrite", {"ID": "sl-rw", "Parent": "sl"})["Err"] == ""
+    top = c.call("GraphDriver.Get", {"ID": "sl-rw"})["Dir"]
+    os.symlink("/etc/passwd", os.path.join(top, "link"))
+    assert c.call("GraphDriver.Put", {"ID": "sl-rw"})["Err"] == ""
+    assert c.call("GraphDriver.DiffSize", {"ID": "sl-rw", "Parent": "sl"})["Size"] == len("/etc/passwd")
