@@ -112,6 +112,9 @@ def main() -> int:
     try:
         tar_path = os.path.join(work, "layer.tar")
         entries, content = make_layer_tar(tar_path, args.files, args.mb)
+        # overlay2 and aufs answer the layer directory's size, where a symlink counts its target's length
+        with tarfile.open(tar_path) as t:
+            links = sum(len(m.linkname.encode()) for m in t if m.issym())
         tar_bytes = os.path.getsize(tar_path)
         print(f"layer tar: {tar_bytes / 1e6:.1f} MB, {entries} entries, {content / 1e6:.1f} MB of content; "
               f"driver {args.driver} on {args.dir}")
@@ -123,7 +126,7 @@ def main() -> int:
             warm(tar_path)
             dt, size = time_apply(tar_path, work, args.driver, i)
             ours.append(dt)
-            assert size == content, (size, content)
+            assert size == content + (links if args.driver != "vfs" else 0), (size, content, links)
             print(f"run {i}: GNU tar {gnu[-1]:.3f}s  apply_diff {dt:.3f}s  ratio {gnu[-1] / dt:.2f}x")
         g, o = statistics.median(gnu), statistics.median(ours)
         print(f"median: GNU tar {g:.3f}s ({tar_bytes / g / 1e6:.0f} MB/s)  apply_diff {o:.3f}s "
