@@ -210,6 +210,7 @@ class RefStore:
         root, or one only partly written: another root's ``cleanup`` would take it for a leftover, but
         passes over a directory that is leased; one it removed in the meantime is made again."""
         from .files import write_atomic
+        from .runtime import mount_namespace
 
         for _ in range(5):
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -220,7 +221,9 @@ class RefStore:
             assert lease is not None  # a waiting take always gets it
             if lease.still_there():
                 try:
-                    write_atomic(os.path.join(self.dir, ".home"), self.home)  # whole or not there
+                    # the namespace the root's path is seen from first, then the path: whole or not there
+                    write_atomic(os.path.join(self.dir, ".mntns"), mount_namespace())
+                    write_atomic(os.path.join(self.dir, ".home"), self.home)
                 except BaseException:
                     lease.release()
                     raise

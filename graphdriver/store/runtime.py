@@ -1,5 +1,10 @@
 """Where roots keep their volatile state (the mount reference tables of :mod:`graphdriver.store.refs`):
-a directory per root on a tmpfs, this boot's id, and the removal of directories whose root is gone."""
+a directory per root on a tmpfs, this boot's id, and the removal of directories whose root is gone.
+
+A runtime directory names its root by path (``.home``) and the mount namespace that path was seen from
+(``.mntns``): a root on a filesystem mounted only in another namespace (a private one of a runtime, a
+test, ``unshare -m``) is no directory here, and only a namespace no process lives in any more is judged
+from this one."""
 
 from __future__ import annotations
 
@@ -48,8 +53,45 @@ def boot_id() -> str:
         return f.read().strip()
 
 
+def mount_namespace() -> str:
+    """This process's mount namespace, as ``<device>:<inode>`` of ``/proc/self/ns/mnt``."""
+    st = os.stat("/proc/self/ns/mnt")
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def live_mount_namespaces() -> set[str]:
+    """The mount namespaces some process lives in (as :func:`mount_namespace` names them)."""
+    live = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                st = os.stat(f"/proc/{pid}/ns/mnt")
+            except OSError:  # gone, or a kernel thread's
+                continue
+            live.add(f"{st.st_dev}:{st.st_ino}")
+    return live
+
+
+def _seen_elsewhere(d: str, ours: str, live: list[set[str]]) -> bool:
+    """The directory's root was named from another mount namespace that still has a process in it: its
+    path may lead elsewhere, or nowhere, from ours."""
+    try:
+        with open(os.path.join(d, ".mntns")) as f:
+            ns = f.read()
+    except OSError:  # named before namespaces were recorded
+        return False
+    if not ns or ns == ours:
+        return False
+    if not live:
+        live.append(live_mount_namespaces())
+    return ns in live[0]
+
+
 def prune_runtime() -> list[str]:
-    """Remove the runtime directories of roots that no longer exist; returns what was removed."""
+    """Remove the runtime directories of roots that no longer exist; returns what was removed. Roots
+    named from another mount namespace still in use are passed over (see the module's docstring)."""
+    ours = mount_namespace()
+    live: list[set[str]] = []  # looked up once, when first needed
     bases = {os.environ.get("GRAPHDRIVER_RUNTIME", ""), "/run/graphdriver", "/dev/shm/graphdriver"} - {""}
     removed = []
     for base in sorted(bases):
@@ -72,7 +114,7 @@ def prune_runtime() -> list[str]:
                 try:
                     with open(os.path.join(d, ".home")) as f:
                         home = f.read()
-                    gone = not home or not os.path.isdir(home)
+                    gone = not home or (not os.path.isdir(home) and not _seen_elsewhere(d, ours, live))
                 except FileNotFoundError:
                     try:
                         gone = not [n for n in os.listdir(d) if not n.startswith(".")]

@@ -194,14 +194,14 @@ def test_a_full_runtime_filesystem_fails_the_write_with_enospc_and_keeps_the_cou
 
     run = tmp_path / "run"
     run.mkdir()
-    syscalls.mount("tmpfs", str(run), "tmpfs", 0, "size=16k")
+    syscalls.mount("tmpfs", str(run), "tmpfs", 0, "size=20k")  # .home, .mntns, the table
     try:
         s = RefStore(str(run / "root"), str(tmp_path))
         for i in range(FIRST_CAPACITY):
             s.write(f"a{i}", Ref(1, i + 1))
         with open(run / "filler", "wb") as f:  # the rest of the tmpfs
             try:
-                f.write(b"x" * 16384)
+                f.write(b"x" * 20480)
             except OSError:
                 pass
         with pytest.raises(OSError) as err:
@@ -316,3 +316,48 @@ def test_cleanups_of_two_roots_pruning_at_once_do_not_trip_over_each_other(tmp_p
     monkeypatch.setattr(os, "listdir", real)
     assert not stale.exists()
     assert sorted([*removed, *other[0]]).count(str(stale)) == 1  # one of them removed it, neither failed
+
+
+_HELD_IN_ITS_OWN_NAMESPACE = """
+import sys
+from graphdriver import open_driver
+from graphdriver.kernel import syscalls
+syscalls.mount("tmpfs", sys.argv[1], "tmpfs")  # the root's filesystem: mounted in this namespace only
+d = open_driver(sys.argv[1], "vfs")
+d.create("a")
+d.get("a")
+print("held", flush=True)
+sys.stdin.readline()
+d.put("a")  # LayerNotMounted if the count went meanwhile
+print(d.refs.read("a").count, flush=True)
+"""
+
+
+def test_a_root_seen_from_another_mount_namespace_keeps_its_counts_through_a_cleanup_here(root: str, tmp_path,
+                                                                                         monkeypatch) -> None:
+    """A root on a filesystem mounted in a private namespace (a runtime's, ``unshare -m``) is no directory
+    from this one: another root's cleanup here must not take its runtime directory for a leftover while
+    that namespace lives, and prunes it once no process is left in it."""
+    import subprocess
+    import sys
+
+    from graphdriver.store.runtime import prune_runtime, runtime_dir
+
+    monkeypatch.setenv("GRAPHDRIVER_RUNTIME", str(tmp_path / "run"))
+    made = runtime_dir.__wrapped__(os.path.join(root, "vfs"))
+    child = subprocess.Popen(["unshare", "-m", "--propagation", "private", sys.executable, "-c",
+                              _HELD_IN_ITS_OWN_NAMESPACE, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        assert not os.path.isdir(os.path.join(root, "vfs")) and os.path.isdir(made)  # its root: not here
+        assert made not in prune_runtime()
+        child.stdin.write("put\n")
+        child.stdin.flush()
+        out, _ = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0 and out.strip() == "0"
+    assert prune_runtime() == [made]  # its namespace is gone with its process: judged from here now
