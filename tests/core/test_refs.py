@@ -252,6 +252,25 @@ def test_readers_in_other_threads_follow_growth_and_removal_without_errors(tmp_p
 
 # -- runtime directories of other roots: another root's cleanup prunes them while they are in use ----------
 
+def _paused_child(cmd: list[str], ready: str, meanwhile) -> tuple[int, str]:
+    """Run ``cmd`` until it prints ``ready``, call ``meanwhile()``, let it go on (a line on its stdin); its
+    exit status and the rest of its output."""
+    import subprocess
+
+    child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == ready
+        meanwhile()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        out, _ = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return child.returncode, out
+
+
 _FIRST_GET = """
 import os, sys
 real = os.makedirs
@@ -271,7 +290,6 @@ print(d.refs.read("a").count, os.path.exists(d.refs.table), flush=True)
 
 
 def test_a_runtime_directory_being_made_survives_another_roots_cleanup(root: str, tmp_path, monkeypatch) -> None:
-    import subprocess
     import sys
 
     from graphdriver.store.runtime import prune_runtime, runtime_dir
@@ -279,19 +297,9 @@ def test_a_runtime_directory_being_made_survives_another_roots_cleanup(root: str
     monkeypatch.setenv("GRAPHDRIVER_RUNTIME", str(tmp_path / "run"))
     open_driver(root, "vfs").create("a")  # no table yet: the first get makes it
     name = os.path.basename(runtime_dir.__wrapped__(os.path.join(root, "vfs")))
-    child = subprocess.Popen([sys.executable, "-c", _FIRST_GET, root, name], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "made"
-        prune_runtime()  # another root's cleanup: an empty directory naming no root looks left over
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        out, _ = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == 0 and out.split() == ["1", "True"]  # made again: the get went through
+    # meanwhile, another root's cleanup: an empty directory naming no root looks left over
+    code, out = _paused_child([sys.executable, "-c", _FIRST_GET, root, name], "made", prune_runtime)
+    assert code == 0 and out.split() == ["1", "True"]  # made again: the get went through
     assert prune_runtime() == []  # it names its root now
     shutil.rmtree(tmp_path / "run")
 
@@ -338,26 +346,17 @@ def test_a_root_seen_from_another_mount_namespace_keeps_its_counts_through_a_cle
     """A root on a filesystem mounted in a private namespace (a runtime's, ``unshare -m``) is no directory
     from this one: another root's cleanup here must not take its runtime directory for a leftover while
     that namespace lives, and prunes it once no process is left in it."""
-    import subprocess
     import sys
 
     from graphdriver.store.runtime import prune_runtime, runtime_dir
 
     monkeypatch.setenv("GRAPHDRIVER_RUNTIME", str(tmp_path / "run"))
     made = runtime_dir.__wrapped__(os.path.join(root, "vfs"))
-    child = subprocess.Popen(["unshare", "-m", "--propagation", "private", sys.executable, "-c",
-                              _HELD_IN_ITS_OWN_NAMESPACE, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True)
-    try:
-        assert child.stdout.readline().strip() == "held"
+    def cleanup_here() -> None:
         assert not os.path.isdir(os.path.join(root, "vfs")) and os.path.isdir(made)  # its root: not here
         assert made not in prune_runtime()
-        child.stdin.write("put\n")
-        child.stdin.flush()
-        out, _ = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == 0 and out.strip() == "0"
+
+    code, out = _paused_child(["unshare", "-m", "--propagation", "private", sys.executable, "-c",
+                               _HELD_IN_ITS_OWN_NAMESPACE, root], "held", cleanup_here)
+    assert code == 0 and out.strip() == "0"
     assert prune_runtime() == [made]  # its namespace is gone with its process: judged from here now
