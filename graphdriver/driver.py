@@ -68,6 +68,9 @@ class Driver(MountRefs, DiffMixin, SizeLimits, ABC):
     #: How deletions are stored on disk: "overlay" (0:0 char device, trusted.overlay.opaque=y),
     #: "aufs" (.wh.<name> files kept as they are) or "applied" (vfs: deletions carried out).
     whiteout_format: ClassVar[str] = "applied"
+    #: ``apply_diff`` answers the layer directory's size (a symlink counts its target's length), as Docker's
+    #: overlay2 and aufs do; else the tar's file sizes, as its naive ApplyDiff (vfs).
+    apply_size_is_dir_size: ClassVar[bool] = False
     #: Held while open_driver's driver is open (registry: no other process unmakes the store under it).
     store_lease: Lease | None = None
 

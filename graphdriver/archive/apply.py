@@ -164,7 +164,7 @@ def apply_layer(driver: Driver, layer_id: str, parent: str | None, stream: Binar
                 _refuse_mounted(driver, layer_id)
                 lease = take_over(lease, layer_id, target, "apply a diff to")  # no reader left mid-read
                 publish(stage, target, trash, guard, fmt)
-            return guard.size + (guard.link_bytes if fmt != "applied" else 0)
+            return guard.size + (guard.link_bytes if driver.apply_size_is_dir_size else 0)
     finally:
         if lease is not None:
             lease.release()

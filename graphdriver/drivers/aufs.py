@@ -62,6 +62,7 @@ class Aufs(Driver):
 
     name: ClassVar[str] = "aufs"
     whiteout_format: ClassVar[str] = "aufs"
+    apply_size_is_dir_size: ClassVar[bool] = True
     driver_options: ClassVar[dict[str, tuple[str, ...] | None]] = {"aufs.udba": UDBA_MODES}
     #: Where the module keeps its sysfs tree (a parameter so tests can point it at a fixture tree).
     sysfs_root: ClassVar[str] = DEFAULT_SYSFS

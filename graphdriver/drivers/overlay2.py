@@ -40,6 +40,7 @@ class Overlay2(Driver):
 
     name: ClassVar[str] = "overlay2"
     whiteout_format: ClassVar[str] = "overlay"
+    apply_size_is_dir_size: ClassVar[bool] = True
     reserved_ids: ClassVar[frozenset[str]] = frozenset({"l"})
     driver_options: ClassVar[dict[str, tuple[str, ...] | None]] = {
         "overlay2.mount_api": ("auto", "fsconfig", "mount"), "overlay2.layer_view": ("true", "false"),
